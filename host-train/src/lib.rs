@@ -1,0 +1,1 @@
+//! Online EM-PF trainer. See the crate README and `docs/architecture.md`.

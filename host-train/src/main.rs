@@ -1,0 +1,3 @@
+fn main() {
+    println!("host-train: not yet implemented");
+}

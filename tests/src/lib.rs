@@ -1,0 +1,1 @@
+//! Conformance suite shared helpers. Cases arrive with the export issue.
