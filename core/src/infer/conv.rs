@@ -1,0 +1,106 @@
+//! The one convolution loop nest, shared by every conv kernel (float, integer, binary, dense).
+//!
+//! Weight-stationary order: for each tap `(c, ky, kx)` of one output channel, one weight is read
+//! and applied to whole output rows, so the inner loop is a contiguous (stride 1) slice walk that
+//! the compiler vectorises, and packed sign bits are read once per tap, not once per MAC.
+
+use crate::model::Shape;
+
+/// Geometry of a square-kernel conv with zero padding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvGeom {
+    pub input: Shape,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvGeom {
+    pub fn new(input: Shape, kernel: u8, stride: u8, pad: u8) -> ConvGeom {
+        let (k, s, p) = (kernel as usize, stride as usize, pad as usize);
+        let oh = (input.h as usize + 2 * p - k) / s + 1;
+        let ow = (input.w as usize + 2 * p - k) / s + 1;
+        ConvGeom {
+            input,
+            kernel: k,
+            stride: s,
+            pad: p,
+            oh,
+            ow,
+        }
+    }
+    pub fn taps(&self) -> usize {
+        self.input.c as usize * self.kernel * self.kernel
+    }
+    /// Output positions `o` with `0 <= o*stride + tap - pad < len`, as a half-open range.
+    fn range(&self, tap: usize, len: usize, out_len: usize) -> (usize, usize) {
+        let s = self.stride;
+        let lo = if self.pad > tap {
+            (self.pad - tap).div_ceil(s)
+        } else {
+            0
+        };
+        // largest o with o*s + tap - pad <= len - 1
+        let hi = if len + self.pad > tap {
+            ((len - 1 + self.pad - tap) / s + 1).min(out_len)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
+}
+
+/// Runs every tap of one output channel over the output plane `acc` (`oh·ow`).
+///
+/// `apply(tap_index, dst, src, stride)` must do `dst[j] op= src[j*stride]` for every `j` of `dst`.
+#[inline(always)]
+pub(crate) fn for_each_tap<E, A>(
+    g: &ConvGeom,
+    x: &[E],
+    acc: &mut [A],
+    mut apply: impl FnMut(usize, &mut [A], &[E], usize),
+) {
+    let (h, w) = (g.input.h as usize, g.input.w as usize);
+    let hw = h * w;
+    for c in 0..g.input.c as usize {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ky in 0..g.kernel {
+            let (oy_lo, oy_hi) = g.range(ky, h, g.oh);
+            for kx in 0..g.kernel {
+                let (ox_lo, ox_hi) = g.range(kx, w, g.ow);
+                if ox_lo >= ox_hi {
+                    continue;
+                }
+                let tap = (c * g.kernel + ky) * g.kernel + kx;
+                let ix0 = ox_lo * g.stride + kx - g.pad;
+                for oy in oy_lo..oy_hi {
+                    let iy = oy * g.stride + ky - g.pad;
+                    let src = &plane[iy * w + ix0..(iy + 1) * w];
+                    let dst = &mut acc[oy * g.ow + ox_lo..oy * g.ow + ox_hi];
+                    apply(tap, dst, src, g.stride);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[j] = f(dst[j], src[j*stride])`, with a contiguous fast path for stride 1.
+#[inline(always)]
+pub(crate) fn zip_apply<E: Copy, A>(
+    dst: &mut [A],
+    src: &[E],
+    stride: usize,
+    mut f: impl FnMut(&mut A, E),
+) {
+    if stride == 1 {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            f(d, s);
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+            f(d, s);
+        }
+    }
+}

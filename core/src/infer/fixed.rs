@@ -1,0 +1,302 @@
+//! The integer path: no float instruction anywhere, so it runs on cores without an FPU.
+//!
+//! Tensors are i32 in the arena with a per-tensor scale fixed at calibration: spikes are 8-bit
+//! unsigned (`0..=255`), currents are saturated to ±[`ACT_LIMIT`], binary layers accumulate ±spikes
+//! in i32 straight from the packed bits, full-precision layers use i16 weights and i64 sums, and
+//! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
+//! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
+
+use super::conv::{for_each_tap, zip_apply, ConvGeom};
+use super::float::{pool2, step_index};
+use super::Kernels;
+use crate::bits::{row_bytes, sign_at};
+use crate::format::{
+    BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Linear, Neuron, NeuronMode, Requant,
+    ScalarRequant, Seca,
+};
+use crate::le::{i16_at, i32_at};
+use crate::model::{Shape, ACT_LIMIT, MEMBRANE_FRAC_BITS, MEMBRANE_LIMIT, SPIKE_MAX};
+use crate::Error;
+
+pub(crate) struct FixedKernels<'i> {
+    pub input: &'i [i8],
+}
+
+/// `(x·m + 2^(sh−1)) >> sh`: round half up, arithmetic shift. Callers keep `|x·m| < 2^62`.
+#[inline(always)]
+pub fn requant(x: i64, m: i32, sh: u8) -> i64 {
+    let p = x * m as i64;
+    if sh == 0 {
+        p
+    } else {
+        (p + (1i64 << (sh - 1))) >> sh
+    }
+}
+
+#[inline(always)]
+fn sat(x: i64, limit: i64) -> i32 {
+    x.clamp(-limit, limit) as i32
+}
+
+#[inline(always)]
+fn channel_requant(r: &Requant<&[u8]>, i: usize, acc: i64) -> i64 {
+    requant(acc, i32_at(r.multiplier.bytes(), i), r.shift.bytes()[i])
+        + i32_at(r.offset.bytes(), i) as i64
+}
+
+#[inline(always)]
+fn scalar(r: &ScalarRequant, x: i64) -> i64 {
+    requant(x, r.multiplier, r.shift)
+}
+
+/// An i64 view of `words` u32 words of scratch, aligned inside the slice (one word of slack).
+fn i64_scratch(scratch: &mut [u32], n: usize) -> &mut [i64] {
+    let skip = (scratch.as_ptr() as usize % 8) / 4;
+    bytemuck::cast_slice_mut(&mut scratch[skip..skip + 2 * n])
+}
+
+/// `σ(k/16 − 8)` in Q15 for `k = 0..=256`: the integer sigmoid's table (tested against f64).
+pub(crate) static SIGMOID_Q15: [u16; 257] = [
+    11, 12, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 25, 26, 28, 30, 32, 34, 36, 38, 41, 43, 46,
+    49, 52, 56, 59, 63, 67, 72, 76, 81, 86, 92, 98, 104, 111, 118, 125, 133, 142, 151, 161, 171,
+    182, 194, 206, 219, 233, 248, 264, 281, 299, 318, 338, 360, 383, 407, 433, 461, 490, 521, 554,
+    589, 627, 666, 708, 753, 800, 851, 904, 961, 1021, 1084, 1152, 1223, 1299, 1379, 1464, 1554,
+    1649, 1750, 1856, 1969, 2088, 2213, 2346, 2486, 2633, 2789, 2952, 3124, 3306, 3496, 3696, 3906,
+    4126, 4357, 4599, 4851, 5115, 5391, 5678, 5978, 6289, 6613, 6949, 7297, 7658, 8031, 8416, 8813,
+    9221, 9641, 10072, 10513, 10964, 11424, 11894, 12371, 12856, 13348, 13845, 14347, 14852, 15361,
+    15872, 16384, 16896, 17407, 17916, 18421, 18923, 19420, 19912, 20397, 20874, 21344, 21804,
+    22255, 22696, 23127, 23547, 23955, 24352, 24737, 25110, 25471, 25819, 26155, 26479, 26790,
+    27090, 27377, 27653, 27917, 28169, 28411, 28642, 28862, 29072, 29272, 29462, 29644, 29816,
+    29979, 30135, 30282, 30422, 30555, 30680, 30799, 30912, 31018, 31119, 31214, 31304, 31389,
+    31469, 31545, 31616, 31684, 31747, 31807, 31864, 31917, 31968, 32015, 32060, 32102, 32141,
+    32179, 32214, 32247, 32278, 32307, 32335, 32361, 32385, 32408, 32430, 32450, 32469, 32487,
+    32504, 32520, 32535, 32549, 32562, 32574, 32586, 32597, 32607, 32617, 32626, 32635, 32643,
+    32650, 32657, 32664, 32670, 32676, 32682, 32687, 32692, 32696, 32701, 32705, 32709, 32712,
+    32716, 32719, 32722, 32725, 32727, 32730, 32732, 32734, 32736, 32738, 32740, 32742, 32743,
+    32745, 32746, 32747, 32749, 32750, 32751, 32752, 32753, 32754, 32755, 32756, 32756, 32757,
+];
+
+/// Sigmoid of a Q8 value, in Q15 (`0..=32768`), by table and linear interpolation on `[−8, 8)`.
+pub fn sigmoid_q15(y_q8: i64) -> i64 {
+    let u = (y_q8.clamp(-2048, 2047) + 2048) as usize;
+    let (i, f) = (u >> 4, (u & 15) as i64);
+    (SIGMOID_Q15[i] as i64 * (16 - f) + SIGMOID_Q15[i + 1] as i64 * f + 8) >> 4
+}
+
+fn missing() -> Error {
+    // A model decodes only if all layers or none carry integer parameters, and integer inference
+    // refuses models without them, so this is unreachable for a decoded model.
+    Error::InferNoFixedPoint
+}
+
+impl Kernels for FixedKernels<'_> {
+    type E = i32;
+    type O = i32;
+
+    fn load_input(&self, dst: &mut [i32]) {
+        dst.iter_mut()
+            .zip(self.input)
+            .for_each(|(d, &x)| *d = x as i32);
+    }
+
+    fn conv2d(
+        &self,
+        l: &Conv2d<&[u8]>,
+        s: Shape,
+        x: &[i32],
+        y: &mut [i32],
+        scratch: &mut [u32],
+    ) -> Result<(), Error> {
+        let f = l.fixed.as_ref().ok_or_else(missing)?;
+        let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+        let (taps, plane) = (g.taps(), g.oh * g.ow);
+        let acc = i64_scratch(scratch, plane);
+        let w = f.weight.bytes();
+        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+            acc.fill(0);
+            for_each_tap(&g, x, acc, |tap, dst, src, st| {
+                let wv = i16_at(w, o * taps + tap) as i64;
+                zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
+            });
+            for (yv, &a) in yo.iter_mut().zip(acc.iter()) {
+                *yv = sat(channel_requant(&f.requant, o, a), ACT_LIMIT);
+            }
+        }
+        Ok(())
+    }
+
+    fn bconv2d(
+        &self,
+        l: &BinaryConv2d<&[u8]>,
+        s: Shape,
+        x: &[i32],
+        y: &mut [i32],
+    ) -> Result<(), Error> {
+        let r = l.fixed.as_ref().ok_or_else(missing)?;
+        let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+        let (rb, plane) = (row_bytes(g.taps()), g.oh * g.ow);
+        for (o, acc) in y.chunks_exact_mut(plane).enumerate() {
+            let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
+            acc.fill(0);
+            for_each_tap(&g, x, acc, |tap, dst, src, st| {
+                if sign_at(row, tap) {
+                    zip_apply(dst, src, st, |d, v| *d += v);
+                } else {
+                    zip_apply(dst, src, st, |d, v| *d -= v);
+                }
+            });
+            acc.iter_mut()
+                .for_each(|v| *v = sat(channel_requant(r, o, *v as i64), ACT_LIMIT));
+        }
+        Ok(())
+    }
+
+    fn linear(&self, l: &Linear<&[u8]>, x: &[i32], y: &mut [i32]) -> Result<(), Error> {
+        let f = l.fixed.as_ref().ok_or_else(missing)?;
+        let n = x.len();
+        let w = f.weight.bytes();
+        for (o, yo) in y.iter_mut().enumerate() {
+            let row = &w[o * n * 2..(o + 1) * n * 2];
+            let acc: i64 = row
+                .chunks_exact(2)
+                .zip(x)
+                .map(|(c, &xi)| i16::from_le_bytes([c[0], c[1]]) as i64 * xi as i64)
+                .sum();
+            *yo = sat(channel_requant(&f.requant, o, acc), ACT_LIMIT);
+        }
+        Ok(())
+    }
+
+    fn blinear(&self, l: &BinaryLinear<&[u8]>, x: &[i32], y: &mut [i32]) -> Result<(), Error> {
+        let r = l.fixed.as_ref().ok_or_else(missing)?;
+        let rb = row_bytes(x.len());
+        for (o, yo) in y.iter_mut().enumerate() {
+            let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
+            let mut acc = 0i32;
+            for (i, &xi) in x.iter().enumerate() {
+                if sign_at(row, i) {
+                    acc += xi;
+                } else {
+                    acc -= xi;
+                }
+            }
+            *yo = sat(channel_requant(r, o, acc as i64), ACT_LIMIT);
+        }
+        Ok(())
+    }
+
+    fn neuron(
+        &self,
+        n: &Neuron<&[u8]>,
+        t: usize,
+        s: Shape,
+        x: &[i32],
+        y: &mut [i32],
+        state: Option<&mut [i32]>,
+    ) -> Result<(), Error> {
+        let f = n.fixed.as_ref().ok_or_else(missing)?;
+        let (c_n, plane) = (s.c as usize, s.plane());
+        let half = 1i64 << (MEMBRANE_FRAC_BITS - 1);
+        let mut state = state;
+        for c in 0..c_n {
+            let i = step_index(n.per_channel, c_n, t, c);
+            let th = i32_at(f.threshold.bytes(), i) as i64;
+            let (m_in, sh, off) = (
+                i32_at(f.input.multiplier.bytes(), i),
+                f.input.shift.bytes()[i],
+                i32_at(f.input.offset.bytes(), i) as i64,
+            );
+            let range = c * plane..(c + 1) * plane;
+            let (xs, ys) = (&x[range.clone()], &mut y[range.clone()]);
+            let fire = |m: i64| -> (i64, i32) {
+                let sp = (m - th).max(0);
+                // Round the membrane-unit spike to 8-bit spike units.
+                (
+                    sp,
+                    ((sp + half) >> MEMBRANE_FRAC_BITS).min(SPIKE_MAX) as i32,
+                )
+            };
+            match (n.mode, state.as_deref_mut()) {
+                (NeuronMode::Sequential, Some(st)) => {
+                    let leak = i32_at(f.leak_q16.bytes(), i) as i64;
+                    for ((yv, &iv), v) in ys.iter_mut().zip(xs).zip(&mut st[range]) {
+                        let leaked = (*v as i64 * leak + (1 << 15)) >> 16;
+                        let m = (leaked + requant(iv as i64, m_in, sh) + off)
+                            .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+                        let (sp, q) = fire(m);
+                        *v = (m - sp) as i32;
+                        *yv = q;
+                    }
+                }
+                _ => {
+                    for (yv, &iv) in ys.iter_mut().zip(xs) {
+                        let m = (requant(iv as i64, m_in, sh) + off)
+                            .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+                        *yv = fire(m).1;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn avgpool2(&self, s: Shape, x: &[i32], y: &mut [i32]) {
+        // Exact: the output keeps the sum, its scale is the input's / 4.
+        pool2(s, x, y, |a, b, c, d| a + b + c + d);
+    }
+
+    fn gap(&self, s: Shape, x: &[i32], y: &mut [i32]) {
+        // Exact: the output keeps the sum, its scale is the input's / (H·W).
+        let plane = s.plane();
+        for (yc, xc) in y.iter_mut().zip(x.chunks_exact(plane)) {
+            *yc = xc.iter().sum::<i32>();
+        }
+    }
+
+    fn add(&self, fixed: Option<&FixedAdd>, x: &mut [i32], saved: &[i32]) -> Result<(), Error> {
+        let f = fixed.ok_or_else(missing)?;
+        for (a, &b) in x.iter_mut().zip(saved) {
+            *a = sat(
+                scalar(&f.main, *a as i64) + scalar(&f.saved, b as i64),
+                ACT_LIMIT,
+            );
+        }
+        Ok(())
+    }
+
+    fn seca(
+        &self,
+        l: &Seca<&[u8]>,
+        s: Shape,
+        x: &mut [i32],
+        scratch: &mut [u32],
+    ) -> Result<(), Error> {
+        let f = l.fixed.as_ref().ok_or_else(missing)?;
+        let (c_n, plane) = (s.c as usize, s.plane());
+        let z = i64_scratch(scratch, c_n);
+        for (zc, xc) in z.iter_mut().zip(x.chunks_exact(plane)) {
+            *zc = xc.iter().map(|&v| v as i64).sum();
+        }
+        for c in 0..c_n {
+            let mut acc = 0i64;
+            for (j, &wj) in f.weight.iter().enumerate() {
+                let src = c as isize + j as isize - 2;
+                if src >= 0 && (src as usize) < c_n {
+                    acc += wj as i64 * z[src as usize];
+                }
+            }
+            let y_q8 = requant(acc, 1, f.shift) + f.bias_q8 as i64;
+            let a = sigmoid_q15(y_q8);
+            x[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .for_each(|v| *v = ((*v as i64 * a + (1 << 14)) >> 15) as i32);
+        }
+        Ok(())
+    }
+
+    fn accumulate(&self, y: &[i32], out: &mut [i32]) {
+        out.iter_mut()
+            .zip(y)
+            .for_each(|(o, &v)| *o = o.saturating_add(v));
+    }
+}

@@ -1,0 +1,516 @@
+//! Inference drivers: the step-major ([`Mode::Sequential`]) and layer-major ([`Mode::Parallel`])
+//! walks over the layers, shared by the float path (the semantic reference, [`float`]) and the
+//! integer path ([`fixed`]). A path only supplies kernels; the walk, the arena split, residual
+//! slots and the sum over `T` are here once.
+
+pub(crate) mod conv;
+pub mod fixed;
+pub mod float;
+
+use crate::format::{
+    BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Layer, Linear, Neuron, NeuronMode, Seca,
+};
+use crate::model::{Mode, Model, Shape};
+use crate::{Error, MAX_SLOTS};
+
+/// Layer kernels of one numeric path. Elements live in the caller's `u32` arena, viewed as `E`.
+pub(crate) trait Kernels {
+    /// Activation element (f32 or i32).
+    type E: bytemuck::Pod + Default;
+    /// Output accumulator element (f32 or i32).
+    type O: Copy + Default;
+    fn load_input(&self, dst: &mut [Self::E]);
+    fn conv2d(
+        &self,
+        l: &Conv2d<&[u8]>,
+        s: Shape,
+        x: &[Self::E],
+        y: &mut [Self::E],
+        scratch: &mut [u32],
+    ) -> Result<(), Error>;
+    fn bconv2d(
+        &self,
+        l: &BinaryConv2d<&[u8]>,
+        s: Shape,
+        x: &[Self::E],
+        y: &mut [Self::E],
+    ) -> Result<(), Error>;
+    fn linear(&self, l: &Linear<&[u8]>, x: &[Self::E], y: &mut [Self::E]) -> Result<(), Error>;
+    fn blinear(
+        &self,
+        l: &BinaryLinear<&[u8]>,
+        x: &[Self::E],
+        y: &mut [Self::E],
+    ) -> Result<(), Error>;
+    /// One step `t` of a neuron; `state` is `Some` for sequential neurons.
+    fn neuron(
+        &self,
+        n: &Neuron<&[u8]>,
+        t: usize,
+        s: Shape,
+        x: &[Self::E],
+        y: &mut [Self::E],
+        state: Option<&mut [Self::E]>,
+    ) -> Result<(), Error>;
+    fn avgpool2(&self, s: Shape, x: &[Self::E], y: &mut [Self::E]);
+    fn gap(&self, s: Shape, x: &[Self::E], y: &mut [Self::E]);
+    fn add(
+        &self,
+        fixed: Option<&FixedAdd>,
+        x: &mut [Self::E],
+        saved: &[Self::E],
+    ) -> Result<(), Error>;
+    fn seca(
+        &self,
+        l: &Seca<&[u8]>,
+        s: Shape,
+        x: &mut [Self::E],
+        scratch: &mut [u32],
+    ) -> Result<(), Error>;
+    fn accumulate(&self, y: &[Self::E], out: &mut [Self::O]);
+}
+
+/// Output shape of a layer on a validated model (the checks ran at decode).
+pub(crate) fn out_shape(layer: &Layer<&[u8]>, s: Shape, slot: Option<Shape>) -> Shape {
+    match layer {
+        Layer::Conv2d(c) => {
+            conv::ConvGeom::new(s, c.kernel, c.stride, c.padding).out_shape(c.out_channels)
+        }
+        Layer::BinaryConv2d(c) => {
+            conv::ConvGeom::new(s, c.kernel, c.stride, c.padding).out_shape(c.out_channels)
+        }
+        Layer::Linear(l) => Shape {
+            c: l.out_features,
+            h: 1,
+            w: 1,
+        },
+        Layer::BinaryLinear(l) => Shape {
+            c: l.out_features,
+            h: 1,
+            w: 1,
+        },
+        Layer::AvgPool2 => Shape {
+            c: s.c,
+            h: s.h / 2,
+            w: s.w / 2,
+        },
+        Layer::GlobalAvgPool => Shape { c: s.c, h: 1, w: 1 },
+        Layer::Flatten => Shape {
+            c: s.numel() as u32,
+            h: 1,
+            w: 1,
+        },
+        Layer::Swap { .. } => slot.unwrap_or(s),
+        Layer::Neuron(_) | Layer::Save { .. } | Layer::Add { .. } | Layer::Seca(_) => s,
+    }
+}
+
+impl conv::ConvGeom {
+    fn out_shape(&self, out_channels: u16) -> Shape {
+        Shape {
+            c: out_channels as u32,
+            h: self.oh as u32,
+            w: self.ow as u32,
+        }
+    }
+}
+
+/// Observer of every layer's output (calibration); `()` observes nothing.
+pub(crate) type Observer<'o, E> = Option<&'o mut dyn FnMut(usize, &[E])>;
+
+struct Regions<'r, E> {
+    a: &'r mut [E],
+    b: &'r mut [E],
+    slots: [&'r mut [E]; MAX_SLOTS],
+    state: &'r mut [E],
+    scratch: &'r mut [u32],
+}
+
+fn split<'r, E: bytemuck::Pod>(
+    model: &Model<'_>,
+    mode: Mode,
+    arena: &'r mut [u32],
+) -> Result<Regions<'r, E>, Error> {
+    let lay = model.layout(mode);
+    if arena.len() < lay.total {
+        return Err(Error::InferArenaTooSmall {
+            needed: lay.total as u32,
+            given: arena.len().min(u32::MAX as usize) as u32,
+        });
+    }
+    let (acts, rest) = arena.split_at_mut(2 * lay.act_len);
+    let (a, b) = acts.split_at_mut(lay.act_len);
+    let mut rest = rest;
+    let mut slots: [&'r mut [u32]; MAX_SLOTS] = Default::default();
+    for (s, slot) in slots.iter_mut().enumerate() {
+        let (head, tail) = core::mem::take(&mut rest).split_at_mut(lay.slot_len[s]);
+        *slot = head;
+        rest = tail;
+    }
+    let state_len = lay.scratch_off - lay.state_off;
+    let (state, scratch) = rest.split_at_mut(state_len);
+    let cast = |s: &'r mut [u32]| -> &'r mut [E] { bytemuck::cast_slice_mut(s) };
+    let [s0, s1, s2, s3] = slots;
+    Ok(Regions {
+        a: cast(a),
+        b: cast(b),
+        slots: [cast(s0), cast(s1), cast(s2), cast(s3)],
+        state: cast(state),
+        scratch,
+    })
+}
+
+/// Runs a model: `T` steps, output = Σ over steps of the last layer's output.
+pub(crate) fn run<K: Kernels>(
+    k: &K,
+    model: &Model<'_>,
+    mode: Mode,
+    arena: &mut [u32],
+    out: &mut [K::O],
+    mut obs: Observer<'_, K::E>,
+) -> Result<(), Error> {
+    if out.len() != model.classes() {
+        return Err(Error::InferOutputLength);
+    }
+    let mut r: Regions<'_, K::E> = split(model, mode, arena)?;
+    out.fill(K::O::default());
+    r.state.fill(K::E::default());
+    let t_steps = model.time_steps();
+    match mode {
+        Mode::Sequential => {
+            for t in 0..t_steps {
+                let n = run_step(k, model, t, &mut r, &mut obs)?;
+                k.accumulate(&r.a[..n], out);
+            }
+        }
+        Mode::Parallel => {
+            let (n, steps) = run_layer_major(k, model, &mut r, &mut obs)?;
+            for t in 0..t_steps {
+                let s = t.min(steps - 1);
+                k.accumulate(&r.a[s * n..(s + 1) * n], out);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One time step through every layer (step-major). Returns the output length, left in `r.a`.
+fn run_step<K: Kernels>(
+    k: &K,
+    model: &Model<'_>,
+    t: usize,
+    r: &mut Regions<'_, K::E>,
+    obs: &mut Observer<'_, K::E>,
+) -> Result<usize, Error> {
+    let mut shape = model.input_shape();
+    k.load_input(&mut r.a[..shape.numel()]);
+    let mut slot_shape = [shape; MAX_SLOTS];
+    let mut state_at = 0;
+    for (li, layer) in model.layers().enumerate() {
+        let layer = layer?;
+        let n = shape.numel();
+        let slot_of = |s: u8| s as usize;
+        let new = out_shape(
+            &layer,
+            shape,
+            match layer {
+                Layer::Swap { slot } => Some(slot_shape[slot_of(slot)]),
+                _ => None,
+            },
+        );
+        let on = new.numel();
+        let mut swap_ab = true;
+        match &layer {
+            Layer::Conv2d(c) => k.conv2d(c, shape, &r.a[..n], &mut r.b[..on], r.scratch)?,
+            Layer::BinaryConv2d(c) => k.bconv2d(c, shape, &r.a[..n], &mut r.b[..on])?,
+            Layer::Linear(l) => k.linear(l, &r.a[..n], &mut r.b[..on])?,
+            Layer::BinaryLinear(l) => k.blinear(l, &r.a[..n], &mut r.b[..on])?,
+            Layer::Neuron(nr) => {
+                let state = match nr.mode {
+                    NeuronMode::Sequential => {
+                        let s = &mut r.state[state_at..state_at + n];
+                        state_at += n;
+                        Some(s)
+                    }
+                    NeuronMode::Parallel => None,
+                };
+                k.neuron(nr, t, shape, &r.a[..n], &mut r.b[..n], state)?;
+            }
+            Layer::AvgPool2 => k.avgpool2(shape, &r.a[..n], &mut r.b[..on]),
+            Layer::GlobalAvgPool => k.gap(shape, &r.a[..n], &mut r.b[..on]),
+            Layer::Flatten => swap_ab = false,
+            Layer::Save { slot } => {
+                let s = slot_of(*slot);
+                r.slots[s][..n].copy_from_slice(&r.a[..n]);
+                slot_shape[s] = shape;
+                swap_ab = false;
+            }
+            Layer::Swap { slot } => {
+                let s = slot_of(*slot);
+                r.b[..n].copy_from_slice(&r.a[..n]);
+                r.a[..on].copy_from_slice(&r.slots[s][..on]);
+                r.slots[s][..n].copy_from_slice(&r.b[..n]);
+                slot_shape[s] = shape;
+                swap_ab = false;
+            }
+            Layer::Add { slot, fixed } => {
+                k.add(fixed.as_ref(), &mut r.a[..n], &r.slots[slot_of(*slot)][..n])?;
+                swap_ab = false;
+            }
+            Layer::Seca(sc) => {
+                if let Some(s) = sc.add_slot {
+                    let fa = sc.fixed.as_ref().and_then(|f| f.add.as_ref());
+                    k.add(fa, &mut r.a[..n], &r.slots[slot_of(s)][..n])?;
+                    // Calibration needs the sum's range, which the attention then shrinks.
+                    if let Some(f) = obs.as_mut() {
+                        f(li, &r.a[..n]);
+                    }
+                }
+                k.seca(sc, shape, &mut r.a[..n], r.scratch)?;
+                swap_ab = false;
+            }
+        }
+        if swap_ab {
+            core::mem::swap(&mut r.a, &mut r.b);
+        }
+        shape = new;
+        if let Some(f) = obs.as_mut() {
+            f(li, &r.a[..on]);
+        }
+    }
+    Ok(shape.numel())
+}
+
+/// All steps through each layer in turn (layer-major). The running tensor holds `steps` copies
+/// of `n` elements: 1 while it is time-invariant (before the first neuron), `T` after.
+/// Returns `(n, steps)` of the output, left in `r.a`.
+fn run_layer_major<K: Kernels>(
+    k: &K,
+    model: &Model<'_>,
+    r: &mut Regions<'_, K::E>,
+    obs: &mut Observer<'_, K::E>,
+) -> Result<(usize, usize), Error> {
+    let t_steps = model.time_steps();
+    let mut shape = model.input_shape();
+    k.load_input(&mut r.a[..shape.numel()]);
+    let mut steps = 1usize;
+    let mut slot_meta = [(shape, 1usize); MAX_SLOTS];
+    for (li, layer) in model.layers().enumerate() {
+        let layer = layer?;
+        let n = shape.numel();
+        let new = out_shape(
+            &layer,
+            shape,
+            match layer {
+                Layer::Swap { slot } => Some(slot_meta[slot as usize].0),
+                _ => None,
+            },
+        );
+        let on = new.numel();
+        let mut swap_ab = true;
+        // Per-copy layers: apply the same kernel to every copy.
+        macro_rules! each_copy {
+            (|$x:ident, $y:ident| $body:expr) => {
+                for s in 0..steps {
+                    let $x = &r.a[s * n..(s + 1) * n];
+                    let $y = &mut r.b[s * on..(s + 1) * on];
+                    $body?;
+                }
+            };
+        }
+        match &layer {
+            Layer::Conv2d(c) => each_copy!(|x, y| k.conv2d(c, shape, x, y, r.scratch)),
+            Layer::BinaryConv2d(c) => each_copy!(|x, y| k.bconv2d(c, shape, x, y)),
+            Layer::Linear(l) => each_copy!(|x, y| k.linear(l, x, y)),
+            Layer::BinaryLinear(l) => each_copy!(|x, y| k.blinear(l, x, y)),
+            Layer::AvgPool2 => each_copy!(|x, y| Ok::<(), Error>(k.avgpool2(shape, x, y))),
+            Layer::GlobalAvgPool => each_copy!(|x, y| Ok::<(), Error>(k.gap(shape, x, y))),
+            Layer::Neuron(nr) => {
+                let state = &mut r.state[..n];
+                state.fill(K::E::default());
+                for t in 0..t_steps {
+                    let s = t.min(steps - 1);
+                    let x = &r.a[s * n..(s + 1) * n];
+                    let y = &mut r.b[t * n..(t + 1) * n];
+                    let st = match nr.mode {
+                        NeuronMode::Sequential => Some(&mut *state),
+                        NeuronMode::Parallel => None,
+                    };
+                    k.neuron(nr, t, shape, x, y, st)?;
+                }
+                steps = t_steps;
+            }
+            Layer::Flatten => swap_ab = false,
+            Layer::Save { slot } => {
+                let s = *slot as usize;
+                r.slots[s][..steps * n].copy_from_slice(&r.a[..steps * n]);
+                slot_meta[s] = (shape, steps);
+                swap_ab = false;
+            }
+            Layer::Swap { slot } => {
+                let s = *slot as usize;
+                let (_, ssteps) = slot_meta[s];
+                r.b[..steps * n].copy_from_slice(&r.a[..steps * n]);
+                r.a[..ssteps * on].copy_from_slice(&r.slots[s][..ssteps * on]);
+                r.slots[s][..steps * n].copy_from_slice(&r.b[..steps * n]);
+                slot_meta[s] = (shape, steps);
+                steps = ssteps;
+                swap_ab = false;
+            }
+            Layer::Add { slot, fixed } => {
+                steps = add_copies(
+                    k,
+                    fixed.as_ref(),
+                    r,
+                    *slot as usize,
+                    n,
+                    steps,
+                    slot_meta[*slot as usize].1,
+                )?;
+                swap_ab = false;
+            }
+            Layer::Seca(sc) => {
+                if let Some(slot) = sc.add_slot {
+                    let fa = sc.fixed.as_ref().and_then(|f| f.add.as_ref());
+                    steps = add_copies(
+                        k,
+                        fa,
+                        r,
+                        slot as usize,
+                        n,
+                        steps,
+                        slot_meta[slot as usize].1,
+                    )?;
+                    if let Some(f) = obs.as_mut() {
+                        for s in 0..steps {
+                            f(li, &r.a[s * n..(s + 1) * n]);
+                        }
+                    }
+                }
+                for s in 0..steps {
+                    k.seca(sc, shape, &mut r.a[s * n..(s + 1) * n], r.scratch)?;
+                }
+                swap_ab = false;
+            }
+        }
+        if swap_ab {
+            core::mem::swap(&mut r.a, &mut r.b);
+        }
+        shape = new;
+        if let Some(f) = obs.as_mut() {
+            for s in 0..steps {
+                f(li, &r.a[s * on..(s + 1) * on]);
+            }
+        }
+    }
+    Ok((shape.numel(), steps))
+}
+
+/// `a += slot` over copies; a time-invariant side is broadcast. Returns the new copy count.
+fn add_copies<K: Kernels>(
+    k: &K,
+    fixed: Option<&FixedAdd>,
+    r: &mut Regions<'_, K::E>,
+    slot: usize,
+    n: usize,
+    steps: usize,
+    slot_steps: usize,
+) -> Result<usize, Error> {
+    let mut steps = steps;
+    if slot_steps > steps {
+        // steps == 1 here: broadcast the single copy.
+        for s in 1..slot_steps {
+            r.a.copy_within(0..n, s * n);
+        }
+        steps = slot_steps;
+    }
+    for s in 0..steps {
+        let ss = s.min(slot_steps - 1);
+        k.add(
+            fixed,
+            &mut r.a[s * n..(s + 1) * n],
+            &r.slots[slot][ss * n..(ss + 1) * n],
+        )?;
+    }
+    Ok(steps)
+}
+
+impl Model<'_> {
+    /// Float-path inference of one input (`C·H·W` f32, the same at every step): writes the sum
+    /// over `T` of the last layer's outputs (logits) to `out` (`classes` values).
+    ///
+    /// `arena` must hold at least [`Model::arena_words_for`]`(mode)` words.
+    pub fn infer_float(
+        &self,
+        input: &[f32],
+        mode: Mode,
+        arena: &mut [u32],
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        if input.len() != self.input_shape().numel() {
+            return Err(Error::InferInputLength);
+        }
+        run(&float::FloatKernels { input }, self, mode, arena, out, None)
+    }
+
+    /// Integer-path inference of one quantised input (`x ≈ input_scale · x_q`, see
+    /// [`Model::quantize_input`]). `out` receives the summed logits in units of
+    /// [`crate::format::FixedMeta::logit_scale`]. Uses no float arithmetic.
+    pub fn infer_fixed(
+        &self,
+        input: &[i8],
+        mode: Mode,
+        arena: &mut [u32],
+        out: &mut [i32],
+    ) -> Result<(), Error> {
+        if self.fixed_meta().is_none() {
+            return Err(Error::InferNoFixedPoint);
+        }
+        if input.len() != self.input_shape().numel() {
+            return Err(Error::InferInputLength);
+        }
+        run(&fixed::FixedKernels { input }, self, mode, arena, out, None)
+    }
+
+    /// Quantises a float input for [`Model::infer_fixed`]: `x_q = clamp(round(x / input_scale),
+    /// −127, 127)`. This helper uses floats; FPU-less firmware receives inputs already quantised.
+    pub fn quantize_input(&self, input: &[f32], out: &mut [i8]) -> Result<(), Error> {
+        let f = self.fixed_meta().ok_or(Error::InferNoFixedPoint)?;
+        if input.len() != self.input_shape().numel() || out.len() != input.len() {
+            return Err(Error::InferInputLength);
+        }
+        for (q, &x) in out.iter_mut().zip(input) {
+            let v = x / f.input_scale;
+            // round half away from zero, saturating (NaN → 0)
+            let r = if v >= 0.0 { v + 0.5 } else { v - 0.5 };
+            *q = if r.is_nan() {
+                0
+            } else {
+                r.clamp(-127.0, 127.0) as i8
+            };
+        }
+        Ok(())
+    }
+
+    /// Float inference with an observer of every layer's output, per step (calibration).
+    #[cfg(feature = "alloc")]
+    pub(crate) fn infer_float_observed(
+        &self,
+        input: &[f32],
+        arena: &mut [u32],
+        out: &mut [f32],
+        obs: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), Error> {
+        if input.len() != self.input_shape().numel() {
+            return Err(Error::InferInputLength);
+        }
+        run(
+            &float::FloatKernels { input },
+            self,
+            Mode::Sequential,
+            arena,
+            out,
+            Some(obs),
+        )
+    }
+}

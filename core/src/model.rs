@@ -1,0 +1,616 @@
+//! [`Model`]: a validated view of a model file, borrowed from its bytes.
+//!
+//! [`Model::decode`] checks the header, every length, shape, field range, residual slot and (for
+//! calibrated models) every integer accumulator bound exactly once. After it succeeds, inference
+//! cannot panic and cannot overflow; it only fails on caller mistakes (arena, slice lengths).
+
+use crate::format::{split_header, Blob, FixedMeta, Layer, ModelMeta, NeuronMode, Requant, Shape3};
+use crate::{bits, Error, MAX_LAYERS, MAX_SLOTS};
+
+/// Saturation limit of integer-path currents (requant outputs): `|x| ≤ ACT_LIMIT`.
+pub const ACT_LIMIT: i64 = (1 << 20) - 1;
+/// Largest integer-path spike value (8-bit unsigned spikes).
+pub const SPIKE_MAX: i64 = 255;
+/// Fractional bits of the integer membrane below one spike step: `Δ_m = Δ_spike / 2^8`.
+pub const MEMBRANE_FRAC_BITS: u32 = 8;
+/// Saturation limit of the integer membrane potential.
+pub const MEMBRANE_LIMIT: i64 = 1 << 30;
+/// Largest `T`.
+pub const MAX_TIME_STEPS: u16 = 1024;
+/// Largest element count of one tensor (one image, one step).
+pub const MAX_NUMEL: u32 = 1 << 26;
+
+/// A `C×H×W` tensor shape with `u32` dims (shapes grow past `u16` after `Flatten`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Shape {
+    /// Channels.
+    pub c: u32,
+    /// Height.
+    pub h: u32,
+    /// Width.
+    pub w: u32,
+}
+
+impl Shape {
+    /// Element count (validated ≤ [`MAX_NUMEL`] for every shape in a decoded model).
+    pub fn numel(&self) -> usize {
+        self.c as usize * self.h as usize * self.w as usize
+    }
+    /// `H·W`.
+    pub fn plane(&self) -> usize {
+        self.h as usize * self.w as usize
+    }
+    fn from3(s: Shape3) -> Shape {
+        Shape {
+            c: s.c as u32,
+            h: s.h as u32,
+            w: s.w as u32,
+        }
+    }
+}
+
+/// Execution order of the `T` time steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mode {
+    /// Step-major: all layers for step 0, then step 1, … Neuron state is carried in the arena.
+    /// Smallest arena.
+    Sequential,
+    /// Layer-major: each layer processes all `T` steps as one batch (stateful neurons walk the
+    /// steps in order inside the layer). Layers before the first neuron run once, since direct
+    /// encoding makes them time-invariant. Larger arena, better weight reuse. Gives the same
+    /// bits as [`Mode::Sequential`].
+    Parallel,
+}
+
+/// Words of the arena each region takes; computed once at decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub max_numel: u32,
+    pub slot_numel: [u32; MAX_SLOTS],
+    pub state_sum: u32,
+    pub state_max: u32,
+    pub seca_channels: u32,
+    pub fp_conv_plane: u32,
+}
+
+/// Where each region starts in the arena, in words.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ArenaLayout {
+    pub act_len: usize,
+    pub slot_len: [usize; MAX_SLOTS],
+    pub state_off: usize,
+    pub scratch_off: usize,
+    pub total: usize,
+}
+
+/// A decoded, validated model borrowed from the file bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    meta: ModelMeta,
+    layer_bytes: &'a [u8],
+    layer_count: u16,
+    plan: Plan,
+}
+
+type L<'a> = Layer<&'a [u8]>;
+
+/// Iterator over the layers of a decoded model.
+pub struct Layers<'a> {
+    rest: &'a [u8],
+    left: u16,
+}
+
+impl<'a> Iterator for Layers<'a> {
+    type Item = Result<L<'a>, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match postcard::take_from_bytes::<L<'a>>(self.rest) {
+            Ok((layer, rest)) => {
+                self.rest = rest;
+                Some(Ok(layer))
+            }
+            Err(_) => {
+                self.left = 0;
+                Some(Err(Error::InferCorrupt))
+            }
+        }
+    }
+}
+
+fn f32_len(b: &Blob<&[u8]>, n: usize) -> bool {
+    b.len() == n * 4
+}
+
+fn requant_ok(r: &Requant<&[u8]>, n: usize) -> bool {
+    r.multiplier.len() == n * 4
+        && r.shift.len() == n
+        && r.offset.len() == n * 4
+        && r.shift.bytes().iter().all(|&s| s <= 62)
+        && r.multiplier.bytes().chunks_exact(4).all(|c| {
+            let m = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            m.unsigned_abs() < (1 << 16)
+        })
+}
+
+/// Integer magnitude bound of a tensor in the integer path (validation only).
+type Bound = u64;
+
+impl<'a> Model<'a> {
+    /// Decodes and validates a model file. Never panics, whatever the bytes.
+    pub fn decode(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let (_, body) = split_header(bytes)?;
+        let (meta, rest) =
+            postcard::take_from_bytes::<ModelMeta>(body).map_err(|_| Error::DecodeBody)?;
+        let (count, layer_bytes) =
+            postcard::take_from_bytes::<u32>(rest).map_err(|_| Error::DecodeBody)?;
+        if meta.time_steps == 0
+            || meta.time_steps > MAX_TIME_STEPS
+            || meta.classes == 0
+            || meta.input.c == 0
+            || meta.input.h == 0
+            || meta.input.w == 0
+        {
+            return Err(Error::DecodeBadMeta);
+        }
+        if let Some(f) = meta.fixed {
+            if !(f.input_scale.is_finite() && f.input_scale > 0.0 && f.logit_scale.is_finite()) {
+                return Err(Error::DecodeBadMeta);
+            }
+        }
+        if count == 0 || count > MAX_LAYERS as u32 {
+            return Err(Error::DecodeLayerCount);
+        }
+        let mut model = Model {
+            meta,
+            layer_bytes,
+            layer_count: count as u16,
+            plan: Plan::default(),
+        };
+        model.plan = model.validate()?;
+        Ok(model)
+    }
+
+    /// Model-level fields.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+    /// Number of time steps `T`.
+    pub fn time_steps(&self) -> usize {
+        self.meta.time_steps as usize
+    }
+    /// Input shape of one step.
+    pub fn input_shape(&self) -> Shape {
+        Shape::from3(self.meta.input)
+    }
+    /// Number of classes (length of the output).
+    pub fn classes(&self) -> usize {
+        self.meta.classes as usize
+    }
+    /// Integer-path scales, when the model was calibrated.
+    pub fn fixed_meta(&self) -> Option<FixedMeta> {
+        self.meta.fixed
+    }
+    /// Number of layers.
+    pub fn layer_count(&self) -> usize {
+        self.layer_count as usize
+    }
+    /// The layers, decoded on the fly from the borrowed bytes (cheap: no copies).
+    pub fn layers(&self) -> Layers<'a> {
+        Layers {
+            rest: self.layer_bytes,
+            left: self.layer_count,
+        }
+    }
+
+    /// Arena words ([`u32`]) that inference in `mode` needs, float or integer path alike.
+    pub fn arena_words_for(&self, mode: Mode) -> usize {
+        self.layout(mode).total
+    }
+
+    /// Bytes of the largest arena any inference of this model needs (parallel mode): an arena of
+    /// this many bytes (as `u32` words) runs every path and mode.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_words_for(Mode::Parallel)
+            .max(self.arena_words_for(Mode::Sequential))
+            * 4
+    }
+
+    pub(crate) fn layout(&self, mode: Mode) -> ArenaLayout {
+        let p = &self.plan;
+        let steps = match mode {
+            Mode::Sequential => 1,
+            Mode::Parallel => self.time_steps(),
+        };
+        let act_len = p.max_numel as usize * steps;
+        let mut off = 2 * act_len;
+        let mut slot_len = [0; MAX_SLOTS];
+        for s in 0..MAX_SLOTS {
+            slot_len[s] = p.slot_numel[s] as usize * steps;
+            off += slot_len[s];
+        }
+        let state_off = off;
+        off += match mode {
+            Mode::Sequential => p.state_sum as usize,
+            Mode::Parallel => p.state_max as usize,
+        };
+        let scratch_off = off;
+        // SECA needs 3 words per channel (i64 channel sums + i32 weights, or 2×f32); a fixed
+        // full-precision conv needs an i64 accumulator plane (2 words per element).
+        // (+1 word: the i64 views are aligned inside the slice.)
+        let scratch = (3 * p.seca_channels as usize).max(2 * p.fp_conv_plane as usize);
+        off += if scratch > 0 { scratch + 1 } else { 0 };
+        ArenaLayout {
+            act_len,
+            slot_len,
+            state_off,
+            scratch_off,
+            total: off,
+        }
+    }
+
+    /// Walks every layer once: checks it and sizes the arena. All arithmetic is checked or
+    /// bounded by [`MAX_NUMEL`], so no input can overflow it.
+    fn validate(&self) -> Result<Plan, Error> {
+        let t = self.time_steps();
+        let fixed = self.meta.fixed.is_some();
+        let mut plan = Plan::default();
+        let mut shape = self.input_shape();
+        if shape.numel() > MAX_NUMEL as usize {
+            return Err(Error::DecodeBadMeta);
+        }
+        let mut bound: Bound = 127;
+        let mut slots: [Option<(Shape, Bound)>; MAX_SLOTS] = [None; MAX_SLOTS];
+        let mut max_numel = shape.numel() as u64;
+        let mut state_sum: u64 = 0;
+        let mut rest = self.layer_bytes;
+        for li in 0..self.layer_count {
+            let (layer, r) =
+                postcard::take_from_bytes::<L<'_>>(rest).map_err(|_| Error::DecodeBody)?;
+            rest = r;
+            let bad_len = Error::DecodeParamLength { layer: li };
+            let bad_shape = Error::DecodeShapeMismatch { layer: li };
+            let bad_field = Error::DecodeBadField { layer: li };
+            let bad_fixed = Error::DecodeInconsistentFixed { layer: li };
+            let range = Error::DecodeFixedRange { layer: li };
+            let check_fixed = |present: bool| {
+                if present == fixed {
+                    Ok(())
+                } else {
+                    Err(bad_fixed)
+                }
+            };
+            match &layer {
+                Layer::Conv2d(c) => {
+                    let out = conv_out(
+                        shape,
+                        c.in_channels,
+                        c.out_channels,
+                        c.kernel,
+                        c.stride,
+                        c.padding,
+                        li,
+                    )?;
+                    let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
+                    let n = c.out_channels as usize * k;
+                    if !f32_len(&c.weight, n) || !f32_len(&c.bias, c.out_channels as usize) {
+                        return Err(bad_len);
+                    }
+                    check_fixed(c.fixed.is_some())?;
+                    if let Some(f) = &c.fixed {
+                        if f.weight.len() != n * 2
+                            || !requant_ok(&f.requant, c.out_channels as usize)
+                        {
+                            return Err(bad_len);
+                        }
+                        // i64 accumulator times a 16-bit multiplier must stay below 2^63.
+                        if bound.saturating_mul(32767).saturating_mul(k as u64) >= 1 << 46 {
+                            return Err(range);
+                        }
+                        plan.fp_conv_plane = plan.fp_conv_plane.max(out.plane() as u32);
+                    }
+                    shape = out;
+                    bound = ACT_LIMIT as u64;
+                }
+                Layer::BinaryConv2d(c) => {
+                    let out = conv_out(
+                        shape,
+                        c.in_channels,
+                        c.out_channels,
+                        c.kernel,
+                        c.stride,
+                        c.padding,
+                        li,
+                    )?;
+                    let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
+                    let o = c.out_channels as usize;
+                    if c.signs.len() != o * bits::row_bytes(k)
+                        || !f32_len(&c.gain, o)
+                        || !f32_len(&c.bias, o)
+                    {
+                        return Err(bad_len);
+                    }
+                    check_fixed(c.fixed.is_some())?;
+                    if let Some(r) = &c.fixed {
+                        if !requant_ok(r, o) {
+                            return Err(bad_len);
+                        }
+                        // ±sums accumulate in i32.
+                        if bound.saturating_mul(k as u64) > i32::MAX as u64 {
+                            return Err(range);
+                        }
+                    }
+                    shape = out;
+                    bound = ACT_LIMIT as u64;
+                }
+                Layer::Linear(l) => {
+                    let (i, o) = (l.in_features as usize, l.out_features as usize);
+                    if i != shape.numel() {
+                        return Err(bad_shape);
+                    }
+                    if o == 0 || o > MAX_NUMEL as usize {
+                        return Err(bad_field);
+                    }
+                    if !f32_len(&l.weight, o.checked_mul(i).ok_or(bad_len)?) || !f32_len(&l.bias, o)
+                    {
+                        return Err(bad_len);
+                    }
+                    check_fixed(l.fixed.is_some())?;
+                    if let Some(f) = &l.fixed {
+                        if f.weight.len() != o * i * 2 || !requant_ok(&f.requant, o) {
+                            return Err(bad_len);
+                        }
+                        if bound.saturating_mul(32767).saturating_mul(i as u64) >= 1 << 46 {
+                            return Err(range);
+                        }
+                    }
+                    shape = Shape {
+                        c: o as u32,
+                        h: 1,
+                        w: 1,
+                    };
+                    bound = ACT_LIMIT as u64;
+                }
+                Layer::BinaryLinear(l) => {
+                    let (i, o) = (l.in_features as usize, l.out_features as usize);
+                    if i != shape.numel() {
+                        return Err(bad_shape);
+                    }
+                    if o == 0 || o > MAX_NUMEL as usize {
+                        return Err(bad_field);
+                    }
+                    if l.signs.len() != o.checked_mul(bits::row_bytes(i)).ok_or(bad_len)?
+                        || !f32_len(&l.gain, o)
+                        || !f32_len(&l.bias, o)
+                    {
+                        return Err(bad_len);
+                    }
+                    check_fixed(l.fixed.is_some())?;
+                    if let Some(r) = &l.fixed {
+                        if !requant_ok(r, o) {
+                            return Err(bad_len);
+                        }
+                        if bound.saturating_mul(i as u64) > i32::MAX as u64 {
+                            return Err(range);
+                        }
+                    }
+                    shape = Shape {
+                        c: o as u32,
+                        h: 1,
+                        w: 1,
+                    };
+                    bound = ACT_LIMIT as u64;
+                }
+                Layer::Neuron(n) => {
+                    let per = if n.per_channel { shape.c as usize } else { 1 };
+                    let count = t * per;
+                    let seq = n.mode == NeuronMode::Sequential;
+                    let leak_ok = if seq {
+                        f32_len(&n.leak, count)
+                    } else {
+                        n.leak.is_empty()
+                    };
+                    let opt_ok = |b: &Blob<&[u8]>| b.is_empty() || f32_len(b, count);
+                    if !leak_ok
+                        || !f32_len(&n.threshold, count)
+                        || !opt_ok(&n.input_gain)
+                        || !opt_ok(&n.input_bias)
+                    {
+                        return Err(bad_len);
+                    }
+                    check_fixed(n.fixed.is_some())?;
+                    if let Some(f) = &n.fixed {
+                        let leak_ok = if seq {
+                            f.leak_q16.len() == count * 4
+                        } else {
+                            f.leak_q16.is_empty()
+                        };
+                        if !requant_ok(&f.input, count)
+                            || !leak_ok
+                            || f.threshold.len() != count * 4
+                        {
+                            return Err(bad_len);
+                        }
+                        if bound >= 1 << 46 {
+                            return Err(range);
+                        }
+                    }
+                    if seq {
+                        state_sum += shape.numel() as u64;
+                        plan.state_max = plan.state_max.max(shape.numel() as u32);
+                    }
+                    bound = SPIKE_MAX as u64;
+                }
+                Layer::AvgPool2 => {
+                    if shape.h < 2 || shape.w < 2 {
+                        return Err(bad_shape);
+                    }
+                    shape = Shape {
+                        c: shape.c,
+                        h: shape.h / 2,
+                        w: shape.w / 2,
+                    };
+                    bound = bound.saturating_mul(4);
+                }
+                Layer::GlobalAvgPool => {
+                    bound = bound.saturating_mul(shape.plane() as u64);
+                    shape = Shape {
+                        c: shape.c,
+                        h: 1,
+                        w: 1,
+                    };
+                }
+                Layer::Flatten => {
+                    shape = Shape {
+                        c: shape.numel() as u32,
+                        h: 1,
+                        w: 1,
+                    };
+                }
+                Layer::Save { slot } => {
+                    let s = *slot as usize;
+                    if s >= MAX_SLOTS {
+                        return Err(bad_field);
+                    }
+                    slots[s] = Some((shape, bound));
+                    plan.slot_numel[s] = plan.slot_numel[s].max(shape.numel() as u32);
+                }
+                Layer::Swap { slot } => {
+                    let s = *slot as usize;
+                    let (sshape, sbound) = slots
+                        .get(s)
+                        .copied()
+                        .flatten()
+                        .ok_or(Error::DecodeBadSlot { layer: li })?;
+                    slots[s] = Some((shape, bound));
+                    plan.slot_numel[s] = plan.slot_numel[s].max(shape.numel() as u32);
+                    shape = sshape;
+                    bound = sbound;
+                }
+                Layer::Add { slot, fixed: f } => {
+                    let s = *slot as usize;
+                    let (sshape, _) = slots
+                        .get(s)
+                        .copied()
+                        .flatten()
+                        .ok_or(Error::DecodeBadSlot { layer: li })?;
+                    if sshape != shape {
+                        return Err(Error::DecodeBadSlot { layer: li });
+                    }
+                    check_fixed(f.is_some())?;
+                    if let Some(f) = f {
+                        check_scalar(&f.main, li)?;
+                        check_scalar(&f.saved, li)?;
+                        bound = ACT_LIMIT as u64;
+                    }
+                }
+                Layer::Seca(sc) => {
+                    if !f32_len(&sc.weight, 5) {
+                        return Err(bad_len);
+                    }
+                    check_fixed(sc.fixed.is_some())?;
+                    if let Some(s) = sc.add_slot {
+                        let (sshape, _) = slots
+                            .get(s as usize)
+                            .copied()
+                            .flatten()
+                            .ok_or(Error::DecodeBadSlot { layer: li })?;
+                        if sshape != shape {
+                            return Err(Error::DecodeBadSlot { layer: li });
+                        }
+                    }
+                    if let Some(f) = &sc.fixed {
+                        if f.add.is_some() != sc.add_slot.is_some() || f.shift > 62 {
+                            return Err(bad_fixed);
+                        }
+                        if let Some(a) = &f.add {
+                            check_scalar(&a.main, li)?;
+                            check_scalar(&a.saved, li)?;
+                            bound = ACT_LIMIT as u64;
+                        }
+                        let taps: u64 = f.weight.iter().map(|w| w.unsigned_abs() as u64).sum();
+                        let z = bound.saturating_mul(shape.plane() as u64);
+                        if z.saturating_mul(taps.max(1)) >= 1 << 62
+                            || f.bias_q8.unsigned_abs() >= 1 << 30
+                            || bound >= 1 << 46
+                        {
+                            return Err(range);
+                        }
+                    }
+                    plan.seca_channels = plan.seca_channels.max(shape.c);
+                }
+            }
+            if shape.numel() == 0 || shape.numel() > MAX_NUMEL as usize {
+                return Err(bad_shape);
+            }
+            // Every integer tensor is stored as i32 (pool sums included).
+            if fixed && bound > i32::MAX as u64 {
+                return Err(range);
+            }
+            max_numel = max_numel.max(shape.numel() as u64);
+        }
+        if !rest.is_empty() {
+            return Err(Error::DecodeTrailingBytes);
+        }
+        if shape.numel() != self.classes() {
+            return Err(Error::DecodeOutputShape);
+        }
+        if fixed && bound > ACT_LIMIT as u64 {
+            return Err(Error::DecodeFixedRange {
+                layer: self.layer_count - 1,
+            });
+        }
+        plan.max_numel = max_numel as u32;
+        plan.state_sum = u32::try_from(state_sum).map_err(|_| Error::DecodeTooLarge)?;
+        // The whole arena (parallel mode is the larger) must be addressable in u32 words.
+        let steps = t as u64;
+        let slots_total: u64 = plan.slot_numel.iter().map(|&n| n as u64).sum();
+        let total = 2 * max_numel * steps
+            + slots_total * steps
+            + state_sum
+            + 3 * plan.seca_channels as u64
+            + 2 * plan.fp_conv_plane as u64
+            + 1;
+        if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
+            return Err(Error::DecodeTooLarge);
+        }
+        Ok(plan)
+    }
+}
+
+fn check_scalar(r: &crate::format::ScalarRequant, li: u16) -> Result<(), Error> {
+    if r.shift > 62 || r.multiplier.unsigned_abs() >= 1 << 16 {
+        return Err(Error::DecodeBadField { layer: li });
+    }
+    Ok(())
+}
+
+fn conv_out(
+    s: Shape,
+    cin: u16,
+    cout: u16,
+    k: u8,
+    stride: u8,
+    pad: u8,
+    li: u16,
+) -> Result<Shape, Error> {
+    if cin as u32 != s.c {
+        return Err(Error::DecodeShapeMismatch { layer: li });
+    }
+    if cout == 0 || k == 0 || stride == 0 || pad >= k {
+        return Err(Error::DecodeBadField { layer: li });
+    }
+    let (k, st, p) = (k as u32, stride as u32, pad as u32);
+    if s.h + 2 * p < k || s.w + 2 * p < k {
+        return Err(Error::DecodeShapeMismatch { layer: li });
+    }
+    Ok(Shape {
+        c: cout as u32,
+        h: (s.h + 2 * p - k) / st + 1,
+        w: (s.w + 2 * p - k) / st + 1,
+    })
+}
