@@ -326,16 +326,15 @@ fn run_layer_major<K: Kernels>(
             Layer::AvgPool2 => each_copy!(|x, y| Ok::<(), Error>(k.avgpool2(shape, x, y))),
             Layer::GlobalAvgPool => each_copy!(|x, y| Ok::<(), Error>(k.gap(shape, x, y))),
             Layer::Neuron(nr) => {
-                let state = &mut r.state[..n];
-                state.fill(K::E::default());
+                let seq = nr.mode == NeuronMode::Sequential;
+                if seq {
+                    r.state[..n].fill(K::E::default());
+                }
                 for t in 0..t_steps {
                     let s = t.min(steps - 1);
                     let x = &r.a[s * n..(s + 1) * n];
                     let y = &mut r.b[t * n..(t + 1) * n];
-                    let st = match nr.mode {
-                        NeuronMode::Sequential => Some(&mut *state),
-                        NeuronMode::Parallel => None,
-                    };
+                    let st = if seq { Some(&mut r.state[..n]) } else { None };
                     k.neuron(nr, t, shape, x, y, st)?;
                 }
                 steps = t_steps;
