@@ -229,9 +229,9 @@ impl<'a> Model<'a> {
         let act_len = p.max_numel as usize * steps;
         let mut off = 2 * act_len;
         let mut slot_len = [0; MAX_SLOTS];
-        for s in 0..MAX_SLOTS {
-            slot_len[s] = p.slot_numel[s] as usize * steps;
-            off += slot_len[s];
+        for (len, &numel) in slot_len.iter_mut().zip(&p.slot_numel) {
+            *len = numel as usize * steps;
+            off += *len;
         }
         let state_off = off;
         off += match mode {

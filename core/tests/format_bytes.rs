@@ -109,7 +109,7 @@ fn exercise(bytes: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn fix_header(file: &mut Vec<u8>) {
+fn fix_header(file: &mut [u8]) {
     let body = file[HEADER_LEN..].to_vec();
     let h = Header::for_body(&body).unwrap();
     file[..HEADER_LEN].copy_from_slice(&h.to_bytes());

@@ -1,6 +1,8 @@
 //! Test kit: random small EM-PF networks described with dense, unpacked weights, their conversion
 //! to the wire format, and a naive f64 reference forward pass written straight from the spec.
 #![allow(dead_code)]
+// The reference is written as plain index loops on purpose: closest to the equations.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::type_complexity)]
 
 use empf_core::bits::pack_signs;
 use empf_core::format::*;
