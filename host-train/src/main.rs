@@ -1,3 +1,412 @@
-fn main() {
-    println!("host-train: not yet implemented");
+//! `host-train`: train EM-PF networks online, inspect them, and benchmark training.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use empf_host_train::checkpoint::Checkpoint;
+use empf_host_train::data::{BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
+use empf_host_train::metrics::{EpochRecord, MetricsLog};
+use empf_host_train::net::{BenchOptions, Net, NetConfig, NeuronKind};
+use empf_host_train::optim::{AdamConfig, CosineSchedule, OptimizerConfig, SgdConfig};
+use empf_host_train::params::{ParamKind, ParamReport};
+use empf_host_train::tensor::ParamRole;
+use empf_host_train::train::{random_bp_step, OnlineTrainer, TrainError, UpdateRule};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "host-train", version, about = "Online EM-PF trainer (spec: shared/spec/EMPF.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DatasetArg {
+    FashionMnist,
+    Mnist,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OptimArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum NeuronArg {
+    /// Version I: learnable per-step leak and threshold.
+    Empf,
+    /// Version II: Version I + per-step membrane BatchNorm.
+    Membn,
+    /// Version III: stateless, all steps independent.
+    Parallel,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct ModelArgs {
+    /// Time steps T.
+    #[arg(long, short = 'T', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    time_steps: u16,
+    /// Neuron version of all four neuron layers of the bench net.
+    #[arg(long, value_enum, default_value = "empf")]
+    neuron: NeuronArg,
+    /// Insert SECA_I after the BN of each binary conv.
+    #[arg(long)]
+    seca: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the bench network (spec Algorithm 1) and write metrics, plot and checkpoints.
+    Train {
+        /// Directory with the idx files (raw or .gz).
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        dataset: DatasetArg,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        epochs: u64,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        batch_size: u32,
+        /// Initial learning rate (cosine-annealed to 0 over the epochs).
+        #[arg(long, default_value_t = 0.05)]
+        lr: f64,
+        #[arg(long, value_enum, default_value = "sgd")]
+        optimizer: OptimArg,
+        /// SGD momentum (Nesterov unless --no-nesterov).
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f64,
+        #[arg(long)]
+        no_nesterov: bool,
+        #[arg(long, default_value_t = 5e-4)]
+        weight_decay: f64,
+        /// Back-propagate every step instead of one random step per batch.
+        #[arg(long)]
+        no_random_bp: bool,
+        /// Without random BP: sum the per-step gradients and update once per batch.
+        #[arg(long)]
+        accumulate: bool,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory: checkpoint.safetensors, metrics.csv/json, curves.png.
+        #[arg(long, default_value = "runs/default")]
+        out: PathBuf,
+        /// Continue from <out>/checkpoint.safetensors.
+        #[arg(long)]
+        resume: bool,
+        /// Use only the first N training images (quick runs).
+        #[arg(long)]
+        limit_train: Option<usize>,
+        /// Use only the first N test images.
+        #[arg(long)]
+        limit_test: Option<usize>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Parameter count and parameter memory (paper rule §5.5, and at 1 bit per binary weight).
+    Info {
+        /// Network: the bench net.
+        #[arg(long, default_value = "bench")]
+        model: String,
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        dataset: DatasetArg,
+        #[command(flatten)]
+        net: ModelArgs,
+    },
+    /// Training images/s at several T, full online vs random BP, and peak RSS per T.
+    Bench {
+        #[arg(long, value_delimiter = ',', default_values_t = vec![2usize, 4, 8, 16])]
+        time_steps: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 6)]
+        batches: usize,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// (internal) one bench configuration in a fresh process, for its peak RSS.
+    #[command(hide = true)]
+    BenchOne {
+        #[arg(long)]
+        time_steps: usize,
+        #[arg(long)]
+        batch_size: usize,
+        #[arg(long)]
+        batches: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
+    let _ = kind; // both datasets are 1×28×28, 10 classes
+    let n = match m.neuron {
+        NeuronArg::Empf => NeuronKind::EmPf,
+        NeuronArg::Membn => NeuronKind::MemBn,
+        NeuronArg::Parallel => NeuronKind::Parallel,
+    };
+    NetConfig::bench(m.time_steps as usize, &BenchOptions { neurons: [n; 4], seca: m.seca })
+}
+
+const CKPT: &str = "checkpoint.safetensors";
+
+fn save_checkpoint(path: &Path, tr: &OnlineTrainer, epoch_done: u64, seed: u64, config: &str) -> Result<()> {
+    let mut ck = Checkpoint::new();
+    for p in tr.net.params() {
+        ck.insert(p.name.clone(), p.shape.clone(), p.value.clone())?;
+    }
+    ck.insert_optimizer_state("optim.", &tr.optimizer.export_state())?;
+    ck.set_meta("epoch", epoch_done);
+    ck.set_meta("seed", seed);
+    ck.set_meta("config", config);
+    ck.save(path).with_context(|| format!("writing checkpoint {}", path.display()))?;
+    Ok(())
+}
+
+fn load_checkpoint(path: &Path, tr: &mut OnlineTrainer, seed: u64, config: &str) -> Result<u64> {
+    let mut ck = Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    if ck.meta("config")? != config {
+        bail!("checkpoint {} was trained with a different configuration:\n  checkpoint: {}\n  now:        {config}", path.display(), ck.meta("config")?);
+    }
+    if ck.meta_u64("seed")? != seed {
+        bail!("checkpoint {} used --seed {}, not {seed}", path.display(), ck.meta_u64("seed")?);
+    }
+    let names: Vec<(String, Vec<usize>)> = tr.net.params().iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    for (name, shape) in names {
+        let data = ck.take(&name, &shape)?;
+        tr.net.param_mut(&name).context("parameter vanished")?.value = data;
+    }
+    let state = ck.take_optimizer_state("optim.");
+    tr.optimizer.load_state(&state).context("optimizer state in checkpoint")?;
+    Ok(ck.meta_u64("epoch")?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train(
+    data: &Path,
+    dataset: DatasetArg,
+    model: &ModelArgs,
+    epochs: u64,
+    batch_size: usize,
+    lr: f64,
+    optim: OptimizerConfig,
+    random_bp: bool,
+    rule: UpdateRule,
+    seed: u64,
+    out: &Path,
+    resume: bool,
+    limits: (Option<usize>, Option<usize>),
+) -> Result<()> {
+    if !(lr.is_finite() && lr > 0.0) {
+        bail!("--lr must be a positive number, got {lr}");
+    }
+    let kind = match dataset {
+        DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+        DatasetArg::Mnist => DatasetKind::Mnist,
+    };
+    let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
+        match n {
+            Some(n) if n < d.len() => {
+                let (images, labels, h, w) = d.into_parts();
+                Ok(Dataset::new(images[..n * h * w].to_vec(), labels[..n].to_vec(), h, w)?)
+            }
+            _ => Ok(d),
+        }
+    };
+    let train_set = limit(Dataset::load(data, Split::Train)?, limits.0)?;
+    let test_set = limit(Dataset::load(data, Split::Test)?, limits.1)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let config = net_config(model, dataset);
+    let config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs}");
+    let net = Net::new(config, seed)?;
+    let mut tr = OnlineTrainer::new(net, optim)?;
+    let ckpt = out.join(CKPT);
+    let mut log = MetricsLog::open(out)?;
+    let start_epoch = if resume {
+        let e = load_checkpoint(&ckpt, &mut tr, seed, &config_str)?;
+        log.truncate_from(e)?;
+        println!("resumed from {} after epoch {e}", ckpt.display());
+        e
+    } else {
+        if ckpt.exists() {
+            bail!("{} exists: pass --resume to continue it, or choose another --out", ckpt.display());
+        }
+        log.truncate_from(0)?;
+        0
+    };
+    let sched = CosineSchedule::new(lr, epochs)?;
+    let norm = kind.normalization();
+    let loader = BatchLoader::new(Arc::new(train_set), LoaderConfig::new(batch_size, seed, norm))?;
+    let test_loader = BatchLoader::new(Arc::new(test_set), LoaderConfig { shuffle: false, ..LoaderConfig::new(batch_size, seed, norm) })?;
+    let t_steps = model.time_steps as usize;
+    println!(
+        "training bench net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
+        model.neuron,
+        model.seca,
+        loader.samples_per_epoch(),
+        tr.optimizer.config().kind(),
+        if random_bp { "on" } else { "off" },
+        rayon::current_num_threads()
+    );
+    for epoch in start_epoch..epochs {
+        let lr_e = sched.lr_at(epoch);
+        let started = Instant::now();
+        let bar = ProgressBar::new(loader.batches_per_epoch() as u64);
+        bar.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+        let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
+        for batch in loader.epoch(epoch)? {
+            let r = random_bp.then(|| random_bp_step(seed, epoch, batch.index, t_steps));
+            let stats = match tr.train_batch(&batch.images, &batch.labels, r, rule, lr_e) {
+                Ok(s) => s,
+                Err(TrainError::NonFiniteLoss { loss, step }) => {
+                    bar.abandon();
+                    bail!(
+                        "loss became {loss} at epoch {}, batch {}, step {step}: training stopped. The last good checkpoint ({}) is untouched; try a lower --lr.",
+                        epoch + 1,
+                        batch.index,
+                        if ckpt.exists() { ckpt.display().to_string() } else { "none yet".into() }
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
+            loss_sum += stats.loss;
+            correct += stats.correct;
+            seen += stats.count;
+            batches += 1;
+            let secs = started.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {:.4} acc {:.2}% {:.0} img/s", loss_sum / batches as f64, 100.0 * correct as f64 / seen as f64, seen as f64 / secs));
+            bar.inc(1);
+        }
+        bar.finish();
+        let train_secs = started.elapsed().as_secs_f64();
+        let (mut test_correct, mut test_seen) = (0usize, 0usize);
+        for batch in test_loader.epoch(0)? {
+            test_correct += tr.eval_batch(&batch.images, &batch.labels)?;
+            test_seen += batch.labels.len();
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / batches.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            test_acc: test_correct as f64 / test_seen.max(1) as f64,
+            lr: lr_e,
+            images_per_s: seen as f64 / train_secs,
+            wall_s: started.elapsed().as_secs_f64(),
+        };
+        println!(
+            "epoch {}/{epochs}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, {:.1} img/s, {:.1}s",
+            record.epoch,
+            record.train_loss,
+            100.0 * record.train_acc,
+            100.0 * record.test_acc,
+            record.images_per_s,
+            record.wall_s
+        );
+        save_checkpoint(&ckpt, &tr, epoch + 1, seed, &config_str)?;
+        log.push(record)?;
+    }
+    println!("wrote {}, metrics.csv, metrics.json and the plot in {}", CKPT, out.display());
+    Ok(())
+}
+
+fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
+    let n = Net::new(net_config(net, dataset), 0)?;
+    let entries: Vec<(String, usize, ParamKind)> = n
+        .params()
+        .iter()
+        .map(|p| {
+            let kind = if !p.is_trainable() {
+                ParamKind::Excluded
+            } else {
+                match p.role {
+                    ParamRole::BinaryWeight => ParamKind::Binary,
+                    ParamRole::FullPrecision => ParamKind::FullPrecision,
+                    ParamRole::BatchNorm | ParamRole::Neuron => ParamKind::Excluded,
+                }
+            };
+            (p.name.clone(), p.value.len(), kind)
+        })
+        .collect();
+    let report = ParamReport::from_params(entries.iter().map(|(a, b, c)| (a.as_str(), *b, *c)));
+    println!("bench net, T={}, neuron {:?}, SECA {}", net.time_steps, net.neuron, net.seca);
+    println!("{report}");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Train {
+            data,
+            dataset,
+            model,
+            epochs,
+            batch_size,
+            lr,
+            optimizer,
+            momentum,
+            no_nesterov,
+            weight_decay,
+            no_random_bp,
+            accumulate,
+            seed,
+            out,
+            resume,
+            limit_train,
+            limit_test,
+            threads,
+        } => {
+            if let Some(t) = threads {
+                if t == 0 {
+                    bail!("--threads must be at least 1");
+                }
+                rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
+            }
+            let optim = match optimizer {
+                OptimArg::Sgd => OptimizerConfig::Sgd(SgdConfig { momentum, dampening: 0.0, weight_decay, nesterov: !no_nesterov && momentum > 0.0 }),
+                OptimArg::Adam => OptimizerConfig::Adam(AdamConfig { weight_decay, ..AdamConfig::adam() }),
+                OptimArg::Adamw => OptimizerConfig::Adam(AdamConfig { weight_decay, ..AdamConfig::adamw() }),
+            };
+            let rule = if accumulate { UpdateRule::Accumulate } else { UpdateRule::PerStep };
+            if accumulate && !no_random_bp {
+                bail!("--accumulate applies to full online training: add --no-random-bp");
+            }
+            train(&data, dataset, &model, epochs, batch_size as usize, lr, optim, !no_random_bp, rule, seed, &out, resume, (limit_train, limit_test))
+        }
+        Command::Info { model, dataset, net } => {
+            if model != "bench" {
+                bail!("unknown --model {model:?}: the trainer knows `bench`");
+            }
+            info(&net, dataset)
+        }
+        Command::Bench { time_steps, batch_size, batches, data, seed } => {
+            if time_steps.is_empty() || time_steps.contains(&0) || batch_size == 0 || batches == 0 {
+                bail!("--time-steps, --batch-size and --batches must be positive");
+            }
+            empf_host_train::bench::run_bench(&empf_host_train::bench::BenchArgs { time_steps, batch_size, batches, warmup: 1, data, seed })
+        }
+        Command::BenchOne { time_steps, batch_size, batches, warmup, mode, seed, data } => {
+            let random_bp = match mode.as_str() {
+                "full" => false,
+                "random" => true,
+                m => bail!("--mode must be full or random, got {m:?}"),
+            };
+            empf_host_train::bench::run_bench_one(&empf_host_train::bench::BenchOneArgs { time_steps, batch_size, batches, warmup, random_bp, seed, data })
+        }
+    }
 }

@@ -1,0 +1,863 @@
+//! Training benchmark behind `host-train bench`: throughput of full online training versus random
+//! BP, and peak RSS against the number of time steps `T`.
+//!
+//! Every configuration `(T, mode)` runs in its own child process, `host-train bench-one …`
+//! ([`run_bench_one`]), because peak RSS (`VmHWM`) only ever grows inside one process. The child
+//! prints one machine-readable line ([`BenchOneResult::to_line`]):
+//!
+//! ```text
+//! BENCH_ONE t=<T> mode=<full|random> images_per_s=<f> peak_rss_kb=<n>
+//! ```
+//!
+//! and [`run_bench`] (the parent) runs the children one after another, parses those lines and
+//! prints the tables. Throughput and RSS therefore come from the same child runs.
+//!
+//! Measurement protocol of one child:
+//! 1. build the input pool (Fashion-MNIST training images, or synthetic images), the bench
+//!    network ([`NetConfig::bench`]) and the trainer (SGD, paper settings, lr [`BENCH_LR`]); the
+//!    full dataset is dropped once the pool is copied out of it;
+//! 2. reset the peak-RSS mark to the current RSS (`echo 5 > /proc/self/clear_refs`, Linux ≥ 4.0),
+//!    so the transient memory of decoding the dataset does not mask the training peak (if the
+//!    reset is refused, a note goes to stderr and the peak includes the set-up);
+//! 3. `warmup` untimed batches, then `batches` timed batches;
+//! 4. images/s = `batches · batch_size / elapsed`, peak RSS = `VmHWM` after the timed batches.
+//!
+//! Modes: *full online* is a loss, a backward and an optimiser step at every time step
+//! ([`UpdateRule::PerStep`], `random_step = None`); *random BP* back-propagates one step per
+//! batch, drawn by [`random_bp_step`]`(seed, 0, batch_index, T)`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+
+use crate::data::{epoch_order, idx, Dataset, Normalization, Split};
+use crate::net::{BenchOptions, Net, NetConfig};
+use crate::optim::{OptimizerConfig, SgdConfig};
+use crate::rng::Rng;
+use crate::train::{random_bp_step, OnlineTrainer, UpdateRule};
+
+/// Learning rate of the benchmark's SGD steps (the paper's initial lr, spec §6).
+pub const BENCH_LR: f64 = 0.01;
+
+/// Pass mark of the memory check: peak RSS at the largest `T` over peak RSS at the smallest `T`
+/// (full online) must be at most this.
+pub const RSS_RATIO_LIMIT: f64 = 1.10;
+
+/// Prefix of the machine-readable result line of a child run.
+pub const BENCH_ONE_PREFIX: &str = "BENCH_ONE";
+
+const IMAGE_SIDE: usize = 28;
+const IMAGE_LEN: usize = IMAGE_SIDE * IMAGE_SIDE;
+const CLASSES: u64 = 10;
+
+/// Arguments of `host-train bench`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchArgs {
+    /// Time-step counts to measure (default `[2, 4, 8, 16]`).
+    pub time_steps: Vec<usize>,
+    /// Samples per batch (default 64).
+    pub batch_size: usize,
+    /// Timed batches per configuration (default 6).
+    pub batches: usize,
+    /// Untimed warm-up batches per configuration (default 1).
+    pub warmup: usize,
+    /// Fashion-MNIST directory; `None`, a missing directory or missing training files mean
+    /// synthetic data (the output says which was used).
+    pub data: Option<PathBuf>,
+    /// Seed of the network initialisation, the data and the random-BP steps.
+    pub seed: u64,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            time_steps: vec![2, 4, 8, 16],
+            batch_size: 64,
+            batches: 6,
+            warmup: 1,
+            data: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Arguments of one child run, `host-train bench-one …`.
+///
+/// Command line (the argv after `bench-one`, as produced by [`BenchOneArgs::to_args`] and read
+/// back by [`BenchOneArgs::parse_args`]):
+///
+/// ```text
+/// --time-steps <T> --batch-size <B> --batches <N> --warmup <W> --mode <full|random>
+/// --seed <S> [--data <DIR>]
+/// ```
+///
+/// `--mode full` is full online training, `--mode random` random BP. `--data` is omitted for
+/// synthetic data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOneArgs {
+    /// Time steps `T`.
+    pub time_steps: usize,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Timed batches.
+    pub batches: usize,
+    /// Untimed warm-up batches.
+    pub warmup: usize,
+    /// Random BP (`--mode random`) instead of full online (`--mode full`).
+    pub random_bp: bool,
+    /// Seed of the network initialisation, the data and the random-BP steps.
+    pub seed: u64,
+    /// Fashion-MNIST directory (`None`: synthetic data).
+    pub data: Option<PathBuf>,
+}
+
+/// `"random"` or `"full"`, the `--mode` value and the `mode=` field.
+fn mode_name(random_bp: bool) -> &'static str {
+    if random_bp {
+        "random"
+    } else {
+        "full"
+    }
+}
+
+fn parse_mode(s: &str) -> anyhow::Result<bool> {
+    match s {
+        "full" => Ok(false),
+        "random" => Ok(true),
+        other => bail!("unknown mode {other:?} (expected full or random)"),
+    }
+}
+
+impl BenchOneArgs {
+    /// The argv after `bench-one` (see the type's docs for the flags). A non-UTF-8 `data` path
+    /// is converted lossily.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "--time-steps".to_string(),
+            self.time_steps.to_string(),
+            "--batch-size".to_string(),
+            self.batch_size.to_string(),
+            "--batches".to_string(),
+            self.batches.to_string(),
+            "--warmup".to_string(),
+            self.warmup.to_string(),
+            "--mode".to_string(),
+            mode_name(self.random_bp).to_string(),
+            "--seed".to_string(),
+            self.seed.to_string(),
+        ];
+        if let Some(dir) = &self.data {
+            v.push("--data".to_string());
+            v.push(dir.to_string_lossy().into_owned());
+        }
+        v
+    }
+
+    /// Parses the argv after `bench-one` (the inverse of [`BenchOneArgs::to_args`]). All flags
+    /// but `--data` are required; `--warmup` defaults to 1.
+    pub fn parse_args<S: AsRef<str>>(args: &[S]) -> anyhow::Result<Self> {
+        let (mut t, mut b, mut n, mut w, mut mode, mut seed, mut data) =
+            (None, None, None, None, None, None, None);
+        let mut it = args.iter().map(AsRef::as_ref);
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            let num = |what: &str| -> anyhow::Result<usize> {
+                value
+                    .parse()
+                    .with_context(|| format!("{what} {value:?} is not a number"))
+            };
+            match flag {
+                "--time-steps" => t = Some(num(flag)?),
+                "--batch-size" => b = Some(num(flag)?),
+                "--batches" => n = Some(num(flag)?),
+                "--warmup" => w = Some(num(flag)?),
+                "--mode" => mode = Some(parse_mode(value)?),
+                "--seed" => {
+                    seed = Some(
+                        value
+                            .parse()
+                            .with_context(|| format!("--seed {value:?} is not a number"))?,
+                    )
+                }
+                "--data" => data = Some(PathBuf::from(value)),
+                other => bail!("unknown bench-one flag {other:?}"),
+            }
+        }
+        Ok(BenchOneArgs {
+            time_steps: t.context("--time-steps is required")?,
+            batch_size: b.context("--batch-size is required")?,
+            batches: n.context("--batches is required")?,
+            warmup: w.unwrap_or(1),
+            random_bp: mode.context("--mode is required")?,
+            seed: seed.context("--seed is required")?,
+            data,
+        })
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.time_steps == 0 || self.batch_size == 0 || self.batches == 0 {
+            bail!(
+                "bench needs T, batch size and timed batches > 0 (got T={}, batch size {}, batches {})",
+                self.time_steps,
+                self.batch_size,
+                self.batches
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The result of one child run (one `BENCH_ONE` line).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BenchOneResult {
+    /// Time steps `T`.
+    pub time_steps: usize,
+    /// Random BP (`mode=random`) or full online (`mode=full`).
+    pub random_bp: bool,
+    /// Training images per second over the timed batches.
+    pub images_per_s: f64,
+    /// Peak resident set size in KiB (`VmHWM`).
+    pub peak_rss_kb: u64,
+}
+
+impl BenchOneResult {
+    /// `BENCH_ONE t=<T> mode=<full|random> images_per_s=<f> peak_rss_kb=<n>`.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{BENCH_ONE_PREFIX} t={} mode={} images_per_s={:.3} peak_rss_kb={}",
+            self.time_steps,
+            mode_name(self.random_bp),
+            self.images_per_s,
+            self.peak_rss_kb
+        )
+    }
+
+    /// Parses a `BENCH_ONE` line (surrounding whitespace and unknown extra `key=value` fields
+    /// are ignored). `None` when `line` is not a `BENCH_ONE` line; an error when it is one but
+    /// a field is missing or malformed.
+    pub fn parse_line(line: &str) -> Option<anyhow::Result<Self>> {
+        let mut words = line.split_whitespace();
+        if words.next() != Some(BENCH_ONE_PREFIX) {
+            return None;
+        }
+        let parse = || -> anyhow::Result<Self> {
+            let (mut t, mut mode, mut ips, mut rss) = (None, None, None, None);
+            for word in line.split_whitespace().skip(1) {
+                let (key, value) = word
+                    .split_once('=')
+                    .with_context(|| format!("field {word:?} is not key=value"))?;
+                let bad = || format!("bad {key}={value:?} in {line:?}");
+                match key {
+                    "t" => t = Some(value.parse::<usize>().with_context(bad)?),
+                    "mode" => mode = Some(parse_mode(value)?),
+                    "images_per_s" => ips = Some(value.parse::<f64>().with_context(bad)?),
+                    "peak_rss_kb" => rss = Some(value.parse::<u64>().with_context(bad)?),
+                    _ => {}
+                }
+            }
+            let missing = |k: &str| format!("{k} missing in {line:?}");
+            Ok(BenchOneResult {
+                time_steps: t.with_context(|| missing("t"))?,
+                random_bp: mode.with_context(|| missing("mode"))?,
+                images_per_s: ips.with_context(|| missing("images_per_s"))?,
+                peak_rss_kb: rss.with_context(|| missing("peak_rss_kb"))?,
+            })
+        };
+        Some(parse())
+    }
+}
+
+/// Peak resident set size of this process in KiB (`VmHWM` of `/proc/self/status`); `None` where
+/// that is unavailable (not Linux).
+pub fn peak_rss_kb() -> Option<u64> {
+    proc_status_kb("VmHWM:")
+}
+
+/// Current resident set size of this process in KiB (`VmRSS`).
+pub fn current_rss_kb() -> Option<u64> {
+    proc_status_kb("VmRSS:")
+}
+
+fn proc_status_kb(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_status_kb(&status, key)
+}
+
+fn parse_status_kb(status: &str, key: &str) -> Option<u64> {
+    let rest = status.lines().find_map(|l| l.strip_prefix(key))?;
+    let mut words = rest.split_whitespace();
+    let n = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(n)
+}
+
+/// Resets this process's peak-RSS mark (`VmHWM`) to the current RSS by writing `5` to
+/// `/proc/self/clear_refs` (Linux ≥ 4.0). Returns whether the kernel accepted it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Where the bench images come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    /// The Fashion-MNIST training split in this directory.
+    FashionMnist(PathBuf),
+    /// Uniform random pixels normalised with the Fashion-MNIST mean/std, uniform random labels;
+    /// the string says why.
+    Synthetic(String),
+}
+
+impl DataSource {
+    /// Fashion-MNIST when `dir` is given and holds both training files (raw or `.gz`), else
+    /// synthetic with the reason.
+    pub fn resolve(dir: Option<&Path>) -> Self {
+        let Some(dir) = dir else {
+            return DataSource::Synthetic("no --data directory given".into());
+        };
+        let (images, labels) = Split::Train.file_names();
+        for name in [images, labels] {
+            if let Err(e) = idx::find_file(dir, name) {
+                return DataSource::Synthetic(format!("{e}"));
+            }
+        }
+        DataSource::FashionMnist(dir.to_path_buf())
+    }
+
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::FashionMnist(dir) => format!("Fashion-MNIST training split from {}", dir.display()),
+            DataSource::Synthetic(why) => format!(
+                "SYNTHETIC 1x28x28 images (uniform random pixels, Fashion-MNIST normalisation) with random labels ({why})"
+            ),
+        }
+    }
+}
+
+/// `count` normalised images (`[count][1][28][28]`) and their labels.
+fn input_pool(source: &DataSource, count: usize, seed: u64) -> anyhow::Result<(Vec<f32>, Vec<u8>)> {
+    let norm = Normalization::FASHION_MNIST;
+    match source {
+        DataSource::FashionMnist(dir) => {
+            let ds = Dataset::load(dir, Split::Train)
+                .with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+            if (ds.height(), ds.width()) != (IMAGE_SIDE, IMAGE_SIDE) {
+                bail!(
+                    "{}: images are {}x{}, the bench network takes 28x28",
+                    dir.display(),
+                    ds.height(),
+                    ds.width()
+                );
+            }
+            let order = epoch_order(ds.len(), seed, 0, true);
+            let mut images = vec![0.0f32; count * IMAGE_LEN];
+            let mut labels = Vec::with_capacity(count);
+            for (i, dst) in images.chunks_exact_mut(IMAGE_LEN).enumerate() {
+                let j = order[i % order.len()];
+                // `j < ds.len()`: both lookups succeed on a validated dataset.
+                norm.normalize_into(ds.image(j).context("image index")?, dst);
+                labels.push(ds.label(j).context("label index")?);
+            }
+            Ok((images, labels))
+        }
+        DataSource::Synthetic(_) => {
+            let mut rng = Rng::for_stream(seed, 0xBE4C);
+            let pixels: Vec<u8> = (0..count * IMAGE_LEN)
+                .map(|_| (rng.next_u32() >> 24) as u8)
+                .collect();
+            let labels = (0..count).map(|_| rng.below(CLASSES) as u8).collect();
+            Ok((norm.normalize(&pixels), labels))
+        }
+    }
+}
+
+/// Runs one configuration in this process and returns its result (images/s over the timed
+/// batches, `VmHWM` after them; 0 where `VmHWM` is unavailable). Notes go to stderr.
+pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
+    args.validate()?;
+    let source = DataSource::resolve(args.data.as_deref());
+    let total = args.warmup + args.batches;
+    let (images, labels) = input_pool(&source, total * args.batch_size, args.seed)?;
+    let net = Net::new(
+        NetConfig::bench(args.time_steps, &BenchOptions::default()),
+        args.seed,
+    )?;
+    let mut trainer = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::paper()))?;
+    if !reset_peak_rss() {
+        eprintln!(
+            "bench-one: note: cannot reset the peak-RSS mark; the peak includes data loading"
+        );
+    }
+
+    let batch_len = args.batch_size * IMAGE_LEN;
+    let mut run_batch = |i: usize| -> anyhow::Result<()> {
+        let x = &images[i * batch_len..(i + 1) * batch_len];
+        let y = &labels[i * args.batch_size..(i + 1) * args.batch_size];
+        let step = args
+            .random_bp
+            .then(|| random_bp_step(args.seed, 0, i, args.time_steps));
+        trainer
+            .train_batch(x, y, step, UpdateRule::PerStep, BENCH_LR)
+            .with_context(|| {
+                format!(
+                    "training batch {i} (T={}, mode {})",
+                    args.time_steps,
+                    mode_name(args.random_bp)
+                )
+            })?;
+        Ok(())
+    };
+    for i in 0..args.warmup {
+        run_batch(i)?;
+    }
+    let start = Instant::now();
+    for i in args.warmup..total {
+        run_batch(i)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(BenchOneResult {
+        time_steps: args.time_steps,
+        random_bp: args.random_bp,
+        images_per_s: (args.batches * args.batch_size) as f64 / secs.max(1e-9),
+        peak_rss_kb: peak_rss_kb().unwrap_or(0),
+    })
+}
+
+/// `host-train bench-one`: runs one configuration and prints its `BENCH_ONE` line on stdout.
+pub fn run_bench_one(args: &BenchOneArgs) -> anyhow::Result<()> {
+    let result = measure_one(args)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", result.to_line())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Peak-RSS ratio between the largest and the smallest `T` (full online) and whether it
+/// passes ([`RSS_RATIO_LIMIT`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RssCheck {
+    /// Smallest `T`.
+    pub t_min: usize,
+    /// Largest `T`.
+    pub t_max: usize,
+    /// Peak RSS (KiB) at `t_min`.
+    pub rss_min_t: u64,
+    /// Peak RSS (KiB) at `t_max`.
+    pub rss_max_t: u64,
+    /// `rss_max_t / rss_min_t`.
+    pub ratio: f64,
+    /// `ratio <= RSS_RATIO_LIMIT` (false when either RSS is unknown, i.e. 0).
+    pub pass: bool,
+}
+
+/// The RSS check over the full-online results (`None` when there are none).
+pub fn rss_check(results: &[BenchOneResult]) -> Option<RssCheck> {
+    let full: Vec<&BenchOneResult> = results.iter().filter(|r| !r.random_bp).collect();
+    let lo = full.iter().min_by_key(|r| r.time_steps)?;
+    let hi = full.iter().max_by_key(|r| r.time_steps)?;
+    let known = lo.peak_rss_kb > 0 && hi.peak_rss_kb > 0;
+    let ratio = if known {
+        hi.peak_rss_kb as f64 / lo.peak_rss_kb as f64
+    } else {
+        f64::NAN
+    };
+    Some(RssCheck {
+        t_min: lo.time_steps,
+        t_max: hi.time_steps,
+        rss_min_t: lo.peak_rss_kb,
+        rss_max_t: hi.peak_rss_kb,
+        ratio,
+        pass: known && ratio <= RSS_RATIO_LIMIT,
+    })
+}
+
+/// Random-BP speed-up at `t`: images/s of random BP over images/s of full online.
+pub fn speedup(results: &[BenchOneResult], t: usize) -> Option<f64> {
+    let find = |random: bool| {
+        results
+            .iter()
+            .find(|r| r.time_steps == t && r.random_bp == random)
+    };
+    let (full, random) = (find(false)?, find(true)?);
+    (full.images_per_s > 0.0).then(|| random.images_per_s / full.images_per_s)
+}
+
+fn fmt_opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+/// The report's tables for `results` measured over `time_steps` (pure; [`run_bench`] prints it).
+pub fn render_tables(time_steps: &[usize], results: &[BenchOneResult]) -> String {
+    let find = |t: usize, random: bool| {
+        results
+            .iter()
+            .find(|r| r.time_steps == t && r.random_bp == random)
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "Training throughput (images/s)");
+    let _ = writeln!(s, "{:>4}  {:>14}  {:>14}", "T", "full online", "random BP");
+    for &t in time_steps {
+        let ips = |random| fmt_opt(find(t, random), |r| format!("{:.1}", r.images_per_s));
+        let _ = writeln!(s, "{t:>4}  {:>14}  {:>14}", ips(false), ips(true));
+    }
+    let _ = writeln!(
+        s,
+        "\nRandom-BP speed-up (random BP images/s / full online images/s)"
+    );
+    let _ = writeln!(s, "{:>4}  {:>9}", "T", "speed-up");
+    for &t in time_steps {
+        let _ = writeln!(
+            s,
+            "{t:>4}  {:>9}",
+            fmt_opt(speedup(results, t), |x| format!("{x:.2}x"))
+        );
+    }
+    let _ = writeln!(s, "\nPeak RSS (KiB, VmHWM of a fresh process per config)");
+    let _ = writeln!(s, "{:>4}  {:>14}  {:>14}", "T", "full online", "random BP");
+    for &t in time_steps {
+        let rss = |random| fmt_opt(find(t, random), |r| r.peak_rss_kb.to_string());
+        let _ = writeln!(s, "{t:>4}  {:>14}  {:>14}", rss(false), rss(true));
+    }
+    match rss_check(results) {
+        Some(c) => {
+            let _ = writeln!(
+                s,
+                "\nRSS(T={})/RSS(T={}) full online = {}/{} = {:.4} -> {} (limit <= {:.2})",
+                c.t_max,
+                c.t_min,
+                c.rss_max_t,
+                c.rss_min_t,
+                c.ratio,
+                if c.pass { "PASS" } else { "FAIL" },
+                RSS_RATIO_LIMIT
+            );
+        }
+        None => {
+            let _ = writeln!(s, "\nRSS check: no full-online results -> FAIL");
+        }
+    }
+    s
+}
+
+/// Runs one configuration in a fresh child process (`<current exe> bench-one …`) and parses
+/// its `BENCH_ONE` line. The child's stderr goes to ours.
+fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
+    let output = Command::new(exe)
+        .arg("bench-one")
+        .args(one.to_args())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "`bench-one {}` failed ({}); stdout:\n{stdout}",
+            one.to_args().join(" "),
+            output.status
+        );
+    }
+    let result = stdout
+        .lines()
+        .find_map(BenchOneResult::parse_line)
+        .with_context(|| {
+            format!(
+                "`bench-one {}` printed no {BENCH_ONE_PREFIX} line; stdout:\n{stdout}",
+                one.to_args().join(" ")
+            )
+        })??;
+    if result.time_steps != one.time_steps || result.random_bp != one.random_bp {
+        bail!(
+            "`bench-one {}` reported another configuration: {}",
+            one.to_args().join(" "),
+            result.to_line()
+        );
+    }
+    Ok(result)
+}
+
+/// `host-train bench`: measures every `(T, mode)` in a fresh child process, one after another,
+/// and prints throughput, random-BP speed-up, peak RSS and the RSS check. A FAIL of the check is
+/// reported in the output, not as an error.
+pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.time_steps.is_empty() {
+        bail!("bench needs at least one T");
+    }
+    let source = DataSource::resolve(args.data.as_deref());
+    let exe = std::env::current_exe().context("cannot locate the host-train executable")?;
+    let backend = Net::new(
+        NetConfig::bench(args.time_steps[0], &BenchOptions::default()),
+        args.seed,
+    )?
+    .backend_name();
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "EM-PF training benchmark (bench network, 1x28x28 -> 10 classes)"
+    )?;
+    writeln!(
+        out,
+        "backend {backend}, {} rayon threads, batch size {}, {} timed + {} warm-up batches per config, SGD (paper) lr {BENCH_LR}, seed {}",
+        rayon::current_num_threads(),
+        args.batch_size,
+        args.batches,
+        args.warmup,
+        args.seed
+    )?;
+    writeln!(out, "data: {}", source.describe())?;
+    writeln!(out, "each (T, mode) runs in its own child process; peak RSS is VmHWM after the timed batches, with the mark reset after set-up")?;
+    writeln!(out)?;
+    out.flush()?;
+
+    let data = match &source {
+        DataSource::FashionMnist(dir) => Some(dir.clone()),
+        DataSource::Synthetic(_) => None,
+    };
+    let mut results = Vec::new();
+    for &t in &args.time_steps {
+        for random_bp in [false, true] {
+            let one = BenchOneArgs {
+                time_steps: t,
+                batch_size: args.batch_size,
+                batches: args.batches,
+                warmup: args.warmup,
+                random_bp,
+                seed: args.seed,
+                data: data.clone(),
+            };
+            one.validate()?;
+            let r = spawn_one(&exe, &one)?;
+            writeln!(
+                out,
+                "  T={t:<3} {:<6}  {:>10.1} images/s  peak RSS {} KiB",
+                mode_name(random_bp),
+                r.images_per_s,
+                r.peak_rss_kb
+            )?;
+            out.flush()?;
+            results.push(r);
+        }
+    }
+    writeln!(out)?;
+    write!(out, "{}", render_tables(&args.time_steps, &results))?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(t: usize, random_bp: bool, ips: f64, rss: u64) -> BenchOneResult {
+        BenchOneResult {
+            time_steps: t,
+            random_bp,
+            images_per_s: ips,
+            peak_rss_kb: rss,
+        }
+    }
+
+    #[test]
+    fn line_round_trip_and_parse() {
+        let r = res(16, true, 123.456, 98765);
+        let line = r.to_line();
+        assert_eq!(
+            line,
+            "BENCH_ONE t=16 mode=random images_per_s=123.456 peak_rss_kb=98765"
+        );
+        assert_eq!(BenchOneResult::parse_line(&line).unwrap().unwrap(), r);
+        let p = BenchOneResult::parse_line(
+            "  BENCH_ONE t=2 mode=full images_per_s=1e3 peak_rss_kb=7 extra=1\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p, res(2, false, 1000.0, 7));
+        assert!(BenchOneResult::parse_line("bench-one: note").is_none());
+        assert!(BenchOneResult::parse_line("BENCH_ONEx t=2").is_none());
+        assert!(
+            BenchOneResult::parse_line("BENCH_ONE t=2 mode=full images_per_s=1")
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            BenchOneResult::parse_line("BENCH_ONE t=2 mode=half images_per_s=1 peak_rss_kb=3")
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            BenchOneResult::parse_line("BENCH_ONE t=x mode=full images_per_s=1 peak_rss_kb=3")
+                .unwrap()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn to_args_format_and_round_trip() {
+        let mut a = BenchOneArgs {
+            time_steps: 8,
+            batch_size: 64,
+            batches: 6,
+            warmup: 1,
+            random_bp: false,
+            seed: 42,
+            data: None,
+        };
+        assert_eq!(
+            a.to_args(),
+            [
+                "--time-steps",
+                "8",
+                "--batch-size",
+                "64",
+                "--batches",
+                "6",
+                "--warmup",
+                "1",
+                "--mode",
+                "full",
+                "--seed",
+                "42"
+            ]
+        );
+        assert_eq!(BenchOneArgs::parse_args(&a.to_args()).unwrap(), a);
+        a.random_bp = true;
+        a.data = Some(PathBuf::from("/some dir/fmnist"));
+        let argv = a.to_args();
+        assert_eq!(
+            &argv[8..],
+            [
+                "--mode",
+                "random",
+                "--seed",
+                "42",
+                "--data",
+                "/some dir/fmnist"
+            ]
+        );
+        assert_eq!(BenchOneArgs::parse_args(&argv).unwrap(), a);
+        assert!(BenchOneArgs::parse_args(&["--time-steps", "2"]).is_err());
+        assert!(BenchOneArgs::parse_args(&["--mode"]).is_err());
+        assert!(BenchOneArgs::parse_args(&["--bogus", "1"]).is_err());
+    }
+
+    #[test]
+    fn rss_ratio_and_verdict() {
+        let mut rs = vec![
+            res(4, false, 10.0, 105_000),
+            res(2, false, 20.0, 100_000),
+            res(2, true, 50.0, 999_999),
+            res(16, false, 2.0, 110_000),
+            res(16, true, 16.0, 1),
+        ];
+        let c = rss_check(&rs).unwrap();
+        assert_eq!(
+            (c.t_min, c.t_max, c.rss_min_t, c.rss_max_t),
+            (2, 16, 100_000, 110_000)
+        );
+        assert!((c.ratio - 1.1).abs() < 1e-12);
+        assert!(c.pass, "exactly 1.10 passes");
+        rs[3].peak_rss_kb = 110_001;
+        assert!(!rss_check(&rs).unwrap().pass);
+        rs[3].peak_rss_kb = 0;
+        assert!(!rss_check(&rs).unwrap().pass, "unknown RSS fails");
+        assert!(rss_check(&rs[2..3]).is_none());
+        assert_eq!(speedup(&rs, 2), Some(2.5));
+        assert_eq!(speedup(&rs, 16), Some(8.0));
+        assert_eq!(speedup(&rs, 4), None);
+        rs[3].peak_rss_kb = 120_000;
+        let table = render_tables(&[2, 4, 16], &rs);
+        assert!(
+            table.contains("RSS(T=16)/RSS(T=2) full online = 120000/100000 = 1.2000 -> FAIL"),
+            "{table}"
+        );
+        assert!(
+            table.contains("2.50x") && table.contains("8.00x"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn status_parsing() {
+        let st = "Name:\tx\nVmHWM:\t  208892 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_status_kb(st, "VmHWM:"), Some(208_892));
+        assert_eq!(parse_status_kb(st, "VmRSS:"), Some(1000));
+        assert_eq!(parse_status_kb(st, "VmPeak:"), None);
+    }
+
+    #[test]
+    fn synthetic_pool_is_normalised_and_labelled() {
+        let src = DataSource::resolve(Some(Path::new("/nonexistent/empf-bench-dir")));
+        assert!(matches!(src, DataSource::Synthetic(_)));
+        assert!(src.describe().contains("SYNTHETIC"));
+        let (x, y) = input_pool(&src, 3, 7).unwrap();
+        assert_eq!((x.len(), y.len()), (3 * IMAGE_LEN, 3));
+        assert!(y.iter().all(|&l| u64::from(l) < CLASSES));
+        let lo = Normalization::FASHION_MNIST.apply(0);
+        let hi = Normalization::FASHION_MNIST.apply(255);
+        assert!(x.iter().all(|&v| (lo..=hi).contains(&v)));
+        assert_eq!(input_pool(&src, 3, 7).unwrap(), (x, y), "deterministic");
+    }
+
+    #[test]
+    fn measure_one_rejects_zero_sizes() {
+        let a = BenchOneArgs {
+            time_steps: 2,
+            batch_size: 0,
+            batches: 1,
+            warmup: 0,
+            random_bp: false,
+            seed: 0,
+            data: None,
+        };
+        assert!(measure_one(&a).is_err());
+    }
+
+    /// A tiny real run of both modes (slow in debug builds: `--release -- --ignored`).
+    #[test]
+    #[ignore]
+    fn measure_one_small_real_run() {
+        for random_bp in [false, true] {
+            let a = BenchOneArgs {
+                time_steps: 2,
+                batch_size: 4,
+                batches: 2,
+                warmup: 1,
+                random_bp,
+                seed: 1,
+                data: None,
+            };
+            let r = measure_one(&a).unwrap();
+            assert_eq!((r.time_steps, r.random_bp), (2, random_bp));
+            assert!(r.images_per_s.is_finite() && r.images_per_s > 0.0, "{r:?}");
+            assert!(r.peak_rss_kb > 0, "{r:?}");
+        }
+    }
+
+    /// The Fashion-MNIST pool, where the Debian dataset is installed (loads 60 000 images).
+    #[test]
+    #[ignore]
+    fn fashion_mnist_pool_when_available() {
+        let dir = Path::new(crate::data::DEFAULT_FASHION_MNIST_DIR);
+        let src = DataSource::resolve(Some(dir));
+        if !dir.is_dir() {
+            assert!(matches!(src, DataSource::Synthetic(_)));
+            return;
+        }
+        assert_eq!(src, DataSource::FashionMnist(dir.to_path_buf()));
+        let (x, y) = input_pool(&src, 5, 3).unwrap();
+        assert_eq!((x.len(), y.len()), (5 * IMAGE_LEN, 5));
+        assert!(x.iter().any(|&v| v != x[0]));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peak_rss_is_positive() {
+        let peak = peak_rss_kb().expect("VmHWM readable on Linux");
+        assert!(peak > 0);
+        assert!(current_rss_kb().unwrap() > 0);
+    }
+}

@@ -1,0 +1,234 @@
+//! The idx file format (LeCun's MNIST format, also used by Fashion-MNIST), raw or gzipped.
+//!
+//! Layout (all integers big-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic: `0x00 0x00 <type> <ndim>`; type `0x08` = unsigned byte |
+//! | 4 | 4·ndim | dimension sizes, outermost first |
+//! | 4+4·ndim | ∏dims | data, row-major |
+//!
+//! Images are `0x00000803` (N × rows × cols), labels `0x00000801` (N). The file must hold exactly
+//! header + ∏dims bytes: a shorter file is truncated, a longer one has trailing bytes; both are
+//! errors. A gzipped file (name ending in `.gz`) is decompressed while reading and the same checks
+//! apply to the decompressed stream; at most one byte past the expected length is read, so a file
+//! with a lying header cannot make the reader buffer more than the data that is really there.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use super::DataError;
+
+/// Magic of an unsigned-byte idx file with 3 dimensions (images).
+pub const MAGIC_IMAGES: u32 = 0x0000_0803;
+/// Magic of an unsigned-byte idx file with 1 dimension (labels).
+pub const MAGIC_LABELS: u32 = 0x0000_0801;
+
+/// A decoded idx array of unsigned bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimension sizes, outermost first.
+    pub dims: Vec<usize>,
+    /// Row-major data; `data.len() == dims.iter().product()`.
+    pub data: Vec<u8>,
+}
+
+/// Reads and validates an idx file of unsigned bytes with the given magic (which fixes the number
+/// of dimensions: its low byte). Gzip is chosen by the `.gz` extension.
+pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxArray, DataError> {
+    let file = File::open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                also_tried_gz: false,
+            }
+        } else {
+            DataError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let buffered = BufReader::new(file);
+    if is_gz(path) {
+        parse_idx(MultiGzDecoder::new(buffered), path, expected_magic, true)
+    } else {
+        parse_idx(buffered, path, expected_magic, false)
+    }
+}
+
+/// Parses an idx stream. `path` is only used in error messages; `gz` selects the wording of read
+/// errors (a corrupt gzip stream is reported as such).
+pub fn parse_idx<R: Read>(
+    mut reader: R,
+    path: &Path,
+    expected_magic: u32,
+    gz: bool,
+) -> Result<IdxArray, DataError> {
+    let read_err = |source: io::Error| {
+        if gz {
+            DataError::Decompress {
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            DataError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+    let ndim = (expected_magic & 0xff) as usize;
+    let header_len = 4 + 4 * ndim;
+
+    let mut header = Vec::with_capacity(header_len);
+    (&mut reader)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(read_err)?;
+    if header.len() < 4 {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            what: "header",
+            expected: header_len as u64,
+            found: header.len() as u64,
+        });
+    }
+    let magic = be_u32(&header, 0);
+    if magic != expected_magic {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            expected: expected_magic,
+            found: magic,
+        });
+    }
+    if header.len() < header_len {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            what: "header",
+            expected: header_len as u64,
+            found: header.len() as u64,
+        });
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| be_u32(&header, 4 + 4 * i) as usize)
+        .collect();
+    let data_len = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&n| usize::try_from(n).is_ok())
+        .ok_or_else(|| DataError::BadDims {
+            path: path.to_path_buf(),
+            reason: format!("dimensions {dims:?} overflow the address space"),
+        })?;
+
+    // Read at most one byte more than expected, to detect trailing data without buffering it.
+    let mut data = Vec::new();
+    (&mut reader)
+        .take(data_len + 1)
+        .read_to_end(&mut data)
+        .map_err(read_err)?;
+    let found = data.len() as u64;
+    if found < data_len {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            what: "data",
+            expected: header_len as u64 + data_len,
+            found: header_len as u64 + found,
+        });
+    }
+    if found > data_len {
+        return Err(DataError::TrailingBytes {
+            path: path.to_path_buf(),
+            expected: header_len as u64 + data_len,
+        });
+    }
+    Ok(IdxArray { dims, data })
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        word.copy_from_slice(src);
+    }
+    u32::from_be_bytes(word)
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// Finds `<dir>/<name>` or else `<dir>/<name>.gz`. The raw file wins when both exist (it is what
+/// torchvision leaves next to the archive, and is faster to read).
+pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
+    let raw = dir.join(name);
+    if raw.is_file() {
+        return Ok(raw);
+    }
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(DataError::MissingFile {
+        path: raw,
+        also_tried_gz: true,
+    })
+}
+
+/// Encodes an idx file of unsigned bytes (used by tests and fixtures). The caller provides a
+/// consistent `dims`/`data` pair; the magic is `0x0000_08<ndim>`.
+pub fn encode_idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 4 * dims.len() + data.len());
+    out.extend_from_slice(&[0, 0, 0x08, dims.len() as u8]);
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], magic: u32) -> Result<IdxArray, DataError> {
+        parse_idx(bytes, Path::new("mem.idx"), magic, false)
+    }
+
+    #[test]
+    fn encodes_exact_bytes() {
+        let bytes = encode_idx(&[2, 1, 3], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            bytes,
+            [0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]
+        );
+        let arr = parse(&bytes, MAGIC_IMAGES).expect("valid");
+        assert_eq!(arr.dims, [2, 1, 3]);
+        assert_eq!(arr.data, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn every_prefix_is_truncated_or_bad_magic_never_a_panic() {
+        let bytes = encode_idx(&[3], &[1, 2, 3]);
+        for cut in 0..bytes.len() {
+            let err = parse(&bytes[..cut], MAGIC_LABELS).expect_err("prefix must fail");
+            assert!(
+                matches!(err, DataError::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_dims_do_not_allocate_or_overflow() {
+        let bytes = encode_idx(&[u32::MAX, u32::MAX, u32::MAX], &[0; 10]);
+        let err = parse(&bytes, MAGIC_IMAGES).expect_err("must fail");
+        assert!(
+            matches!(err, DataError::BadDims { .. } | DataError::Truncated { .. }),
+            "{err}"
+        );
+    }
+}

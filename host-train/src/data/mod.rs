@@ -1,0 +1,677 @@
+//! Datasets: MNIST and Fashion-MNIST from idx files (raw or gzipped), normalisation, and a
+//! background batch loader.
+//!
+//! Files are looked up in a directory by their standard names ([`Split::file_names`]), each either
+//! raw or with a `.gz` suffix. The default directory is [`DEFAULT_FASHION_MNIST_DIR`], where the
+//! Debian package `dataset-fashion-mnist` installs the four gzipped files.
+//!
+//! Every check ([`DataError`]) names the file it failed on: missing file, bad magic, truncated or
+//! trailing bytes, bad dimensions, a label ≥ [`NUM_CLASSES`], and an image/label count mismatch.
+//! A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
+
+pub mod idx;
+pub mod loader;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use loader::{epoch_order, Batch, BatchLoader, EpochBatches, LoaderConfig};
+
+/// Where Debian's `dataset-fashion-mnist` installs the Fashion-MNIST idx files.
+pub const DEFAULT_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Number of classes of MNIST and Fashion-MNIST; every label must be below it.
+pub const NUM_CLASSES: usize = 10;
+
+/// Errors of the data module. Every variant that concerns a file carries its path.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The file does not exist (when looked up by standard name: neither the raw nor the `.gz`
+    /// file exists, and the path is the raw name).
+    #[error(
+        "{}: missing file{}",
+        path.display(),
+        if *also_tried_gz { " (nor its .gz variant)" } else { "" }
+    )]
+    MissingFile {
+        /// The file (raw name when looked up by standard name).
+        path: PathBuf,
+        /// Whether the `.gz` name was tried too.
+        also_tried_gz: bool,
+    },
+    /// Opening or reading the file failed.
+    #[error("{}: read error: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The gzip stream is corrupt or ends early.
+    #[error("{}: gzip decompression failed (corrupt or truncated archive): {source}", path.display())]
+    Decompress {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: io::Error,
+    },
+    /// The magic number is not the one of this kind of idx file.
+    #[error("{}: bad magic 0x{found:08x}, expected 0x{expected:08x}", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The expected magic.
+        expected: u32,
+        /// The magic found.
+        found: u32,
+    },
+    /// The file (after decompression) is shorter than its header says.
+    #[error("{}: truncated {what}: expected {expected} bytes, found {found}", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// `"header"` or `"data"`.
+        what: &'static str,
+        /// Expected total length in bytes (decompressed).
+        expected: u64,
+        /// Length found (decompressed).
+        found: u64,
+    },
+    /// The file (after decompression) is longer than its header says.
+    #[error("{}: trailing bytes after the {expected} bytes the header announces", path.display())]
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// Expected total length in bytes (decompressed).
+        expected: u64,
+    },
+    /// Dimensions that cannot be used (zero height/width, overflow, or not the expected ones).
+    #[error("{}: bad dimensions: {reason}", path.display())]
+    BadDims {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A label is not below [`NUM_CLASSES`].
+    #[error("{}: label {value} at index {index} is not below {num_classes}", path.display())]
+    BadLabel {
+        /// The labels file.
+        path: PathBuf,
+        /// Index of the first bad label.
+        index: usize,
+        /// Its value.
+        value: u8,
+        /// The number of classes.
+        num_classes: usize,
+    },
+    /// The images and labels files disagree on the number of samples.
+    #[error(
+        "{}: {labels} labels, but {} has {images} images",
+        labels_path.display(),
+        images_path.display()
+    )]
+    CountMismatch {
+        /// The images file.
+        images_path: PathBuf,
+        /// Number of images.
+        images: usize,
+        /// The labels file.
+        labels_path: PathBuf,
+        /// Number of labels.
+        labels: usize,
+    },
+    /// In-memory arrays given to [`Dataset::new`] are inconsistent.
+    #[error("invalid dataset: {0}")]
+    InvalidDataset(String),
+    /// A loader setting is unusable (e.g. batch size 0).
+    #[error("invalid loader config: {0}")]
+    InvalidConfig(String),
+    /// The loader's worker thread could not be started.
+    #[error("cannot start the loader thread: {0}")]
+    LoaderSpawn(io::Error),
+}
+
+/// Training or test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// 60 000 training samples (`train-*`).
+    Train,
+    /// 10 000 test samples (`t10k-*`).
+    Test,
+}
+
+impl Split {
+    /// Standard (uncompressed) names of the images and labels files.
+    pub fn file_names(self) -> (&'static str, &'static str) {
+        match self {
+            Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+            Split::Test => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        }
+    }
+}
+
+/// Which dataset the files hold; it fixes the normalisation constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatasetKind {
+    /// Fashion-MNIST (Zalando).
+    FashionMnist,
+    /// MNIST (LeCun et al.).
+    Mnist,
+}
+
+impl DatasetKind {
+    /// The usual per-dataset mean and std of pixel values scaled to `[0, 1]`.
+    pub fn normalization(self) -> Normalization {
+        match self {
+            DatasetKind::FashionMnist => Normalization::FASHION_MNIST,
+            DatasetKind::Mnist => Normalization::MNIST,
+        }
+    }
+}
+
+/// `x ↦ (x / 255 − mean) / std`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalization {
+    /// Mean of the pixel values in `[0, 1]`.
+    pub mean: f32,
+    /// Standard deviation of the pixel values in `[0, 1]`.
+    pub std: f32,
+}
+
+impl Normalization {
+    /// Fashion-MNIST: mean 0.2860, std 0.3530.
+    pub const FASHION_MNIST: Normalization = Normalization {
+        mean: 0.2860,
+        std: 0.3530,
+    };
+    /// MNIST: mean 0.1307, std 0.3081.
+    pub const MNIST: Normalization = Normalization {
+        mean: 0.1307,
+        std: 0.3081,
+    };
+    /// Identity on `[0, 1]` (only scales by 1/255).
+    pub const UNIT: Normalization = Normalization {
+        mean: 0.0,
+        std: 1.0,
+    };
+
+    /// One pixel, computed as `(x / 255 − mean) / std` in `f32`.
+    pub fn apply(&self, pixel: u8) -> f32 {
+        (f32::from(pixel) / 255.0 - self.mean) / self.std
+    }
+
+    /// Table of [`Normalization::apply`] for all 256 pixel values.
+    pub fn table(&self) -> [f32; 256] {
+        let mut t = [0.0f32; 256];
+        for (v, slot) in (0u8..=255).zip(t.iter_mut()) {
+            *slot = self.apply(v);
+        }
+        t
+    }
+
+    /// Normalises `src` into `dst` element-wise over the common length.
+    pub fn normalize_into(&self, src: &[u8], dst: &mut [f32]) {
+        let t = self.table();
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = t[usize::from(s)];
+        }
+    }
+
+    /// Normalises `src` into a new vector.
+    pub fn normalize(&self, src: &[u8]) -> Vec<f32> {
+        let t = self.table();
+        src.iter().map(|&s| t[usize::from(s)]).collect()
+    }
+}
+
+/// A validated set of single-channel images with labels.
+///
+/// Invariants (checked by every constructor): `images.len() == len · height · width`,
+/// `labels.len() == len`, `height, width > 0`, every label `< NUM_CLASSES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    images: Vec<u8>,
+    labels: Vec<u8>,
+    height: usize,
+    width: usize,
+}
+
+impl Dataset {
+    /// Builds a dataset from in-memory arrays (`images` is N × height × width, row-major).
+    pub fn new(
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        height: usize,
+        width: usize,
+    ) -> Result<Self, DataError> {
+        if height == 0 || width == 0 {
+            return Err(DataError::InvalidDataset(format!(
+                "image size {height}x{width} has a zero side"
+            )));
+        }
+        let expected = labels
+            .len()
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(width));
+        if expected != Some(images.len()) {
+            return Err(DataError::InvalidDataset(format!(
+                "{} image bytes for {} labels of {height}x{width}",
+                images.len(),
+                labels.len()
+            )));
+        }
+        if let Some((index, &value)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::from(l) >= NUM_CLASSES)
+        {
+            return Err(DataError::InvalidDataset(format!(
+                "label {value} at index {index} is not below {NUM_CLASSES}"
+            )));
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            height,
+            width,
+        })
+    }
+
+    /// Loads one split from `dir` (each file raw or `.gz`), with full validation.
+    pub fn load(dir: &Path, split: Split) -> Result<Self, DataError> {
+        let (images_name, labels_name) = split.file_names();
+        let images_path = idx::find_file(dir, images_name)?;
+        let labels_path = idx::find_file(dir, labels_name)?;
+        Self::load_files(&images_path, &labels_path)
+    }
+
+    /// Loads an images file and a labels file given by path, with full validation.
+    pub fn load_files(images_path: &Path, labels_path: &Path) -> Result<Self, DataError> {
+        let images = idx::read_idx(images_path, idx::MAGIC_IMAGES)?;
+        let labels = idx::read_idx(labels_path, idx::MAGIC_LABELS)?;
+        let (n, height, width) = match images.dims[..] {
+            [n, h, w] => (n, h, w),
+            _ => {
+                return Err(DataError::BadDims {
+                    path: images_path.to_path_buf(),
+                    reason: format!("expected 3 dimensions, found {:?}", images.dims),
+                })
+            }
+        };
+        if height == 0 || width == 0 {
+            return Err(DataError::BadDims {
+                path: images_path.to_path_buf(),
+                reason: format!("image size {height}x{width} has a zero side"),
+            });
+        }
+        if labels.data.len() != n {
+            return Err(DataError::CountMismatch {
+                images_path: images_path.to_path_buf(),
+                images: n,
+                labels_path: labels_path.to_path_buf(),
+                labels: labels.data.len(),
+            });
+        }
+        if let Some((index, &value)) = labels
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::from(l) >= NUM_CLASSES)
+        {
+            return Err(DataError::BadLabel {
+                path: labels_path.to_path_buf(),
+                index,
+                value,
+                num_classes: NUM_CLASSES,
+            });
+        }
+        Ok(Dataset {
+            images: images.data,
+            labels: labels.data,
+            height,
+            width,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Image height in pixels.
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    /// Image width in pixels.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Pixels per image (`height · width`).
+    pub fn image_len(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// All images, N × height × width, row-major.
+    pub fn images(&self) -> &[u8] {
+        &self.images
+    }
+
+    /// All labels.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// Image `i`, or `None` past the end.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let n = self.image_len();
+        self.images
+            .get(i.checked_mul(n)?..i.checked_add(1)?.checked_mul(n)?)
+    }
+
+    /// Label `i`, or `None` past the end.
+    pub fn label(&self, i: usize) -> Option<u8> {
+        self.labels.get(i).copied()
+    }
+
+    /// Consumes the dataset, returning `(images, labels, height, width)`.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u8>, usize, usize) {
+        (self.images, self.labels, self.height, self.width)
+    }
+}
+
+/// Both splits of a dataset.
+#[derive(Debug, Clone)]
+pub struct TrainTest {
+    /// Training split.
+    pub train: Dataset,
+    /// Test split.
+    pub test: Dataset,
+}
+
+/// Loads both splits from `dir` and checks that they have the same image size.
+pub fn load_train_test(dir: &Path) -> Result<TrainTest, DataError> {
+    let train = Dataset::load(dir, Split::Train)?;
+    let test = Dataset::load(dir, Split::Test)?;
+    if (train.height, train.width) != (test.height, test.width) {
+        let (images_name, _) = Split::Test.file_names();
+        return Err(DataError::BadDims {
+            path: idx::find_file(dir, images_name).unwrap_or_else(|_| dir.join(images_name)),
+            reason: format!(
+                "test images are {}x{}, training images {}x{}",
+                test.height, test.width, train.height, train.width
+            ),
+        });
+    }
+    Ok(TrainTest { train, test })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idx::encode_idx;
+    use super::*;
+    use std::io::Write;
+
+    fn write_raw(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).expect("write fixture");
+        path
+    }
+
+    fn write_gz(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(format!("{name}.gz"));
+        let file = std::fs::File::create(&path).expect("create fixture");
+        let mut enc = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+        enc.write_all(bytes).expect("write gz");
+        enc.finish().expect("finish gz");
+        path
+    }
+
+    /// A tiny dataset: `n` images of 3×2 pixels, pixel value = 10·i + p, label = i % 10.
+    fn fixture(n: u32) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..n)
+            .flat_map(|i| (0..6u32).map(move |p| ((10 * i + p) % 256) as u8))
+            .collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        (encode_idx(&[n, 3, 2], &data), encode_idx(&[n], &labels))
+    }
+
+    fn assert_names(err: &DataError, path: &Path) {
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()),
+            "error {msg:?} does not name {}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn loads_raw_and_gz_splits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, lab) = fixture(7);
+        write_raw(dir.path(), "train-images-idx3-ubyte", &img);
+        write_gz(dir.path(), "train-labels-idx1-ubyte", &lab);
+        let (img_t, lab_t) = fixture(3);
+        write_gz(dir.path(), "t10k-images-idx3-ubyte", &img_t);
+        write_raw(dir.path(), "t10k-labels-idx1-ubyte", &lab_t);
+
+        let tt = load_train_test(dir.path()).expect("loads");
+        assert_eq!(tt.train.len(), 7);
+        assert_eq!(tt.test.len(), 3);
+        assert_eq!((tt.train.height(), tt.train.width()), (3, 2));
+        assert_eq!(tt.train.image(1), Some(&[10, 11, 12, 13, 14, 15][..]));
+        assert_eq!(tt.train.image(7), None);
+        assert_eq!(tt.test.labels(), &[0, 1, 2]);
+        assert_eq!(tt.test.images().len(), 18);
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, _) = fixture(2);
+        write_raw(dir.path(), "train-images-idx3-ubyte", &img);
+        let err = Dataset::load(dir.path(), Split::Train).expect_err("labels missing");
+        assert!(matches!(err, DataError::MissingFile { .. }), "{err}");
+        assert_names(&err, &dir.path().join("train-labels-idx1-ubyte"));
+    }
+
+    #[test]
+    fn truncated_files_are_named_raw_and_gz() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, lab) = fixture(4);
+        let img_path = write_raw(dir.path(), "a-images", &img[..img.len() - 1]);
+        let lab_path = write_raw(dir.path(), "a-labels", &lab);
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("truncated");
+        assert!(
+            matches!(err, DataError::Truncated { what: "data", .. }),
+            "{err}"
+        );
+        assert_names(&err, &img_path);
+
+        // Valid gzip of a truncated idx stream.
+        let img_gz = write_gz(dir.path(), "b-images", &img[..10]);
+        let err = Dataset::load_files(&img_gz, &lab_path).expect_err("truncated");
+        assert!(
+            matches!(err, DataError::Truncated { what: "header", .. }),
+            "{err}"
+        );
+        assert_names(&err, &img_gz);
+
+        // A gzip archive cut in the middle.
+        let good_gz = write_gz(dir.path(), "c-images", &img);
+        let gz_bytes = std::fs::read(&good_gz).expect("read");
+        let cut_gz = dir.path().join("d-images.gz");
+        std::fs::write(&cut_gz, &gz_bytes[..gz_bytes.len() / 2]).expect("write");
+        let err = Dataset::load_files(&cut_gz, &lab_path).expect_err("cut archive");
+        assert!(matches!(err, DataError::Decompress { .. }), "{err}");
+        assert_names(&err, &cut_gz);
+    }
+
+    #[test]
+    fn trailing_bytes_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, mut lab) = fixture(4);
+        lab.push(0);
+        let img_path = write_raw(dir.path(), "images", &img);
+        let lab_path = write_gz(dir.path(), "labels", &lab);
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("trailing");
+        assert!(matches!(err, DataError::TrailingBytes { .. }), "{err}");
+        assert_names(&err, &lab_path);
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, lab) = fixture(4);
+        // Labels file given where images are expected, and vice versa.
+        let img_path = write_raw(dir.path(), "images", &lab);
+        let lab_path = write_raw(dir.path(), "labels", &img);
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("magic");
+        assert!(
+            matches!(
+                err,
+                DataError::BadMagic {
+                    expected: 0x803,
+                    found: 0x801,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &img_path);
+        let img_path = write_raw(dir.path(), "images2", &img);
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("magic");
+        assert!(
+            matches!(
+                err,
+                DataError::BadMagic {
+                    expected: 0x801,
+                    found: 0x803,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &lab_path);
+    }
+
+    #[test]
+    fn label_count_mismatch_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, _) = fixture(4);
+        let (_, lab) = fixture(5);
+        let img_path = write_raw(dir.path(), "images", &img);
+        let lab_path = write_raw(dir.path(), "labels", &lab);
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("count");
+        assert!(
+            matches!(
+                err,
+                DataError::CountMismatch {
+                    images: 4,
+                    labels: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &lab_path);
+        assert_names(&err, &img_path);
+    }
+
+    #[test]
+    fn bad_label_value_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (img, _) = fixture(4);
+        let img_path = write_raw(dir.path(), "images", &img);
+        let lab_path = write_raw(dir.path(), "labels", &encode_idx(&[4], &[0, 9, 10, 3]));
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("label");
+        assert!(
+            matches!(
+                err,
+                DataError::BadLabel {
+                    index: 2,
+                    value: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_names(&err, &lab_path);
+    }
+
+    #[test]
+    fn zero_sized_images_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img_path = write_raw(dir.path(), "images", &encode_idx(&[2, 0, 5], &[]));
+        let lab_path = write_raw(dir.path(), "labels", &encode_idx(&[2], &[1, 2]));
+        let err = Dataset::load_files(&img_path, &lab_path).expect_err("dims");
+        assert!(matches!(err, DataError::BadDims { .. }), "{err}");
+        assert_names(&err, &img_path);
+    }
+
+    #[test]
+    fn dataset_new_validates() {
+        assert!(Dataset::new(vec![0; 12], vec![1, 2], 3, 2).is_ok());
+        assert!(Dataset::new(vec![0; 11], vec![1, 2], 3, 2).is_err());
+        assert!(Dataset::new(vec![0; 12], vec![1, 10], 3, 2).is_err());
+        assert!(Dataset::new(vec![], vec![], 0, 2).is_err());
+        assert!(Dataset::new(vec![0; 12], vec![1, 2], usize::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn normalization_matches_formula() {
+        let n = Normalization::FASHION_MNIST;
+        assert_eq!(n.apply(0), -0.2860 / 0.3530);
+        assert!((n.apply(255) - (1.0 - 0.2860) / 0.3530).abs() < 1e-6);
+        let m = DatasetKind::Mnist.normalization();
+        assert_eq!((m.mean, m.std), (0.1307, 0.3081));
+        let v = m.normalize(&[0, 128, 255]);
+        for (x, p) in v.iter().zip([0u8, 128, 255]) {
+            let expect = (f64::from(p) / 255.0 - 0.1307) / 0.3081;
+            assert!((f64::from(*x) - expect).abs() < 1e-5);
+        }
+    }
+
+    /// Loads the real Fashion-MNIST files from the Debian package when they are installed.
+    #[test]
+    fn loads_debian_fashion_mnist_if_present() {
+        let dir = Path::new(DEFAULT_FASHION_MNIST_DIR);
+        if !dir.is_dir() {
+            println!(
+                "skipped: {DEFAULT_FASHION_MNIST_DIR} not found (Debian package dataset-fashion-mnist not installed)"
+            );
+            return;
+        }
+        let tt = load_train_test(dir).expect("Debian Fashion-MNIST loads");
+        assert_eq!(tt.train.len(), 60_000);
+        assert_eq!(tt.test.len(), 10_000);
+        assert_eq!((tt.train.height(), tt.train.width()), (28, 28));
+        assert_eq!((tt.test.height(), tt.test.width()), (28, 28));
+        // Balanced classes: 6 000 / 1 000 per class.
+        for (set, per_class) in [(&tt.train, 6000usize), (&tt.test, 1000)] {
+            let mut counts = [0usize; NUM_CLASSES];
+            for &l in set.labels() {
+                counts[usize::from(l)] += 1;
+            }
+            assert_eq!(counts, [per_class; NUM_CLASSES]);
+        }
+        // The published mean/std are those of the training pixels.
+        let n = tt.train.images().len() as f64;
+        let mean = tt
+            .train
+            .images()
+            .iter()
+            .map(|&p| f64::from(p) / 255.0)
+            .sum::<f64>()
+            / n;
+        assert!((mean - 0.2860).abs() < 5e-4, "mean {mean}");
+    }
+}
