@@ -31,6 +31,8 @@ pub struct Calibration {
     pub input_max: f32,
     /// Largest `|y|` of each layer's output over all samples and steps.
     pub layer_max: Vec<f32>,
+    /// Fraction of exact zeros in each layer's output (spike sparsity for neurons).
+    pub layer_zero_fraction: Vec<f32>,
 }
 
 /// Runs the float path on every sample and records value ranges.
@@ -41,12 +43,15 @@ pub fn calibrate<'s>(
     let mut arena = vec![0u32; model.arena_words_for(Mode::Sequential)];
     let mut out = vec![0.0f32; model.classes()];
     let mut layer_max = vec![0.0f32; model.layer_count()];
+    let mut zeros = vec![(0u64, 0u64); model.layer_count()];
     let mut input_max = 0.0f32;
     let mut count = 0usize;
     for x in samples {
         input_max = x.iter().fold(input_max, |m, v| m.max(v.abs()));
         let mut obs = |li: usize, y: &[f32]| {
             layer_max[li] = y.iter().fold(layer_max[li], |m, v| m.max(v.abs()));
+            zeros[li].0 += y.iter().filter(|v| **v == 0.0).count() as u64;
+            zeros[li].1 += y.len() as u64;
         };
         model.infer_float_observed(x, &mut arena, &mut out, &mut obs)?;
         count += 1;
@@ -54,10 +59,9 @@ pub fn calibrate<'s>(
     if count == 0 || !input_max.is_finite() || layer_max.iter().any(|v| !v.is_finite()) {
         return Err(Error::QuantCalibration);
     }
-    Ok(Calibration {
-        input_max,
-        layer_max,
-    })
+    let layer_zero_fraction =
+        zeros.iter().map(|&(z, n)| if n == 0 { 0.0 } else { (z as f64 / n as f64) as f32 }).collect();
+    Ok(Calibration { input_max, layer_max, layer_zero_fraction })
 }
 
 /// `r ≈ m · 2^−sh` with `|m| < 2^16`, `sh ≤ 62`.
@@ -124,8 +128,16 @@ fn to_i32(x: f64, li: u16) -> Result<i32, Error> {
 
 const CURRENT_STEPS: f64 = (1u32 << 17) as f64;
 
-fn current_scale(max: f32) -> f64 {
-    (max as f64).max(1e-12) / CURRENT_STEPS
+/// Scale of a current tensor: `max / 2^17`, but never so fine that a multiplier would reach
+/// 2^15 (`num` = the largest multiplier numerator) or an offset would leave i32 (`bias` = the
+/// largest |bias|). The floors only bind where calibration saw (almost) nothing, e.g. behind a
+/// layer of neurons that never fired.
+fn current_scale(max: f32, num: f64, bias: f64) -> f64 {
+    ((max as f64) / CURRENT_STEPS).max(num / 32768.0).max(bias / (1u64 << 30) as f64).max(1e-30)
+}
+
+fn max_abs(b: &[u8]) -> f64 {
+    f32s(b).fold(0.0f64, |m, v| m.max((v as f64).abs()))
 }
 
 #[derive(Default)]
@@ -209,8 +221,9 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
         let mut q = layer.map(&mut |b: &[u8]| Cow::Borrowed(b));
         match (&mut q, &layer) {
             (Layer::Conv2d(c), Layer::Conv2d(f)) => {
-                let out = current_scale(out_max);
                 let (wq, ws) = quantize_rows(f.weight.bytes(), f.out_channels as usize);
+                let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
+                let out = current_scale(out_max, num, max_abs(f.bias.bytes()));
                 let mut rq = RequantBuilder::default();
                 for (o, wsc) in ws.iter().enumerate() {
                     rq.push(
@@ -226,8 +239,9 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::Linear(c), Layer::Linear(f)) => {
-                let out = current_scale(out_max);
                 let (wq, ws) = quantize_rows(f.weight.bytes(), f.out_features as usize);
+                let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
+                let out = current_scale(out_max, num, max_abs(f.bias.bytes()));
                 let mut rq = RequantBuilder::default();
                 for (o, wsc) in ws.iter().enumerate() {
                     rq.push(
@@ -243,7 +257,7 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::BinaryConv2d(c), Layer::BinaryConv2d(f)) => {
-                let out = current_scale(out_max);
+                let out = current_scale(out_max, scale * max_abs(f.gain.bytes()), max_abs(f.bias.bytes()));
                 let mut rq = RequantBuilder::default();
                 for o in 0..f.out_channels as usize {
                     rq.push(
@@ -256,7 +270,7 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::BinaryLinear(c), Layer::BinaryLinear(f)) => {
-                let out = current_scale(out_max);
+                let out = current_scale(out_max, scale * max_abs(f.gain.bytes()), max_abs(f.bias.bytes()));
                 let mut rq = RequantBuilder::default();
                 for o in 0..f.out_features as usize {
                     rq.push(
@@ -325,8 +339,8 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = sscale;
             }
             (Layer::Add { slot, fixed }, _) => {
-                let out = current_scale(out_max);
                 let saved = slots[*slot as usize].0;
+                let out = current_scale(out_max, scale.max(saved), 0.0);
                 *fixed = Some(FixedAdd {
                     main: scalar(scale / out, li)?,
                     saved: scalar(saved / out, li)?,
@@ -336,7 +350,7 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
             (Layer::Seca(c), Layer::Seca(f)) => {
                 let add = match f.add_slot {
                     Some(s) => {
-                        let out = current_scale(out_max);
+                        let out = current_scale(out_max, scale.max(slots[s as usize].0), 0.0);
                         let a = FixedAdd {
                             main: scalar(scale / out, li)?,
                             saved: scalar(slots[s as usize].0 / out, li)?,

@@ -15,3 +15,4 @@ pub mod layers;
 pub mod net;
 pub mod tensor;
 pub mod train;
+pub mod export;

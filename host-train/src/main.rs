@@ -108,6 +108,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Stop after this many epochs of the schedule, as an interruption would (tests resume).
+        #[arg(long, hide = true)]
+        stop_after_epoch: Option<u64>,
     },
     /// Parameter count and parameter memory (paper rule §5.5, and at 1 bit per binary weight).
     Info {
@@ -131,6 +134,36 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Export a checkpoint to an empf-core model file (float + calibrated integer path).
+    Export {
+        /// Checkpoint written by `train`.
+        checkpoint: PathBuf,
+        /// Output model file.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Calibration images (from the training set) for the integer path.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=60000))]
+        calib: u32,
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        dataset: DatasetArg,
+    },
+    /// Evaluate an exported model through empf-core (float and integer) on the test set.
+    Eval {
+        /// Model file written by `export`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Also evaluate this checkpoint on the host and compare predictions image by image.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
+        data: PathBuf,
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        dataset: DatasetArg,
+        #[arg(long)]
+        limit_test: Option<usize>,
     },
     /// (internal) one bench configuration in a fresh process, for its peak RSS.
     #[command(hide = true)]
@@ -164,8 +197,12 @@ fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
 
 const CKPT: &str = "checkpoint.safetensors";
 
-fn save_checkpoint(path: &Path, tr: &OnlineTrainer, epoch_done: u64, seed: u64, config: &str) -> Result<()> {
+fn save_checkpoint(path: &Path, tr: &OnlineTrainer, epoch_done: u64, seed: u64, config: &str, model: &ModelArgs, test_acc: f64) -> Result<()> {
     let mut ck = Checkpoint::new();
+    ck.set_meta("model.time_steps", model.time_steps);
+    ck.set_meta("model.neuron", format!("{:?}", model.neuron).to_lowercase());
+    ck.set_meta("model.seca", model.seca);
+    ck.set_meta("test_acc", test_acc);
     for p in tr.net.params() {
         ck.insert(p.name.clone(), p.shape.clone(), p.value.clone())?;
     }
@@ -210,6 +247,7 @@ fn train(
     out: &Path,
     resume: bool,
     limits: (Option<usize>, Option<usize>),
+    stop_after: Option<u64>,
 ) -> Result<()> {
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
@@ -317,15 +355,141 @@ fn train(
             record.images_per_s,
             record.wall_s
         );
-        save_checkpoint(&ckpt, &tr, epoch + 1, seed, &config_str)?;
+        save_checkpoint(&ckpt, &tr, epoch + 1, seed, &config_str, model, record.test_acc)?;
         log.push(record)?;
+        if stop_after == Some(epoch + 1) {
+            println!("stopping after epoch {} as asked (--stop-after-epoch)", epoch + 1);
+            return Ok(());
+        }
     }
     println!("wrote {}, metrics.csv, metrics.json and the plot in {}", CKPT, out.display());
     Ok(())
 }
 
-fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
-    let n = Net::new(net_config(net, dataset), 0)?;
+fn dataset_kind(d: DatasetArg) -> DatasetKind {
+    match d {
+        DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+        DatasetArg::Mnist => DatasetKind::Mnist,
+    }
+}
+
+/// Rebuilds the trained network from a checkpoint: architecture from its metadata, every tensor
+/// by name and shape (a missing or mis-shaped tensor is named in the error).
+fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
+    let mut ck = Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let t: u16 = ck.meta("model.time_steps")?.parse().context("model.time_steps in checkpoint")?;
+    let neuron = match ck.meta("model.neuron")? {
+        "empf" => NeuronArg::Empf,
+        "membn" => NeuronArg::Membn,
+        "parallel" => NeuronArg::Parallel,
+        other => bail!("checkpoint {}: unknown model.neuron {other:?}", path.display()),
+    };
+    let seca = ck.meta("model.seca")? == "true";
+    let args = ModelArgs { time_steps: t, neuron, seca };
+    let mut net = Net::new(net_config(&args, DatasetArg::FashionMnist), 0)?;
+    let names: Vec<(String, Vec<usize>)> = net.params().iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    for (name, shape) in names {
+        let data = ck.take(&name, &shape).with_context(|| format!("checkpoint {}", path.display()))?;
+        net.param_mut(&name).context("parameter vanished")?.value = data;
+    }
+    let acc = ck.meta("test_acc").ok().and_then(|v| v.parse().ok());
+    Ok((net, args, acc))
+}
+
+fn export(ckpt: &Path, output: &Path, calib: usize, data: &Path, dataset: DatasetArg) -> Result<()> {
+    use empf_core::{Mode, Model};
+    let (net, args, _) = net_from_checkpoint(ckpt)?;
+    let float = empf_host_train::export::export_float(&net).context("exporting")?;
+    let model = Model::decode(&float).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let train_set = Dataset::load(data, Split::Train)?;
+    let norm = dataset_kind(dataset).normalization();
+    let n = calib.min(train_set.len());
+    let samples: Vec<Vec<f32>> = (0..n).filter_map(|i| train_set.image(i).map(|im| norm.normalize(im))).collect();
+    let cal = empf_core::quant::calibrate(&model, samples.iter().map(|v| v.as_slice())).map_err(|e| anyhow::anyhow!("calibration: {e}"))?;
+    let bytes = empf_core::quant::quantize(&model, &cal).map_err(|e| anyhow::anyhow!("quantisation: {e}"))?;
+    empf_host_train::checkpoint::atomic_write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("exported {} (T={}, neuron {:?}, SECA {}) to {}", ckpt.display(), args.time_steps, args.neuron, args.seca, output.display());
+    let report = param_report(&net);
+    println!("parameter memory (paper rule, §5.5): {} bytes; at 1 bit/weight: {} bytes; file: {} bytes (float + integer path)", report.paper_bytes(), report.packed_bytes(), bytes.len());
+    println!("arena: {} bytes sequential, {} bytes parallel", 4 * m.arena_words_for(Mode::Sequential), 4 * m.arena_words_for(Mode::Parallel));
+    println!("calibration: {n} training images");
+    println!("{:>3} {:<10} {:>14} {:>9} {:>12} {:>9}", "#", "kind", "output", "bytes", "MACs/step", "zeros");
+    for (i, info) in m.layer_infos().enumerate() {
+        let info = info.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let zeros = if info.kind.starts_with("neuron") { format!("{:.1}%", 100.0 * cal.layer_zero_fraction[i]) } else { "-".into() };
+        let shape = format!("{}x{}x{}", info.output.c, info.output.h, info.output.w);
+        println!("{i:>3} {:<10} {shape:>14} {:>9} {:>12} {zeros:>9}", info.kind, info.param_bytes, info.macs);
+    }
+    Ok(())
+}
+
+fn eval(model_path: &Path, ckpt: Option<&Path>, data: &Path, dataset: DatasetArg, limit: Option<usize>) -> Result<()> {
+    use empf_core::{Mode, Model};
+    use rayon::prelude::*;
+    let bytes = std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let test = Dataset::load(data, Split::Test)?;
+    let norm = dataset_kind(dataset).normalization();
+    let n = limit.unwrap_or(test.len()).min(test.len());
+    let classes = m.classes();
+    let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+    let started = Instant::now();
+    // (float prediction, float top-2 margin, integer prediction) per image, in parallel.
+    let per_image: Vec<(usize, f32, Option<usize>)> = (0..n)
+        .into_par_iter()
+        .map_init(
+            || (vec![0u32; m.arena_bytes() / 4], vec![0.0f32; classes], vec![0i32; classes], vec![0i8; m.input_shape().numel()]),
+            |(arena, out, qout, xq), i| {
+                let x = norm.normalize(test.image(i).unwrap_or(&[]));
+                m.infer_float(&x, Mode::Sequential, arena, out).expect("validated model");
+                let mut sorted = out.clone();
+                sorted.sort_by(|a, b| b.total_cmp(a));
+                let fixed = m.fixed_meta().map(|_| {
+                    m.quantize_input(&x, xq).expect("validated model");
+                    m.infer_fixed(xq, Mode::Sequential, arena, qout).expect("validated model");
+                    (0..classes).fold(0, |b, k| if qout[k] > qout[b] { k } else { b })
+                });
+                (argmax(out), sorted[0] - sorted[1], fixed)
+            },
+        )
+        .collect();
+    let secs = started.elapsed().as_secs_f64();
+    let labels = &test.labels()[..n];
+    let float_ok = per_image.iter().zip(labels).filter(|((p, _, _), &l)| *p == l as usize).count();
+    println!("{}: {n} test images in {secs:.1}s", model_path.display());
+    println!("core float:   {:.2}%", 100.0 * float_ok as f64 / n as f64);
+    if m.fixed_meta().is_some() {
+        let q_ok = per_image.iter().zip(labels).filter(|((_, _, q), &l)| *q == Some(l as usize)).count();
+        println!("core integer: {:.2}%", 100.0 * q_ok as f64 / n as f64);
+    }
+    if let Some(ck) = ckpt {
+        let (mut net, _, _) = net_from_checkpoint(ck)?;
+        let batch = 100;
+        let (mut host_ok, mut differ, mut worst_margin) = (0usize, 0usize, 0.0f32);
+        for start in (0..n).step_by(batch) {
+            let b = batch.min(n - start);
+            let mut x = Vec::with_capacity(b * m.input_shape().numel());
+            for i in start..start + b {
+                x.extend(norm.normalize(test.image(i).unwrap_or(&[])));
+            }
+            let logits = empf_host_train::export::host_logits(&mut net, &x, b)?;
+            for j in 0..b {
+                let p = argmax(&logits[j * classes..(j + 1) * classes]);
+                host_ok += (p == labels[start + j] as usize) as usize;
+                if p != per_image[start + j].0 {
+                    differ += 1;
+                    worst_margin = worst_margin.max(per_image[start + j].1);
+                }
+            }
+        }
+        println!("host (checkpoint): {:.2}%", 100.0 * host_ok as f64 / n as f64);
+        println!("host vs core float: {differ} of {n} predictions differ (largest core top-2 margin among them: {worst_margin:.2e})");
+    }
+    Ok(())
+}
+
+fn param_report(n: &Net) -> ParamReport {
     let entries: Vec<(String, usize, ParamKind)> = n
         .params()
         .iter()
@@ -342,9 +506,13 @@ fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
             (p.name.clone(), p.value.len(), kind)
         })
         .collect();
-    let report = ParamReport::from_params(entries.iter().map(|(a, b, c)| (a.as_str(), *b, *c)));
+    ParamReport::from_params(entries.iter().map(|(a, b, c)| (a.as_str(), *b, *c)))
+}
+
+fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
+    let n = Net::new(net_config(net, dataset), 0)?;
     println!("bench net, T={}, neuron {:?}, SECA {}", net.time_steps, net.neuron, net.seca);
-    println!("{report}");
+    println!("{}", param_report(&n));
     Ok(())
 }
 
@@ -370,6 +538,7 @@ fn main() -> Result<()> {
             limit_train,
             limit_test,
             threads,
+            stop_after_epoch,
         } => {
             if let Some(t) = threads {
                 if t == 0 {
@@ -386,8 +555,10 @@ fn main() -> Result<()> {
             if accumulate && !no_random_bp {
                 bail!("--accumulate applies to full online training: add --no-random-bp");
             }
-            train(&data, dataset, &model, epochs, batch_size as usize, lr, optim, !no_random_bp, rule, seed, &out, resume, (limit_train, limit_test))
+            train(&data, dataset, &model, epochs, batch_size as usize, lr, optim, !no_random_bp, rule, seed, &out, resume, (limit_train, limit_test), stop_after_epoch)
         }
+        Command::Export { checkpoint, output, calib, data, dataset } => export(&checkpoint, &output, calib as usize, &data, dataset),
+        Command::Eval { model, checkpoint, data, dataset, limit_test } => eval(&model, checkpoint.as_deref(), &data, dataset, limit_test),
         Command::Info { model, dataset, net } => {
             if model != "bench" {
                 bail!("unknown --model {model:?}: the trainer knows `bench`");

@@ -1844,6 +1844,48 @@ mod tests {
         assert_eq!(init.params(), init2.params());
     }
 
+    /// Reductions never depend on how rayon splits the work: 1 and 3 worker threads give
+    /// bitwise-identical parameters (bench network, batch 8: large enough for multi-threaded
+    /// GEMMs and several element-wise chunks).
+    #[test]
+    fn result_is_independent_of_thread_count() {
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let opts = BenchOptions {
+                        neurons: [
+                            NeuronKind::EmPf,
+                            NeuronKind::MemBn,
+                            NeuronKind::Parallel,
+                            NeuronKind::EmPf,
+                        ],
+                        seca: true,
+                    };
+                    let mut net = Net::new(NetConfig::bench(2, &opts), 3).unwrap();
+                    let x = batch_input(1, 8, 784);
+                    let labels: Vec<usize> = (0..8).collect();
+                    let mut probs = vec![0.0; 80];
+                    net.reset_state(8).unwrap();
+                    for t in 0..2 {
+                        let logits = net.forward_step(t, &x, true, true).unwrap().to_vec();
+                        cross_entropy_forward(10, &logits, &labels, &mut probs).unwrap();
+                        let mut d = vec![0.0; 80];
+                        cross_entropy_backward(10, &probs, &labels, &mut d).unwrap();
+                        net.zero_grad();
+                        net.backward_step(&d).unwrap();
+                    }
+                    net.params()
+                        .iter()
+                        .map(|p| (p.value.clone(), p.grad.clone()))
+                        .collect::<Vec<_>>()
+                })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
     /// Online training reduces the loss on a fixed batch (sanity of the whole pipeline), and
     /// eval mode runs on the learned running statistics.
     #[test]

@@ -513,3 +513,75 @@ impl Model<'_> {
         )
     }
 }
+
+/// What one layer is and costs, for size and speed reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LayerInfo {
+    /// Short kind name (`conv2d`, `bconv2d`, `neuron`, …).
+    pub kind: &'static str,
+    /// Output shape of one step.
+    pub output: Shape,
+    /// Bytes of parameters this layer holds in the file (float and integer parts).
+    pub param_bytes: usize,
+    /// Multiply-accumulates (or ±accumulates for binary layers) per time step.
+    pub macs: u64,
+}
+
+impl Model<'_> {
+    /// One [`LayerInfo`] per layer, in order (decoded on the fly; no allocation).
+    pub fn layer_infos(&self) -> impl Iterator<Item = Result<LayerInfo, Error>> + '_ {
+        let mut shape = self.input_shape();
+        let mut slots = [shape; MAX_SLOTS];
+        self.layers().map(move |layer| {
+            let layer = layer?;
+            let slot = match layer {
+                Layer::Swap { slot } => Some(slots[slot as usize]),
+                _ => None,
+            };
+            let out = out_shape(&layer, shape, slot);
+            let numel = out.numel() as u64;
+            let (param_bytes, macs) = match &layer {
+                Layer::Conv2d(c) => (
+                    c.weight.len() + c.bias.len() + c.fixed.as_ref().map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
+                    numel * (c.in_channels as u64 * c.kernel as u64 * c.kernel as u64),
+                ),
+                Layer::BinaryConv2d(c) => (
+                    c.signs.len() + c.gain.len() + c.bias.len() + c.fixed.as_ref().map_or(0, requant_bytes),
+                    numel * (c.in_channels as u64 * c.kernel as u64 * c.kernel as u64),
+                ),
+                Layer::Linear(l) => (
+                    l.weight.len() + l.bias.len() + l.fixed.as_ref().map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
+                    l.out_features as u64 * l.in_features as u64,
+                ),
+                Layer::BinaryLinear(l) => (
+                    l.signs.len() + l.gain.len() + l.bias.len() + l.fixed.as_ref().map_or(0, requant_bytes),
+                    l.out_features as u64 * l.in_features as u64,
+                ),
+                Layer::Neuron(n) => (
+                    n.leak.len()
+                        + n.threshold.len()
+                        + n.input_gain.len()
+                        + n.input_bias.len()
+                        + n.fixed.as_ref().map_or(0, |f| requant_bytes(&f.input) + f.leak_q16.len() + f.threshold.len()),
+                    numel,
+                ),
+                Layer::Seca(_) => (24, 2 * numel),
+                Layer::AvgPool2 => (0, 4 * numel),
+                Layer::GlobalAvgPool => (0, shape.numel() as u64),
+                Layer::Add { .. } => (0, numel),
+                Layer::Flatten | Layer::Save { .. } | Layer::Swap { .. } => (0, 0),
+            };
+            match layer {
+                Layer::Save { slot } | Layer::Swap { slot } => slots[slot as usize] = shape,
+                _ => {}
+            }
+            shape = out;
+            Ok(LayerInfo { kind: layer.kind(), output: out, param_bytes, macs })
+        })
+    }
+}
+
+fn requant_bytes(r: &crate::format::Requant<&[u8]>) -> usize {
+    r.multiplier.len() + r.shift.len() + r.offset.len()
+}
