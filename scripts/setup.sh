@@ -26,9 +26,11 @@ for comp in rustfmt clippy; do
   fi
 done
 
-# Debian packages: the real Fashion-MNIST files.
+# Debian packages: the real Fashion-MNIST files, and a font for plots.
 apt_pkgs=()
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || apt_pkgs+=(dataset-fashion-mnist)
+# DejaVu for the text of the training-curve PNG (without it the plot has curves but no labels).
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || apt_pkgs+=(fonts-dejavu-core)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     say "apt-get install ${apt_pkgs[*]}"

@@ -44,19 +44,54 @@ fn bench_net(dense: bool) -> (ModelMeta, Vec<Layer<Vec<u8>>>) {
         })
     };
     let mut layers = vec![
-        Layer::Conv2d(Conv2d { out_channels: 32, in_channels: 1, kernel: 3, stride: 1, padding: 1, weight: Blob(le(&rng.v(288, 0.5))), bias: Blob(le(&rng.v(32, 0.2))), fixed: None }),
+        Layer::Conv2d(Conv2d {
+            out_channels: 32,
+            in_channels: 1,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            weight: Blob(le(&rng.v(288, 0.5))),
+            bias: Blob(le(&rng.v(32, 0.2))),
+            fixed: None,
+        }),
         neuron(&mut rng),
     ];
-    for (i, (cin, cout)) in [(32usize, 64usize), (64, 128), (128, 128)].into_iter().enumerate() {
+    for (i, (cin, cout)) in [(32usize, 64usize), (64, 128), (128, 128)]
+        .into_iter()
+        .enumerate()
+    {
         let k = cin * 9;
         let w = rng.v(cout * k, 1.0);
         let gain: Vec<f32> = (0..cout).map(|_| 0.6 / (k as f32).sqrt()).collect();
         let bias = rng.v(cout, 0.1);
         layers.push(if dense {
-            let wd: Vec<f32> = w.iter().enumerate().map(|(j, v)| if *v >= 0.0 { gain[j / k] } else { -gain[j / k] }).collect();
-            Layer::Conv2d(Conv2d { out_channels: cout as u16, in_channels: cin as u16, kernel: 3, stride: 1, padding: 1, weight: Blob(le(&wd)), bias: Blob(le(&bias)), fixed: None })
+            let wd: Vec<f32> = w
+                .iter()
+                .enumerate()
+                .map(|(j, v)| if *v >= 0.0 { gain[j / k] } else { -gain[j / k] })
+                .collect();
+            Layer::Conv2d(Conv2d {
+                out_channels: cout as u16,
+                in_channels: cin as u16,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                weight: Blob(le(&wd)),
+                bias: Blob(le(&bias)),
+                fixed: None,
+            })
         } else {
-            Layer::BinaryConv2d(BinaryConv2d { out_channels: cout as u16, in_channels: cin as u16, kernel: 3, stride: 1, padding: 1, signs: Blob(pack_signs(&w, cout, k)), gain: Blob(le(&gain)), bias: Blob(le(&bias)), fixed: None })
+            Layer::BinaryConv2d(BinaryConv2d {
+                out_channels: cout as u16,
+                in_channels: cin as u16,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                signs: Blob(pack_signs(&w, cout, k)),
+                gain: Blob(le(&gain)),
+                bias: Blob(le(&bias)),
+                fixed: None,
+            })
         });
         layers.push(neuron(&mut rng));
         if i < 2 {
@@ -64,8 +99,20 @@ fn bench_net(dense: bool) -> (ModelMeta, Vec<Layer<Vec<u8>>>) {
         }
     }
     layers.push(Layer::GlobalAvgPool);
-    layers.push(Layer::Linear(Linear { out_features: 10, in_features: 128, weight: Blob(le(&rng.v(1280, 0.3))), bias: Blob(le(&rng.v(10, 0.1))), fixed: None }));
-    let meta = ModelMeta { time_steps: t as u16, input: Shape3 { c: 1, h: 28, w: 28 }, classes: 10, encoding: InputEncoding::Direct, fixed: None };
+    layers.push(Layer::Linear(Linear {
+        out_features: 10,
+        in_features: 128,
+        weight: Blob(le(&rng.v(1280, 0.3))),
+        bias: Blob(le(&rng.v(10, 0.1))),
+        fixed: None,
+    }));
+    let meta = ModelMeta {
+        time_steps: t as u16,
+        input: Shape3 { c: 1, h: 28, w: 28 },
+        classes: 10,
+        encoding: InputEncoding::Direct,
+        fixed: None,
+    };
     (meta, layers)
 }
 
@@ -82,7 +129,10 @@ fn rate(budget: Duration, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("EMPF_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0);
+    let secs: f64 = std::env::var("EMPF_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0);
     let budget = Duration::from_secs_f64(secs);
     let (meta, packed) = bench_net(false);
     let packed_file = encode_model(&meta, &packed).unwrap();
@@ -103,13 +153,28 @@ fn main() {
     let mut out = [0f32; 10];
     let mut qout = [0i32; 10];
     println!("bench net (1x28x28, conv32 + bconv 64/128/128, T=4), one image per call, 1 thread");
-    println!("file bytes: packed {} (float) / {} (float+integer), dense f32 {}", packed_file.len(), fixed_file.len(), dense_file.len());
-    println!("arena bytes: sequential {}, parallel {}", 4 * fm.arena_words_for(Mode::Sequential), 4 * fm.arena_words_for(Mode::Parallel));
+    println!(
+        "file bytes: packed {} (float) / {} (float+integer), dense f32 {}",
+        packed_file.len(),
+        fixed_file.len(),
+        dense_file.len()
+    );
+    println!(
+        "arena bytes: sequential {}, parallel {}",
+        4 * fm.arena_words_for(Mode::Sequential),
+        4 * fm.arena_words_for(Mode::Parallel)
+    );
     let mut results = Vec::new();
     for mode in [Mode::Sequential, Mode::Parallel] {
-        let dense = rate(budget, || dm.infer_float(x, mode, &mut arena, &mut out).unwrap());
-        let float = rate(budget, || pm.infer_float(x, mode, &mut arena, &mut out).unwrap());
-        let fixed = rate(budget, || fm.infer_fixed(&xq, mode, &mut arena, &mut qout).unwrap());
+        let dense = rate(budget, || {
+            dm.infer_float(x, mode, &mut arena, &mut out).unwrap()
+        });
+        let float = rate(budget, || {
+            pm.infer_float(x, mode, &mut arena, &mut out).unwrap()
+        });
+        let fixed = rate(budget, || {
+            fm.infer_fixed(&xq, mode, &mut arena, &mut qout).unwrap()
+        });
         println!(
             "{mode:?}: dense f32 {dense:8.1} img/s | packed float {float:8.1} img/s ({:.2}x dense) | packed integer {fixed:8.1} img/s ({:.2}x dense)",
             float / dense,

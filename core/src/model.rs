@@ -73,6 +73,7 @@ pub(crate) struct Plan {
     pub state_max: u32,
     pub seca_channels: u32,
     pub fp_conv_plane: u32,
+    pub wide_conv: u32,
 }
 
 /// Where each region starts in the arena, in words.
@@ -242,7 +243,9 @@ impl<'a> Model<'a> {
         // SECA needs 3 words per channel (i64 channel sums + i32 weights, or 2×f32); a fixed
         // full-precision conv needs an i64 accumulator plane (2 words per element).
         // (+1 word: the i64 views are aligned inside the slice.)
-        let scratch = (3 * p.seca_channels as usize).max(2 * p.fp_conv_plane as usize);
+        let scratch = (3 * p.seca_channels as usize)
+            .max(2 * p.fp_conv_plane as usize)
+            .max(p.wide_conv as usize);
         off += if scratch > 0 { scratch + 1 } else { 0 };
         ArenaLayout {
             act_len,
@@ -295,6 +298,9 @@ impl<'a> Model<'a> {
                         c.padding,
                         li,
                     )?;
+                    plan.wide_conv = plan
+                        .wide_conv
+                        .max(wide_words(shape, out, c.stride, c.padding)?);
                     let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
                     let n = c.out_channels as usize * k;
                     if !f32_len(&c.weight, n) || !f32_len(&c.bias, c.out_channels as usize) {
@@ -326,6 +332,9 @@ impl<'a> Model<'a> {
                         c.padding,
                         li,
                     )?;
+                    plan.wide_conv = plan
+                        .wide_conv
+                        .max(wide_words(shape, out, c.stride, c.padding)?);
                     let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
                     let o = c.out_channels as usize;
                     if c.signs.len() != o * bits::row_bytes(k)
@@ -573,7 +582,7 @@ impl<'a> Model<'a> {
             + slots_total * steps
             + state_sum
             + 3 * plan.seca_channels as u64
-            + 2 * plan.fp_conv_plane as u64
+            + (2 * plan.fp_conv_plane as u64).max(plan.wide_conv as u64)
             + 1;
         if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
             return Err(Error::DecodeTooLarge);
@@ -587,6 +596,22 @@ fn check_scalar(r: &crate::format::ScalarRequant, li: u16) -> Result<(), Error> 
         return Err(Error::DecodeBadField { layer: li });
     }
     Ok(())
+}
+
+/// Scratch words of a stride-1 conv's wide path (see `infer::conv::Wide`), checked.
+fn wide_words(input: Shape, out: Shape, stride: u8, pad: u8) -> Result<u32, Error> {
+    if stride != 1 {
+        return Ok(0);
+    }
+    let (hp, wp) = (
+        input.h as u64 + 2 * pad as u64,
+        input.w as u64 + 2 * pad as u64,
+    );
+    let words = input.c as u64 * hp * wp + 2 * out.h as u64 * wp + 1;
+    u32::try_from(words)
+        .ok()
+        .filter(|&w| w <= MAX_NUMEL * 4)
+        .ok_or(Error::DecodeTooLarge)
 }
 
 fn conv_out(

@@ -59,9 +59,21 @@ pub fn calibrate<'s>(
     if count == 0 || !input_max.is_finite() || layer_max.iter().any(|v| !v.is_finite()) {
         return Err(Error::QuantCalibration);
     }
-    let layer_zero_fraction =
-        zeros.iter().map(|&(z, n)| if n == 0 { 0.0 } else { (z as f64 / n as f64) as f32 }).collect();
-    Ok(Calibration { input_max, layer_max, layer_zero_fraction })
+    let layer_zero_fraction = zeros
+        .iter()
+        .map(|&(z, n)| {
+            if n == 0 {
+                0.0
+            } else {
+                (z as f64 / n as f64) as f32
+            }
+        })
+        .collect();
+    Ok(Calibration {
+        input_max,
+        layer_max,
+        layer_zero_fraction,
+    })
 }
 
 /// `r ≈ m · 2^−sh` with `|m| < 2^16`, `sh ≤ 62`.
@@ -133,7 +145,10 @@ const CURRENT_STEPS: f64 = (1u32 << 17) as f64;
 /// largest |bias|). The floors only bind where calibration saw (almost) nothing, e.g. behind a
 /// layer of neurons that never fired.
 fn current_scale(max: f32, num: f64, bias: f64) -> f64 {
-    ((max as f64) / CURRENT_STEPS).max(num / 32768.0).max(bias / (1u64 << 30) as f64).max(1e-30)
+    ((max as f64) / CURRENT_STEPS)
+        .max(num / 32768.0)
+        .max(bias / (1u64 << 30) as f64)
+        .max(1e-30)
 }
 
 fn max_abs(b: &[u8]) -> f64 {
@@ -257,7 +272,11 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::BinaryConv2d(c), Layer::BinaryConv2d(f)) => {
-                let out = current_scale(out_max, scale * max_abs(f.gain.bytes()), max_abs(f.bias.bytes()));
+                let out = current_scale(
+                    out_max,
+                    scale * max_abs(f.gain.bytes()),
+                    max_abs(f.bias.bytes()),
+                );
                 let mut rq = RequantBuilder::default();
                 for o in 0..f.out_channels as usize {
                     rq.push(
@@ -270,7 +289,11 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::BinaryLinear(c), Layer::BinaryLinear(f)) => {
-                let out = current_scale(out_max, scale * max_abs(f.gain.bytes()), max_abs(f.bias.bytes()));
+                let out = current_scale(
+                    out_max,
+                    scale * max_abs(f.gain.bytes()),
+                    max_abs(f.bias.bytes()),
+                );
                 let mut rq = RequantBuilder::default();
                 for o in 0..f.out_features as usize {
                     rq.push(

@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 /// A one-layer model pinned byte for byte (see `core/spec/format.md`, "Worked example").
 #[test]
 fn whole_file_exact_bytes() {
-    let w: Vec<u8> = [1.0f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let w: Vec<u8> = [1.0f32, -2.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let b: Vec<u8> = 0.5f32.to_le_bytes().to_vec();
     let meta = ModelMeta {
         time_steps: 4,
@@ -20,7 +23,13 @@ fn whole_file_exact_bytes() {
         encoding: InputEncoding::Direct,
         fixed: None,
     };
-    let layers = [Layer::Linear(Linear { out_features: 1, in_features: 2, weight: Blob(&w[..]), bias: Blob(&b[..]), fixed: None })];
+    let layers = [Layer::Linear(Linear {
+        out_features: 1,
+        in_features: 2,
+        weight: Blob(&w[..]),
+        bias: Blob(&b[..]),
+        fixed: None,
+    })];
     let bytes = encode_model(&meta, &layers).unwrap();
     let body: Vec<u8> = vec![
         4, 2, 1, 1, 1, 0, 0, // T=4, input c=2 h=1 w=1, classes=1, Direct, fixed=None
@@ -29,17 +38,31 @@ fn whole_file_exact_bytes() {
         1, 2, // out_features=1, in_features=2 (varints)
         8, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0, // weight: 8 bytes, 1.0f32, -2.0f32
         4, 0x00, 0x00, 0x00, 0x3F, // bias: 4 bytes, 0.5f32
-        0, // fixed=None
+        0,    // fixed=None
     ];
     let crc = empf_core::crc32(&body).to_le_bytes();
-    let mut expect = vec![b'E', b'M', b'P', b'F', 1, 0, 0, 0, body.len() as u8, 0, 0, 0];
+    let mut expect = vec![
+        b'E',
+        b'M',
+        b'P',
+        b'F',
+        1,
+        0,
+        0,
+        0,
+        body.len() as u8,
+        0,
+        0,
+        0,
+    ];
     expect.extend_from_slice(&crc);
     expect.extend_from_slice(&body);
     assert_eq!(bytes, expect);
     let m = Model::decode(&bytes).unwrap();
     let mut arena = vec![0u32; m.arena_words_for(Mode::Sequential)];
     let mut out = [0.0f32];
-    m.infer_float(&[3.0, 1.0], Mode::Sequential, &mut arena, &mut out).unwrap();
+    m.infer_float(&[3.0, 1.0], Mode::Sequential, &mut arena, &mut out)
+        .unwrap();
     assert_eq!(out, [4.0 * (3.0 - 2.0 + 0.5)]);
 }
 
@@ -116,7 +139,10 @@ fn fix_header(file: &mut [u8]) {
 }
 
 fn cases() -> u32 {
-    std::env::var("EMPF_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
+    std::env::var("EMPF_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
 }
 
 proptest! {
@@ -170,8 +196,14 @@ fn corrupt_files_give_named_errors() {
     let mut f = file.clone();
     f[20] ^= 0x40;
     assert_eq!(Model::decode(&f).unwrap_err(), Error::DecodeBadCrc);
-    assert_eq!(Model::decode(&file[..file.len() - 3]).unwrap_err(), Error::DecodeLengthMismatch);
-    assert_eq!(Model::decode(b"PK\x03\x04 not a model at all").unwrap_err(), Error::DecodeBadMagic);
+    assert_eq!(
+        Model::decode(&file[..file.len() - 3]).unwrap_err(),
+        Error::DecodeLengthMismatch
+    );
+    assert_eq!(
+        Model::decode(b"PK\x03\x04 not a model at all").unwrap_err(),
+        Error::DecodeBadMagic
+    );
     // Trailing garbage inside the checksummed body.
     let mut f = file.clone();
     f.push(0);

@@ -1,8 +1,8 @@
 //! Sequential vs parallel execution, the integer path against the float path, and the arena
 //! contract, on random models.
 mod common;
-use common::*;
 use common::Rng;
+use common::*;
 use empf_core::quant::{calibrate, quantize};
 use empf_core::{Error, Mode, Model};
 use proptest::prelude::*;
@@ -75,7 +75,11 @@ fn fixed_path_within_bound_of_float() {
             let r = f.iter().fold(1e-6f64, |a, v| a.max(v.abs() as f64));
             for (fv, qv) in f.iter().zip(&q) {
                 let e = (*qv as f64 * scale - *fv as f64).abs() / r;
-                assert!(e <= 0.15, "seed {seed}: int {} vs float {fv}: {e:.3} of R = {r}", *qv as f64 * scale);
+                assert!(
+                    e <= 0.15,
+                    "seed {seed}: int {} vs float {fv}: {e:.3} of R = {r}",
+                    *qv as f64 * scale
+                );
                 errs.push(e);
             }
             let mut idx: Vec<usize> = (0..f.len()).collect();
@@ -98,7 +102,10 @@ fn fixed_path_within_bound_of_float() {
     );
     assert!(q(0.5) <= 0.005 && q(0.99) <= 0.05);
     assert!(decided > 200, "too few decided cases: {decided}");
-    assert!(agree * 100 >= decided * 99, "top-1 agreement {agree}/{decided}");
+    assert!(
+        agree * 100 >= decided * 99,
+        "top-1 agreement {agree}/{decided}"
+    );
 }
 
 #[test]
@@ -117,11 +124,17 @@ fn arena_contract() {
         let mut small = vec![0u32; need - 1];
         assert_eq!(
             m.infer_float(&x, mode, &mut small, &mut out),
-            Err(Error::InferArenaTooSmall { needed: need as u32, given: need as u32 - 1 })
+            Err(Error::InferArenaTooSmall {
+                needed: need as u32,
+                given: need as u32 - 1
+            })
         );
         let mut qout = vec![0; m.classes()];
         m.infer_fixed(&xq, mode, &mut arena, &mut qout).unwrap();
-        assert!(matches!(m.infer_fixed(&xq, mode, &mut small, &mut qout), Err(Error::InferArenaTooSmall { .. })));
+        assert!(matches!(
+            m.infer_fixed(&xq, mode, &mut small, &mut qout),
+            Err(Error::InferArenaTooSmall { .. })
+        ));
         // A dirty arena gives the same answer: inference initialises what it reads.
         arena.iter_mut().for_each(|w| *w = 0xDEAD_BEEF);
         let mut again = vec![0.0; m.classes()];
@@ -130,12 +143,21 @@ fn arena_contract() {
     }
     let mut out = vec![0.0; m.classes()];
     let mut arena = vec![0u32; m.arena_bytes() / 4];
-    assert_eq!(m.infer_float(&x[1..], Mode::Sequential, &mut arena, &mut out), Err(Error::InferInputLength));
+    assert_eq!(
+        m.infer_float(&x[1..], Mode::Sequential, &mut arena, &mut out),
+        Err(Error::InferInputLength)
+    );
     let mut short = vec![0.0; m.classes() - 1];
-    assert_eq!(m.infer_float(&x, Mode::Sequential, &mut arena, &mut short), Err(Error::InferOutputLength));
+    assert_eq!(
+        m.infer_float(&x, Mode::Sequential, &mut arena, &mut short),
+        Err(Error::InferOutputLength)
+    );
     // An uncalibrated model has no integer path.
     let plain = dm.encode();
     let p = Model::decode(&plain).unwrap();
     let mut qout = vec![0; p.classes()];
-    assert_eq!(p.infer_fixed(&xq, Mode::Sequential, &mut arena, &mut qout), Err(Error::InferNoFixedPoint));
+    assert_eq!(
+        p.infer_fixed(&xq, Mode::Sequential, &mut arena, &mut qout),
+        Err(Error::InferNoFixedPoint)
+    );
 }

@@ -8,8 +8,8 @@
 
 use empf_core::bits::pack_signs;
 use empf_core::format::{
-    encode_model, Blob, BinaryConv2d, BinaryLinear, Conv2d, InputEncoding, Layer, Linear, ModelMeta, Neuron,
-    NeuronMode, Seca, Shape3,
+    encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear,
+    ModelMeta, Neuron, NeuronMode, Seca, Shape3,
 };
 
 use crate::layers::batchnorm2d::BN_EPS;
@@ -61,9 +61,16 @@ struct Params<'n> {
 
 impl Params<'_> {
     fn get(&self, name: &str, len: usize) -> Result<&[f32], ExportError> {
-        let p = self.net.param(name).ok_or_else(|| ExportError::MissingTensor(name.into()))?;
+        let p = self
+            .net
+            .param(name)
+            .ok_or_else(|| ExportError::MissingTensor(name.into()))?;
         if p.value.len() != len {
-            return Err(ExportError::TensorLength { name: name.into(), expected: len, got: p.value.len() });
+            return Err(ExportError::TensorLength {
+                name: name.into(),
+                expected: len,
+                got: p.value.len(),
+            });
         }
         if p.value.iter().any(|v| !v.is_finite()) {
             return Err(ExportError::NonFinite(name.into()));
@@ -76,14 +83,21 @@ impl Params<'_> {
         let b = self.get(&format!("bn{n}.bias"), c)?;
         let m = self.get(&format!("bn{n}.running_mean"), c)?;
         let v = self.get(&format!("bn{n}.running_var"), c)?;
-        let scale: Vec<f64> = (0..c).map(|i| g[i] as f64 / (v[i] as f64 + BN_EPS as f64).sqrt()).collect();
-        let shift = (0..c).map(|i| b[i] as f64 - m[i] as f64 * scale[i]).collect();
+        let scale: Vec<f64> = (0..c)
+            .map(|i| g[i] as f64 / (v[i] as f64 + BN_EPS as f64).sqrt())
+            .collect();
+        let shift = (0..c)
+            .map(|i| b[i] as f64 - m[i] as f64 * scale[i])
+            .collect();
         Ok((scale, shift))
     }
 }
 
+/// Model-level fields and owned layers, ready for [`encode_model`].
+pub type ExportedModel = (ModelMeta, Vec<Layer<Vec<u8>>>);
+
 /// The model-level fields and float layers of `net` (no integer path yet).
-pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), ExportError> {
+pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
     let cfg = net.config();
     let t = cfg.time_steps;
     let ps = Params { net };
@@ -97,12 +111,24 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
         let input = shapes[i];
         let followed_by_bn = matches!(cfg.layers.get(i + 1), Some(LayerSpec::BatchNorm2d));
         match spec {
-            LayerSpec::Conv2d { out_channels, kernel, stride, pad, bias } => {
+            LayerSpec::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                pad,
+                bias,
+            } => {
                 n_conv += 1;
-                let ActShape::Spatial { c, .. } = input else { return Err(unsupported(i, "conv2d", "input is not spatial")) };
+                let ActShape::Spatial { c, .. } = input else {
+                    return Err(unsupported(i, "conv2d", "input is not spatial"));
+                };
                 let (o, k) = (*out_channels, c * kernel * kernel);
                 let w = ps.get(&format!("conv{n_conv}.weight"), o * k)?;
-                let b = if *bias { Some(ps.get(&format!("conv{n_conv}.bias"), o)?) } else { None };
+                let b = if *bias {
+                    Some(ps.get(&format!("conv{n_conv}.bias"), o)?)
+                } else {
+                    None
+                };
                 let mut wf: Vec<f32> = w.to_vec();
                 let mut bf: Vec<f32> = b.map_or(vec![0.0; o], |b| b.to_vec());
                 if followed_by_bn {
@@ -127,14 +153,28 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
                     fixed: None,
                 }));
             }
-            LayerSpec::BinaryConv2d { out_channels, kernel, stride, pad } => {
+            LayerSpec::BinaryConv2d {
+                out_channels,
+                kernel,
+                stride,
+                pad,
+            } => {
                 n_conv += 1;
-                let ActShape::Spatial { c, .. } = input else { return Err(unsupported(i, "bconv2d", "input is not spatial")) };
+                let ActShape::Spatial { c, .. } = input else {
+                    return Err(unsupported(i, "bconv2d", "input is not spatial"));
+                };
                 let (o, k) = (*out_channels, c * kernel * kernel);
-                let (signs, gain, bias) = binary(&ps, &format!("conv{n_conv}.weight"), o, k, None, followed_by_bn.then(|| {
-                    n_bn += 1;
-                    n_bn
-                }))?;
+                let (signs, gain, bias) = binary(
+                    &ps,
+                    &format!("conv{n_conv}.weight"),
+                    o,
+                    k,
+                    None,
+                    followed_by_bn.then(|| {
+                        n_bn += 1;
+                        n_bn
+                    }),
+                )?;
                 if followed_by_bn {
                     i += 1;
                 }
@@ -151,17 +191,28 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
                 }));
             }
             LayerSpec::BatchNorm2d => {
-                return Err(unsupported(i, "batchnorm2d", "a BatchNorm must follow a conv to be folded"));
+                return Err(unsupported(
+                    i,
+                    "batchnorm2d",
+                    "a BatchNorm must follow a conv to be folded",
+                ));
             }
             LayerSpec::Seca => {
                 n_seca += 1;
                 let w = ps.get(&format!("seca{n_seca}.weight"), 5)?;
                 let b = ps.get(&format!("seca{n_seca}.bias"), 1)?;
-                layers.push(Layer::Seca(Seca { add_slot: None, weight: Blob(le(w)), bias: b[0], fixed: None }));
+                layers.push(Layer::Seca(Seca {
+                    add_slot: None,
+                    weight: Blob(le(w)),
+                    bias: b[0],
+                    fixed: None,
+                }));
             }
             LayerSpec::Neuron(kind) => {
                 n_neuron += 1;
-                let ActShape::Spatial { c, .. } = input else { return Err(unsupported(i, "neuron", "input is not spatial")) };
+                let ActShape::Spatial { c, .. } = input else {
+                    return Err(unsupported(i, "neuron", "input is not spatial"));
+                };
                 layers.push(Layer::Neuron(neuron(&ps, n_neuron, *kind, t, c)?));
             }
             LayerSpec::AvgPool2 => layers.push(Layer::AvgPool2),
@@ -170,7 +221,11 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
                 n_fc += 1;
                 let f = input_features(input);
                 let w = ps.get(&format!("fc{n_fc}.weight"), out_features * f)?;
-                let b = if *bias { ps.get(&format!("fc{n_fc}.bias"), *out_features)?.to_vec() } else { vec![0.0; *out_features] };
+                let b = if *bias {
+                    ps.get(&format!("fc{n_fc}.bias"), *out_features)?.to_vec()
+                } else {
+                    vec![0.0; *out_features]
+                };
                 layers.push(Layer::Linear(Linear {
                     out_features: *out_features as u32,
                     in_features: f as u32,
@@ -182,8 +237,19 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
             LayerSpec::BinaryLinear { out_features, bias } => {
                 n_fc += 1;
                 let f = input_features(input);
-                let b = if *bias { Some(format!("fc{n_fc}.bias")) } else { None };
-                let (signs, gain, bias) = binary(&ps, &format!("fc{n_fc}.weight"), *out_features, f, b.as_deref(), None)?;
+                let b = if *bias {
+                    Some(format!("fc{n_fc}.bias"))
+                } else {
+                    None
+                };
+                let (signs, gain, bias) = binary(
+                    &ps,
+                    &format!("fc{n_fc}.weight"),
+                    *out_features,
+                    f,
+                    b.as_deref(),
+                    None,
+                )?;
                 layers.push(Layer::BinaryLinear(BinaryLinear {
                     out_features: *out_features as u32,
                     in_features: f as u32,
@@ -198,7 +264,11 @@ pub fn export_layers(net: &Net) -> Result<(ModelMeta, Vec<Layer<Vec<u8>>>), Expo
     }
     let meta = ModelMeta {
         time_steps: t as u16,
-        input: Shape3 { c: cfg.in_channels as u16, h: cfg.height as u16, w: cfg.width as u16 },
+        input: Shape3 {
+            c: cfg.in_channels as u16,
+            h: cfg.height as u16,
+            w: cfg.width as u16,
+        },
         classes: net.num_classes() as u16,
         encoding: InputEncoding::Direct,
         fixed: None,
@@ -215,11 +285,25 @@ fn input_features(s: ActShape) -> usize {
 
 /// Packed signs and the per-output affine of a binary layer: `gain = α·bn_scale`,
 /// `bias = bias·bn_scale + bn_shift`, with α exactly as the training forward computes it.
-fn binary(ps: &Params<'_>, name: &str, o: usize, k: usize, bias: Option<&str>, bn: Option<usize>) -> Result<(Vec<u8>, Vec<f32>, Vec<f32>), ExportError> {
+/// A binary layer after folding: packed signs, per-output gain and bias.
+type FoldedBinary = (Vec<u8>, Vec<f32>, Vec<f32>);
+
+fn binary(
+    ps: &Params<'_>,
+    name: &str,
+    o: usize,
+    k: usize,
+    bias: Option<&str>,
+    bn: Option<usize>,
+) -> Result<FoldedBinary, ExportError> {
     let w = ps.get(name, o * k)?;
     let mut wb = vec![0.0f32; w.len()];
     let mut alpha = vec![0.0f32; o];
-    binarize_forward(o, w, &mut wb, &mut alpha).map_err(|_| ExportError::TensorLength { name: name.into(), expected: o * k, got: w.len() })?;
+    binarize_forward(o, w, &mut wb, &mut alpha).map_err(|_| ExportError::TensorLength {
+        name: name.into(),
+        expected: o * k,
+        got: w.len(),
+    })?;
     let b0: Vec<f32> = match bias {
         Some(n) => ps.get(n, o)?.to_vec(),
         None => vec![0.0; o],
@@ -228,19 +312,37 @@ fn binary(ps: &Params<'_>, name: &str, o: usize, k: usize, bias: Option<&str>, b
         Some(n) => ps.bn(n, o)?,
         None => (vec![1.0; o], vec![0.0; o]),
     };
-    let gain = (0..o).map(|i| (alpha[i] as f64 * scale[i]) as f32).collect();
-    let bias = (0..o).map(|i| (b0[i] as f64 * scale[i] + shift[i]) as f32).collect();
+    let gain = (0..o)
+        .map(|i| (alpha[i] as f64 * scale[i]) as f32)
+        .collect();
+    let bias = (0..o)
+        .map(|i| (b0[i] as f64 * scale[i] + shift[i]) as f32)
+        .collect();
     Ok((pack_signs(w, o, k), gain, bias))
 }
 
-fn neuron(ps: &Params<'_>, n: usize, kind: NeuronKind, t: usize, c: usize) -> Result<Neuron<Vec<u8>>, ExportError> {
+fn neuron(
+    ps: &Params<'_>,
+    n: usize,
+    kind: NeuronKind,
+    t: usize,
+    c: usize,
+) -> Result<Neuron<Vec<u8>>, ExportError> {
     let q = ps.get(&format!("neuron{n}.q"), t)?;
     let theta: Vec<f32> = q.iter().map(|&v| sigmoid(v)).collect();
     Ok(match kind {
         NeuronKind::EmPf => {
             let p = ps.get(&format!("neuron{n}.p"), t)?;
             let leak: Vec<f32> = p.iter().map(|&v| sigmoid(v)).collect();
-            Neuron { mode: NeuronMode::Sequential, per_channel: false, leak: Blob(le(&leak)), threshold: Blob(le(&theta)), input_gain: Blob(vec![]), input_bias: Blob(vec![]), fixed: None }
+            Neuron {
+                mode: NeuronMode::Sequential,
+                per_channel: false,
+                leak: Blob(le(&leak)),
+                threshold: Blob(le(&theta)),
+                input_gain: Blob(vec![]),
+                input_bias: Blob(vec![]),
+                fixed: None,
+            }
         }
         NeuronKind::Parallel => Neuron {
             mode: NeuronMode::Parallel,
@@ -262,7 +364,11 @@ fn neuron(ps: &Params<'_>, n: usize, kind: NeuronKind, t: usize, c: usize) -> Re
             let var = ps.get(&format!("neuron{n}.bn_running_var"), t * c)?;
             let (mut leak, mut gain, mut bias, mut th) = (vec![], vec![], vec![], vec![]);
             for ti in 0..t {
-                let (at, bt, lt) = (sigmoid(a[ti]) as f64, sigmoid(b[ti]) as f64, sigmoid(p[ti]) as f64);
+                let (at, bt, lt) = (
+                    sigmoid(a[ti]) as f64,
+                    sigmoid(b[ti]) as f64,
+                    sigmoid(p[ti]) as f64,
+                );
                 for ci in 0..c {
                     let j = ti * c + ci;
                     let inv = 1.0 / (var[j] as f64 + BN_EPS as f64).sqrt();
@@ -274,7 +380,15 @@ fn neuron(ps: &Params<'_>, n: usize, kind: NeuronKind, t: usize, c: usize) -> Re
                     th.push(theta[ti]);
                 }
             }
-            Neuron { mode: NeuronMode::Sequential, per_channel: true, leak: Blob(le(&leak)), threshold: Blob(le(&th)), input_gain: Blob(le(&gain)), input_bias: Blob(le(&bias)), fixed: None }
+            Neuron {
+                mode: NeuronMode::Sequential,
+                per_channel: true,
+                leak: Blob(le(&leak)),
+                threshold: Blob(le(&th)),
+                input_gain: Blob(le(&gain)),
+                input_bias: Blob(le(&bias)),
+                fixed: None,
+            }
         }
     })
 }
@@ -286,7 +400,11 @@ pub fn export_float(net: &Net) -> Result<Vec<u8>, ExportError> {
 }
 
 /// Host evaluation of one batch: Σ over T of the logits, BN in eval mode (`[B][classes]`).
-pub fn host_logits(net: &mut Net, x: &[f32], batch: usize) -> Result<Vec<f32>, crate::error::Error> {
+pub fn host_logits(
+    net: &mut Net,
+    x: &[f32],
+    batch: usize,
+) -> Result<Vec<f32>, crate::error::Error> {
     net.reset_state(batch)?;
     let mut sum = vec![0.0f32; batch * net.num_classes()];
     for t in 0..net.time_steps() {

@@ -16,7 +16,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "host-train", version, about = "Online EM-PF trainer (spec: shared/spec/EMPF.md)")]
+#[command(
+    name = "host-train",
+    version,
+    about = "Online EM-PF trainer (spec: shared/spec/EMPF.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +37,14 @@ enum OptimArg {
     Sgd,
     Adam,
     Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum ScheduleArg {
+    /// lr = base·½(1 + cos(π·e/E)) with e the fractional epoch, updated every batch.
+    Batch,
+    /// The same curve stepped once per epoch (PyTorch CosineAnnealingLR, T_max = epochs).
+    Epoch,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,10 +86,13 @@ enum Command {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
         batch_size: u32,
         /// Initial learning rate (cosine-annealed to 0 over the epochs).
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
         lr: f64,
         #[arg(long, value_enum, default_value = "sgd")]
         optimizer: OptimArg,
+        /// Cosine annealing per batch (smooth, reaches 0 at the end) or per epoch (spec §6).
+        #[arg(long, value_enum, default_value = "batch")]
+        schedule: ScheduleArg,
         /// SGD momentum (Nesterov unless --no-nesterov).
         #[arg(long, default_value_t = 0.9)]
         momentum: f64,
@@ -96,7 +111,7 @@ enum Command {
         /// Output directory: checkpoint.safetensors, metrics.csv/json, curves.png.
         #[arg(long, default_value = "runs/default")]
         out: PathBuf,
-        /// Continue from <out>/checkpoint.safetensors.
+        /// Continue from `OUT/checkpoint.safetensors`.
         #[arg(long)]
         resume: bool,
         /// Use only the first N training images (quick runs).
@@ -192,12 +207,26 @@ fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
         NeuronArg::Membn => NeuronKind::MemBn,
         NeuronArg::Parallel => NeuronKind::Parallel,
     };
-    NetConfig::bench(m.time_steps as usize, &BenchOptions { neurons: [n; 4], seca: m.seca })
+    NetConfig::bench(
+        m.time_steps as usize,
+        &BenchOptions {
+            neurons: [n; 4],
+            seca: m.seca,
+        },
+    )
 }
 
 const CKPT: &str = "checkpoint.safetensors";
 
-fn save_checkpoint(path: &Path, tr: &OnlineTrainer, epoch_done: u64, seed: u64, config: &str, model: &ModelArgs, test_acc: f64) -> Result<()> {
+fn save_checkpoint(
+    path: &Path,
+    tr: &OnlineTrainer,
+    epoch_done: u64,
+    seed: u64,
+    config: &str,
+    model: &ModelArgs,
+    test_acc: f64,
+) -> Result<()> {
     let mut ck = Checkpoint::new();
     ck.set_meta("model.time_steps", model.time_steps);
     ck.set_meta("model.neuron", format!("{:?}", model.neuron).to_lowercase());
@@ -210,25 +239,38 @@ fn save_checkpoint(path: &Path, tr: &OnlineTrainer, epoch_done: u64, seed: u64, 
     ck.set_meta("epoch", epoch_done);
     ck.set_meta("seed", seed);
     ck.set_meta("config", config);
-    ck.save(path).with_context(|| format!("writing checkpoint {}", path.display()))?;
+    ck.save(path)
+        .with_context(|| format!("writing checkpoint {}", path.display()))?;
     Ok(())
 }
 
 fn load_checkpoint(path: &Path, tr: &mut OnlineTrainer, seed: u64, config: &str) -> Result<u64> {
-    let mut ck = Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let mut ck =
+        Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     if ck.meta("config")? != config {
         bail!("checkpoint {} was trained with a different configuration:\n  checkpoint: {}\n  now:        {config}", path.display(), ck.meta("config")?);
     }
     if ck.meta_u64("seed")? != seed {
-        bail!("checkpoint {} used --seed {}, not {seed}", path.display(), ck.meta_u64("seed")?);
+        bail!(
+            "checkpoint {} used --seed {}, not {seed}",
+            path.display(),
+            ck.meta_u64("seed")?
+        );
     }
-    let names: Vec<(String, Vec<usize>)> = tr.net.params().iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    let names: Vec<(String, Vec<usize>)> = tr
+        .net
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
     for (name, shape) in names {
         let data = ck.take(&name, &shape)?;
         tr.net.param_mut(&name).context("parameter vanished")?.value = data;
     }
     let state = ck.take_optimizer_state("optim.");
-    tr.optimizer.load_state(&state).context("optimizer state in checkpoint")?;
+    tr.optimizer
+        .load_state(&state)
+        .context("optimizer state in checkpoint")?;
     Ok(ck.meta_u64("epoch")?)
 }
 
@@ -248,6 +290,7 @@ fn train(
     resume: bool,
     limits: (Option<usize>, Option<usize>),
     stop_after: Option<u64>,
+    schedule: ScheduleArg,
 ) -> Result<()> {
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
@@ -260,7 +303,12 @@ fn train(
         match n {
             Some(n) if n < d.len() => {
                 let (images, labels, h, w) = d.into_parts();
-                Ok(Dataset::new(images[..n * h * w].to_vec(), labels[..n].to_vec(), h, w)?)
+                Ok(Dataset::new(
+                    images[..n * h * w].to_vec(),
+                    labels[..n].to_vec(),
+                    h,
+                    w,
+                )?)
             }
             _ => Ok(d),
         }
@@ -269,27 +317,40 @@ fn train(
     let test_set = limit(Dataset::load(data, Split::Test)?, limits.1)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let config = net_config(model, dataset);
-    let config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs}");
+    let config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs} schedule={schedule:?}");
     let net = Net::new(config, seed)?;
     let mut tr = OnlineTrainer::new(net, optim)?;
     let ckpt = out.join(CKPT);
     let mut log = MetricsLog::open(out)?;
     let start_epoch = if resume {
         let e = load_checkpoint(&ckpt, &mut tr, seed, &config_str)?;
-        log.truncate_from(e)?;
+        // Rows are numbered from 1: keep epochs 1..=e, drop what an interrupted epoch wrote.
+        log.truncate_from(e + 1)?;
         println!("resumed from {} after epoch {e}", ckpt.display());
         e
     } else {
         if ckpt.exists() {
-            bail!("{} exists: pass --resume to continue it, or choose another --out", ckpt.display());
+            bail!(
+                "{} exists: pass --resume to continue it, or choose another --out",
+                ckpt.display()
+            );
         }
         log.truncate_from(0)?;
         0
     };
     let sched = CosineSchedule::new(lr, epochs)?;
     let norm = kind.normalization();
-    let loader = BatchLoader::new(Arc::new(train_set), LoaderConfig::new(batch_size, seed, norm))?;
-    let test_loader = BatchLoader::new(Arc::new(test_set), LoaderConfig { shuffle: false, ..LoaderConfig::new(batch_size, seed, norm) })?;
+    let loader = BatchLoader::new(
+        Arc::new(train_set),
+        LoaderConfig::new(batch_size, seed, norm),
+    )?;
+    let test_loader = BatchLoader::new(
+        Arc::new(test_set),
+        LoaderConfig {
+            shuffle: false,
+            ..LoaderConfig::new(batch_size, seed, norm)
+        },
+    )?;
     let t_steps = model.time_steps as usize;
     println!(
         "training bench net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
@@ -304,12 +365,26 @@ fn train(
         let lr_e = sched.lr_at(epoch);
         let started = Instant::now();
         let bar = ProgressBar::new(loader.batches_per_epoch() as u64);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         bar.set_prefix(format!("{}/{epochs}", epoch + 1));
         let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
+        let nb = loader.batches_per_epoch() as f64;
         for batch in loader.epoch(epoch)? {
             let r = random_bp.then(|| random_bp_step(seed, epoch, batch.index, t_steps));
-            let stats = match tr.train_batch(&batch.images, &batch.labels, r, rule, lr_e) {
+            let lr_b = match schedule {
+                ScheduleArg::Epoch => lr_e,
+                ScheduleArg::Batch => {
+                    lr * 0.5
+                        * (1.0
+                            + (std::f64::consts::PI * (epoch as f64 + batch.index as f64 / nb)
+                                / epochs as f64)
+                                .cos())
+                }
+            };
+            let stats = match tr.train_batch(&batch.images, &batch.labels, r, rule, lr_b) {
                 Ok(s) => s,
                 Err(TrainError::NonFiniteLoss { loss, step }) => {
                     bar.abandon();
@@ -327,7 +402,12 @@ fn train(
             seen += stats.count;
             batches += 1;
             let secs = started.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {:.4} acc {:.2}% {:.0} img/s", loss_sum / batches as f64, 100.0 * correct as f64 / seen as f64, seen as f64 / secs));
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s",
+                loss_sum / batches as f64,
+                100.0 * correct as f64 / seen as f64,
+                seen as f64 / secs
+            ));
             bar.inc(1);
         }
         bar.finish();
@@ -355,14 +435,29 @@ fn train(
             record.images_per_s,
             record.wall_s
         );
-        save_checkpoint(&ckpt, &tr, epoch + 1, seed, &config_str, model, record.test_acc)?;
+        save_checkpoint(
+            &ckpt,
+            &tr,
+            epoch + 1,
+            seed,
+            &config_str,
+            model,
+            record.test_acc,
+        )?;
         log.push(record)?;
         if stop_after == Some(epoch + 1) {
-            println!("stopping after epoch {} as asked (--stop-after-epoch)", epoch + 1);
+            println!(
+                "stopping after epoch {} as asked (--stop-after-epoch)",
+                epoch + 1
+            );
             return Ok(());
         }
     }
-    println!("wrote {}, metrics.csv, metrics.json and the plot in {}", CKPT, out.display());
+    println!(
+        "wrote {}, metrics.csv, metrics.json and the plot in {}",
+        CKPT,
+        out.display()
+    );
     Ok(())
 }
 
@@ -376,27 +471,50 @@ fn dataset_kind(d: DatasetArg) -> DatasetKind {
 /// Rebuilds the trained network from a checkpoint: architecture from its metadata, every tensor
 /// by name and shape (a missing or mis-shaped tensor is named in the error).
 fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
-    let mut ck = Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let t: u16 = ck.meta("model.time_steps")?.parse().context("model.time_steps in checkpoint")?;
+    let mut ck =
+        Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let t: u16 = ck
+        .meta("model.time_steps")?
+        .parse()
+        .context("model.time_steps in checkpoint")?;
     let neuron = match ck.meta("model.neuron")? {
         "empf" => NeuronArg::Empf,
         "membn" => NeuronArg::Membn,
         "parallel" => NeuronArg::Parallel,
-        other => bail!("checkpoint {}: unknown model.neuron {other:?}", path.display()),
+        other => bail!(
+            "checkpoint {}: unknown model.neuron {other:?}",
+            path.display()
+        ),
     };
     let seca = ck.meta("model.seca")? == "true";
-    let args = ModelArgs { time_steps: t, neuron, seca };
+    let args = ModelArgs {
+        time_steps: t,
+        neuron,
+        seca,
+    };
     let mut net = Net::new(net_config(&args, DatasetArg::FashionMnist), 0)?;
-    let names: Vec<(String, Vec<usize>)> = net.params().iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+    let names: Vec<(String, Vec<usize>)> = net
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
     for (name, shape) in names {
-        let data = ck.take(&name, &shape).with_context(|| format!("checkpoint {}", path.display()))?;
+        let data = ck
+            .take(&name, &shape)
+            .with_context(|| format!("checkpoint {}", path.display()))?;
         net.param_mut(&name).context("parameter vanished")?.value = data;
     }
     let acc = ck.meta("test_acc").ok().and_then(|v| v.parse().ok());
     Ok((net, args, acc))
 }
 
-fn export(ckpt: &Path, output: &Path, calib: usize, data: &Path, dataset: DatasetArg) -> Result<()> {
+fn export(
+    ckpt: &Path,
+    output: &Path,
+    calib: usize,
+    data: &Path,
+    dataset: DatasetArg,
+) -> Result<()> {
     use empf_core::{Mode, Model};
     let (net, args, _) = net_from_checkpoint(ckpt)?;
     let float = empf_host_train::export::export_float(&net).context("exporting")?;
@@ -404,30 +522,63 @@ fn export(ckpt: &Path, output: &Path, calib: usize, data: &Path, dataset: Datase
     let train_set = Dataset::load(data, Split::Train)?;
     let norm = dataset_kind(dataset).normalization();
     let n = calib.min(train_set.len());
-    let samples: Vec<Vec<f32>> = (0..n).filter_map(|i| train_set.image(i).map(|im| norm.normalize(im))).collect();
-    let cal = empf_core::quant::calibrate(&model, samples.iter().map(|v| v.as_slice())).map_err(|e| anyhow::anyhow!("calibration: {e}"))?;
-    let bytes = empf_core::quant::quantize(&model, &cal).map_err(|e| anyhow::anyhow!("quantisation: {e}"))?;
-    empf_host_train::checkpoint::atomic_write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    let samples: Vec<Vec<f32>> = (0..n)
+        .filter_map(|i| train_set.image(i).map(|im| norm.normalize(im)))
+        .collect();
+    let cal = empf_core::quant::calibrate(&model, samples.iter().map(|v| v.as_slice()))
+        .map_err(|e| anyhow::anyhow!("calibration: {e}"))?;
+    let bytes = empf_core::quant::quantize(&model, &cal)
+        .map_err(|e| anyhow::anyhow!("quantisation: {e}"))?;
+    empf_host_train::checkpoint::atomic_write(output, &bytes)
+        .with_context(|| format!("writing {}", output.display()))?;
     let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("exported {} (T={}, neuron {:?}, SECA {}) to {}", ckpt.display(), args.time_steps, args.neuron, args.seca, output.display());
+    println!(
+        "exported {} (T={}, neuron {:?}, SECA {}) to {}",
+        ckpt.display(),
+        args.time_steps,
+        args.neuron,
+        args.seca,
+        output.display()
+    );
     let report = param_report(&net);
     println!("parameter memory (paper rule, §5.5): {} bytes; at 1 bit/weight: {} bytes; file: {} bytes (float + integer path)", report.paper_bytes(), report.packed_bytes(), bytes.len());
-    println!("arena: {} bytes sequential, {} bytes parallel", 4 * m.arena_words_for(Mode::Sequential), 4 * m.arena_words_for(Mode::Parallel));
+    println!(
+        "arena: {} bytes sequential, {} bytes parallel",
+        4 * m.arena_words_for(Mode::Sequential),
+        4 * m.arena_words_for(Mode::Parallel)
+    );
     println!("calibration: {n} training images");
-    println!("{:>3} {:<10} {:>14} {:>9} {:>12} {:>9}", "#", "kind", "output", "bytes", "MACs/step", "zeros");
+    println!(
+        "{:>3} {:<10} {:>14} {:>9} {:>12} {:>9}",
+        "#", "kind", "output", "bytes", "MACs/step", "zeros"
+    );
     for (i, info) in m.layer_infos().enumerate() {
         let info = info.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let zeros = if info.kind.starts_with("neuron") { format!("{:.1}%", 100.0 * cal.layer_zero_fraction[i]) } else { "-".into() };
+        let zeros = if info.kind.starts_with("neuron") {
+            format!("{:.1}%", 100.0 * cal.layer_zero_fraction[i])
+        } else {
+            "-".into()
+        };
         let shape = format!("{}x{}x{}", info.output.c, info.output.h, info.output.w);
-        println!("{i:>3} {:<10} {shape:>14} {:>9} {:>12} {zeros:>9}", info.kind, info.param_bytes, info.macs);
+        println!(
+            "{i:>3} {:<10} {shape:>14} {:>9} {:>12} {zeros:>9}",
+            info.kind, info.param_bytes, info.macs
+        );
     }
     Ok(())
 }
 
-fn eval(model_path: &Path, ckpt: Option<&Path>, data: &Path, dataset: DatasetArg, limit: Option<usize>) -> Result<()> {
+fn eval(
+    model_path: &Path,
+    ckpt: Option<&Path>,
+    data: &Path,
+    dataset: DatasetArg,
+    limit: Option<usize>,
+) -> Result<()> {
     use empf_core::{Mode, Model};
     use rayon::prelude::*;
-    let bytes = std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    let bytes =
+        std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
     let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     let test = Dataset::load(data, Split::Test)?;
     let norm = dataset_kind(dataset).normalization();
@@ -439,15 +590,24 @@ fn eval(model_path: &Path, ckpt: Option<&Path>, data: &Path, dataset: DatasetArg
     let per_image: Vec<(usize, f32, Option<usize>)> = (0..n)
         .into_par_iter()
         .map_init(
-            || (vec![0u32; m.arena_bytes() / 4], vec![0.0f32; classes], vec![0i32; classes], vec![0i8; m.input_shape().numel()]),
+            || {
+                (
+                    vec![0u32; m.arena_bytes() / 4],
+                    vec![0.0f32; classes],
+                    vec![0i32; classes],
+                    vec![0i8; m.input_shape().numel()],
+                )
+            },
             |(arena, out, qout, xq), i| {
                 let x = norm.normalize(test.image(i).unwrap_or(&[]));
-                m.infer_float(&x, Mode::Sequential, arena, out).expect("validated model");
+                m.infer_float(&x, Mode::Sequential, arena, out)
+                    .expect("validated model");
                 let mut sorted = out.clone();
                 sorted.sort_by(|a, b| b.total_cmp(a));
                 let fixed = m.fixed_meta().map(|_| {
                     m.quantize_input(&x, xq).expect("validated model");
-                    m.infer_fixed(xq, Mode::Sequential, arena, qout).expect("validated model");
+                    m.infer_fixed(xq, Mode::Sequential, arena, qout)
+                        .expect("validated model");
                     (0..classes).fold(0, |b, k| if qout[k] > qout[b] { k } else { b })
                 });
                 (argmax(out), sorted[0] - sorted[1], fixed)
@@ -456,11 +616,19 @@ fn eval(model_path: &Path, ckpt: Option<&Path>, data: &Path, dataset: DatasetArg
         .collect();
     let secs = started.elapsed().as_secs_f64();
     let labels = &test.labels()[..n];
-    let float_ok = per_image.iter().zip(labels).filter(|((p, _, _), &l)| *p == l as usize).count();
+    let float_ok = per_image
+        .iter()
+        .zip(labels)
+        .filter(|((p, _, _), &l)| *p == l as usize)
+        .count();
     println!("{}: {n} test images in {secs:.1}s", model_path.display());
     println!("core float:   {:.2}%", 100.0 * float_ok as f64 / n as f64);
     if m.fixed_meta().is_some() {
-        let q_ok = per_image.iter().zip(labels).filter(|((_, _, q), &l)| *q == Some(l as usize)).count();
+        let q_ok = per_image
+            .iter()
+            .zip(labels)
+            .filter(|((_, _, q), &l)| *q == Some(l as usize))
+            .count();
         println!("core integer: {:.2}%", 100.0 * q_ok as f64 / n as f64);
     }
     if let Some(ck) = ckpt {
@@ -483,7 +651,10 @@ fn eval(model_path: &Path, ckpt: Option<&Path>, data: &Path, dataset: DatasetArg
                 }
             }
         }
-        println!("host (checkpoint): {:.2}%", 100.0 * host_ok as f64 / n as f64);
+        println!(
+            "host (checkpoint): {:.2}%",
+            100.0 * host_ok as f64 / n as f64
+        );
         println!("host vs core float: {differ} of {n} predictions differ (largest core top-2 margin among them: {worst_margin:.2e})");
     }
     Ok(())
@@ -511,7 +682,10 @@ fn param_report(n: &Net) -> ParamReport {
 
 fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
     let n = Net::new(net_config(net, dataset), 0)?;
-    println!("bench net, T={}, neuron {:?}, SECA {}", net.time_steps, net.neuron, net.seca);
+    println!(
+        "bench net, T={}, neuron {:?}, SECA {}",
+        net.time_steps, net.neuron, net.seca
+    );
     println!("{}", param_report(&n));
     Ok(())
 }
@@ -539,45 +713,125 @@ fn main() -> Result<()> {
             limit_test,
             threads,
             stop_after_epoch,
+            schedule,
         } => {
             if let Some(t) = threads {
                 if t == 0 {
                     bail!("--threads must be at least 1");
                 }
-                rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting --threads")?;
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global()
+                    .context("setting --threads")?;
             }
             let optim = match optimizer {
-                OptimArg::Sgd => OptimizerConfig::Sgd(SgdConfig { momentum, dampening: 0.0, weight_decay, nesterov: !no_nesterov && momentum > 0.0 }),
-                OptimArg::Adam => OptimizerConfig::Adam(AdamConfig { weight_decay, ..AdamConfig::adam() }),
-                OptimArg::Adamw => OptimizerConfig::Adam(AdamConfig { weight_decay, ..AdamConfig::adamw() }),
+                OptimArg::Sgd => OptimizerConfig::Sgd(SgdConfig {
+                    momentum,
+                    dampening: 0.0,
+                    weight_decay,
+                    nesterov: !no_nesterov && momentum > 0.0,
+                }),
+                OptimArg::Adam => OptimizerConfig::Adam(AdamConfig {
+                    weight_decay,
+                    ..AdamConfig::adam()
+                }),
+                OptimArg::Adamw => OptimizerConfig::Adam(AdamConfig {
+                    weight_decay,
+                    ..AdamConfig::adamw()
+                }),
             };
-            let rule = if accumulate { UpdateRule::Accumulate } else { UpdateRule::PerStep };
+            let rule = if accumulate {
+                UpdateRule::Accumulate
+            } else {
+                UpdateRule::PerStep
+            };
             if accumulate && !no_random_bp {
                 bail!("--accumulate applies to full online training: add --no-random-bp");
             }
-            train(&data, dataset, &model, epochs, batch_size as usize, lr, optim, !no_random_bp, rule, seed, &out, resume, (limit_train, limit_test), stop_after_epoch)
+            train(
+                &data,
+                dataset,
+                &model,
+                epochs,
+                batch_size as usize,
+                lr,
+                optim,
+                !no_random_bp,
+                rule,
+                seed,
+                &out,
+                resume,
+                (limit_train, limit_test),
+                stop_after_epoch,
+                schedule,
+            )
         }
-        Command::Export { checkpoint, output, calib, data, dataset } => export(&checkpoint, &output, calib as usize, &data, dataset),
-        Command::Eval { model, checkpoint, data, dataset, limit_test } => eval(&model, checkpoint.as_deref(), &data, dataset, limit_test),
-        Command::Info { model, dataset, net } => {
+        Command::Export {
+            checkpoint,
+            output,
+            calib,
+            data,
+            dataset,
+        } => export(&checkpoint, &output, calib as usize, &data, dataset),
+        Command::Eval {
+            model,
+            checkpoint,
+            data,
+            dataset,
+            limit_test,
+        } => eval(&model, checkpoint.as_deref(), &data, dataset, limit_test),
+        Command::Info {
+            model,
+            dataset,
+            net,
+        } => {
             if model != "bench" {
                 bail!("unknown --model {model:?}: the trainer knows `bench`");
             }
             info(&net, dataset)
         }
-        Command::Bench { time_steps, batch_size, batches, data, seed } => {
+        Command::Bench {
+            time_steps,
+            batch_size,
+            batches,
+            data,
+            seed,
+        } => {
             if time_steps.is_empty() || time_steps.contains(&0) || batch_size == 0 || batches == 0 {
                 bail!("--time-steps, --batch-size and --batches must be positive");
             }
-            empf_host_train::bench::run_bench(&empf_host_train::bench::BenchArgs { time_steps, batch_size, batches, warmup: 1, data, seed })
+            empf_host_train::bench::run_bench(&empf_host_train::bench::BenchArgs {
+                time_steps,
+                batch_size,
+                batches,
+                warmup: 1,
+                data,
+                seed,
+            })
         }
-        Command::BenchOne { time_steps, batch_size, batches, warmup, mode, seed, data } => {
+        Command::BenchOne {
+            time_steps,
+            batch_size,
+            batches,
+            warmup,
+            mode,
+            seed,
+            data,
+        } => {
             let random_bp = match mode.as_str() {
                 "full" => false,
                 "random" => true,
                 m => bail!("--mode must be full or random, got {m:?}"),
             };
-            empf_host_train::bench::run_bench_one(&empf_host_train::bench::BenchOneArgs { time_steps, batch_size, batches, warmup, random_bp, seed, data })
+            empf_host_train::bench::run_bench_one(&empf_host_train::bench::BenchOneArgs {
+                time_steps,
+                batch_size,
+                batches,
+                warmup,
+                random_bp,
+                seed,
+                data,
+            })
         }
     }
 }

@@ -1845,8 +1845,8 @@ mod tests {
     }
 
     /// Reductions never depend on how rayon splits the work: 1 and 3 worker threads give
-    /// bitwise-identical parameters (bench network, batch 8: large enough for multi-threaded
-    /// GEMMs and several element-wise chunks).
+    /// bitwise-identical parameters and gradients (bench topology on 16×16 inputs, batch 4:
+    /// large enough for multi-threaded GEMMs and several element-wise chunks).
     #[test]
     fn result_is_independent_of_thread_count() {
         let run = |threads: usize| {
@@ -1864,15 +1864,16 @@ mod tests {
                         ],
                         seca: true,
                     };
-                    let mut net = Net::new(NetConfig::bench(2, &opts), 3).unwrap();
-                    let x = batch_input(1, 8, 784);
-                    let labels: Vec<usize> = (0..8).collect();
-                    let mut probs = vec![0.0; 80];
-                    net.reset_state(8).unwrap();
+                    let mut net =
+                        Net::new(NetConfig::bench_sized(1, 16, 16, 10, 2, &opts), 3).unwrap();
+                    let x = batch_input(1, 4, 256);
+                    let labels: Vec<usize> = (0..4).collect();
+                    let mut probs = vec![0.0; 40];
+                    net.reset_state(4).unwrap();
                     for t in 0..2 {
                         let logits = net.forward_step(t, &x, true, true).unwrap().to_vec();
                         cross_entropy_forward(10, &logits, &labels, &mut probs).unwrap();
-                        let mut d = vec![0.0; 80];
+                        let mut d = vec![0.0; 40];
                         cross_entropy_backward(10, &probs, &labels, &mut d).unwrap();
                         net.zero_grad();
                         net.backward_step(&d).unwrap();

@@ -186,25 +186,6 @@ where
     parts.iter().sum()
 }
 
-/// Like [`det_par_sum`] for several sums at once (`N` accumulators per chunk).
-pub(crate) fn det_par_sums<const N: usize, F>(len: usize, f: F) -> [f64; N]
-where
-    F: Fn(usize, usize) -> [f64; N] + Sync,
-{
-    let chunks = len.div_ceil(PAR_CHUNK);
-    let parts: Vec<[f64; N]> = (0..chunks)
-        .into_par_iter()
-        .map(|i| f(i * PAR_CHUNK, ((i + 1) * PAR_CHUNK).min(len)))
-        .collect();
-    let mut acc = [0.0; N];
-    for p in &parts {
-        for (a, v) in acc.iter_mut().zip(p) {
-            *a += v;
-        }
-    }
-    acc
-}
-
 /// Block length of the blocked sums below: 8 f32 lanes accumulate within a block of this many
 /// elements, then the block total is added in f64. Fixed order, so deterministic, and the f32
 /// part only ever sums 32 terms per lane.
@@ -315,6 +296,16 @@ pub(crate) fn sum_masked2(s: &[f32], g: &[f32], v: &[f32]) -> [f64; 2] {
     })
 }
 
+/// `d += g·1[s > 0]` element-wise (neuron backward; written with equal-length slices and an
+/// index loop so that it vectorises).
+pub(crate) fn add_masked(d: &mut [f32], s: &[f32], g: &[f32]) {
+    let n = d.len().min(s.len()).min(g.len());
+    let (d, s, g) = (&mut d[..n], &s[..n], &g[..n]);
+    for k in 0..n {
+        d[k] += if s[k] > 0.0 { g[k] } else { 0.0 };
+    }
+}
+
 /// `Σ g·1[s>0]` (parallel-neuron backward).
 pub(crate) fn sum_masked(s: &[f32], g: &[f32]) -> f64 {
     let n = s.len().min(g.len());
@@ -386,8 +377,5 @@ mod tests {
         let v: Vec<f64> = (0..100_000).map(|i| (i % 17) as f64 * 0.5).collect();
         let s = det_par_sum(v.len(), |lo, hi| v[lo..hi].iter().sum());
         assert_eq!(s, v.iter().sum::<f64>());
-        let [a, b] = det_par_sums(v.len(), |lo, hi| [v[lo..hi].iter().sum(), (hi - lo) as f64]);
-        assert_eq!(a, s);
-        assert_eq!(b, v.len() as f64);
     }
 }

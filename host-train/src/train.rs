@@ -53,7 +53,9 @@ pub struct BatchStats {
 /// The step `r` that random BP back-propagates for batch `batch` of `epoch`: uniform on
 /// `0..T`, a pure function of `(seed, epoch, batch)` so a resumed run draws the same steps.
 pub fn random_bp_step(seed: u64, epoch: u64, batch: usize, time_steps: usize) -> usize {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -73,14 +75,25 @@ pub struct OnlineTrainer {
 }
 
 fn trainable_specs(net: &Net) -> Vec<TensorSpec> {
-    net.params().into_iter().filter(|p| p.is_trainable()).map(|p| TensorSpec::new(p.name.clone(), p.value.len())).collect()
+    net.params()
+        .into_iter()
+        .filter(|p| p.is_trainable())
+        .map(|p| TensorSpec::new(p.name.clone(), p.value.len()))
+        .collect()
 }
 
 impl OnlineTrainer {
     /// Wraps `net` with a fresh optimiser.
     pub fn new(net: Net, config: OptimizerConfig) -> Result<Self, TrainError> {
         let optimizer = Optimizer::new(config, trainable_specs(&net))?;
-        Ok(OnlineTrainer { net, optimizer, probs: vec![], dlogits: vec![], cumulative: vec![], targets: vec![] })
+        Ok(OnlineTrainer {
+            net,
+            optimizer,
+            probs: vec![],
+            dlogits: vec![],
+            cumulative: vec![],
+            targets: vec![],
+        })
     }
 
     fn prepare(&mut self, labels: &[u8]) -> Result<usize, TrainError> {
@@ -97,12 +110,20 @@ impl OnlineTrainer {
     }
 
     fn optimizer_step(&mut self, lr: f64) -> Result<(), TrainError> {
-        let mut params: Vec<&mut Param> = self.net.params_mut().into_iter().filter(|p| p.is_trainable()).collect();
+        let mut params: Vec<&mut Param> = self
+            .net
+            .params_mut()
+            .into_iter()
+            .filter(|p| p.is_trainable())
+            .collect();
         let mut views: Vec<ParamMut<'_>> = params
             .iter_mut()
             .map(|p| {
                 let Param { value, grad, .. } = &mut **p;
-                ParamMut { param: value.as_mut_slice(), grad: grad.as_slice() }
+                ParamMut {
+                    param: value.as_mut_slice(),
+                    grad: grad.as_slice(),
+                }
             })
             .collect();
         self.optimizer.step(&mut views, lr)?;
@@ -113,7 +134,14 @@ impl OnlineTrainer {
     ///
     /// `random_step = Some(r)`: steps `0..r` forward only, step `r` forward + loss + backward +
     /// update, later steps skipped. `None`: loss and backward at every step, updated per `rule`.
-    pub fn train_batch(&mut self, x: &[f32], labels: &[u8], random_step: Option<usize>, rule: UpdateRule, lr: f64) -> Result<BatchStats, TrainError> {
+    pub fn train_batch(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        random_step: Option<usize>,
+        rule: UpdateRule,
+        lr: f64,
+    ) -> Result<BatchStats, TrainError> {
         let k = self.prepare(labels)?;
         let t_steps = self.net.time_steps();
         let last = random_step.map_or(t_steps - 1, |r| r.min(t_steps - 1));
@@ -124,7 +152,10 @@ impl OnlineTrainer {
         for t in 0..=last {
             let backprop = random_step.is_none() || t == last;
             let logits = self.net.forward_step(t, x, true, backprop)?;
-            self.cumulative.iter_mut().zip(logits).for_each(|(c, l)| *c += l);
+            self.cumulative
+                .iter_mut()
+                .zip(logits)
+                .for_each(|(c, l)| *c += l);
             if !backprop {
                 continue;
             }
@@ -147,7 +178,11 @@ impl OnlineTrainer {
         if rule == UpdateRule::Accumulate && random_step.is_none() {
             self.optimizer_step(lr)?;
         }
-        Ok(BatchStats { loss: loss_sum / losses.max(1) as f64, correct: count_correct(&self.cumulative, labels, k), count: labels.len() })
+        Ok(BatchStats {
+            loss: loss_sum / losses.max(1) as f64,
+            correct: count_correct(&self.cumulative, labels, k),
+            count: labels.len(),
+        })
     }
 
     /// Evaluates one batch: all `T` steps, BN in eval mode, prediction = argmax of Σ_t logits.
@@ -155,7 +190,10 @@ impl OnlineTrainer {
         let k = self.prepare(labels)?;
         for t in 0..self.net.time_steps() {
             let logits = self.net.forward_step(t, x, false, false)?;
-            self.cumulative.iter_mut().zip(logits).for_each(|(c, l)| *c += l);
+            self.cumulative
+                .iter_mut()
+                .zip(logits)
+                .for_each(|(c, l)| *c += l);
         }
         Ok(count_correct(&self.cumulative, labels, k))
     }
@@ -196,14 +234,28 @@ mod tests {
             width: 6,
             time_steps: t,
             layers: vec![
-                LayerSpec::Conv2d { out_channels: 4, kernel: 3, stride: 1, pad: 1, bias: false },
+                LayerSpec::Conv2d {
+                    out_channels: 4,
+                    kernel: 3,
+                    stride: 1,
+                    pad: 1,
+                    bias: false,
+                },
                 LayerSpec::BatchNorm2d,
                 LayerSpec::Neuron(NeuronKind::EmPf),
-                LayerSpec::BinaryConv2d { out_channels: 6, kernel: 3, stride: 1, pad: 1 },
+                LayerSpec::BinaryConv2d {
+                    out_channels: 6,
+                    kernel: 3,
+                    stride: 1,
+                    pad: 1,
+                },
                 LayerSpec::BatchNorm2d,
                 LayerSpec::Neuron(NeuronKind::EmPf),
                 LayerSpec::GlobalAvgPool,
-                LayerSpec::Linear { out_features: 3, bias: true },
+                LayerSpec::Linear {
+                    out_features: 3,
+                    bias: true,
+                },
             ],
         }
     }
@@ -222,7 +274,8 @@ mod tests {
                     1 => r >= 3,
                     _ => col < 3,
                 };
-                x[i * 36 + p] = if on { 1.5 } else { -0.5 } + 0.1 * (((i * 7 + p * 13) % 11) as f32 / 11.0 - 0.5);
+                x[i * 36 + p] = if on { 1.5 } else { -0.5 }
+                    + 0.1 * (((i * 7 + p * 13) % 11) as f32 / 11.0 - 0.5);
             }
         }
         (x, y)
@@ -237,7 +290,14 @@ mod tests {
             hist[r] += 1;
         }
         assert!(hist.iter().all(|&h| (850..1150).contains(&h)), "{hist:?}");
-        assert_ne!((0..64).map(|b| random_bp_step(42, 3, b, 4)).collect::<Vec<_>>(), (0..64).map(|b| random_bp_step(42, 4, b, 4)).collect::<Vec<_>>());
+        assert_ne!(
+            (0..64)
+                .map(|b| random_bp_step(42, 3, b, 4))
+                .collect::<Vec<_>>(),
+            (0..64)
+                .map(|b| random_bp_step(42, 4, b, 4))
+                .collect::<Vec<_>>()
+        );
     }
 
     /// Training reduces the loss and learns a separable toy task, with and without random BP,
@@ -247,20 +307,43 @@ mod tests {
         let (x, y) = data(24);
         let run = |random: bool, rule: UpdateRule| {
             let net = Net::new(tiny(3), 5).unwrap();
-            let mut tr = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..SgdConfig::default() })).unwrap();
-            let first = tr.train_batch(&x, &y, random.then_some(2), rule, 0.05).unwrap().loss;
+            let mut tr = OnlineTrainer::new(
+                net,
+                OptimizerConfig::Sgd(SgdConfig {
+                    momentum: 0.9,
+                    ..SgdConfig::default()
+                }),
+            )
+            .unwrap();
+            let first = tr
+                .train_batch(&x, &y, random.then_some(2), rule, 0.05)
+                .unwrap()
+                .loss;
             let mut last = first;
             for b in 0..60 {
                 let r = random.then(|| random_bp_step(1, 0, b, 3));
                 last = tr.train_batch(&x, &y, r, rule, 0.05).unwrap().loss;
             }
             let acc = tr.eval_batch(&x, &y).unwrap();
-            let w = tr.net.param("conv0.weight").or_else(|| tr.net.params().into_iter().next()).unwrap().value.clone();
+            let w = tr
+                .net
+                .param("conv0.weight")
+                .or_else(|| tr.net.params().into_iter().next())
+                .unwrap()
+                .value
+                .clone();
             (first, last, acc, w)
         };
-        for (random, rule) in [(false, UpdateRule::PerStep), (false, UpdateRule::Accumulate), (true, UpdateRule::PerStep)] {
+        for (random, rule) in [
+            (false, UpdateRule::PerStep),
+            (false, UpdateRule::Accumulate),
+            (true, UpdateRule::PerStep),
+        ] {
             let (first, last, acc, w) = run(random, rule);
-            assert!(last < first * 0.7, "random={random} {rule:?}: loss {first} -> {last}");
+            assert!(
+                last < first * 0.7,
+                "random={random} {rule:?}: loss {first} -> {last}"
+            );
             assert!(acc >= 20, "random={random} {rule:?}: {acc}/24 correct");
             assert_eq!(w, run(random, rule).3, "not deterministic");
         }
@@ -272,10 +355,18 @@ mod tests {
         // classifier weight, as a diverged update would leave it, must stop training.
         let (x, y) = data(6);
         let mut net = Net::new(tiny(2), 1).unwrap();
-        let name = net.params().into_iter().rfind(|p| p.is_trainable()).unwrap().name.clone();
+        let name = net
+            .params()
+            .into_iter()
+            .rfind(|p| p.is_trainable())
+            .unwrap()
+            .name
+            .clone();
         net.param_mut(&name).unwrap().value[0] = f32::INFINITY;
         let mut tr = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::default())).unwrap();
-        let err = tr.train_batch(&x, &y, None, UpdateRule::PerStep, 0.1).unwrap_err();
+        let err = tr
+            .train_batch(&x, &y, None, UpdateRule::PerStep, 0.1)
+            .unwrap_err();
         assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
     }
 }

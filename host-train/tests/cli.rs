@@ -29,8 +29,16 @@ fn write_dataset(dir: &Path, train: usize, test: usize) {
     };
     for (split, n, salt) in [("train", train, 0), ("t10k", test, 5)] {
         let (images, labels) = make(n, salt);
-        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), encode_idx(&[n as u32, 28, 28], &images)).unwrap();
-        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), encode_idx(&[n as u32], &labels)).unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-images-idx3-ubyte")),
+            encode_idx(&[n as u32, 28, 28], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-labels-idx1-ubyte")),
+            encode_idx(&[n as u32], &labels),
+        )
+        .unwrap();
     }
 }
 
@@ -39,18 +47,43 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["train", "--data", data, "--out", out, "--epochs", "3", "--batch-size", "16", "-T", "2", "--seed", "9", "--lr", "0.05", "--threads", "1"];
+    let mut v = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "-T",
+        "2",
+        "--seed",
+        "9",
+        "--lr",
+        "0.05",
+        "--threads",
+        "1",
+    ];
     v.extend_from_slice(extra);
     v
 }
 
 fn tensors(path: &Path) -> Vec<(String, Vec<u32>)> {
     let ck = Checkpoint::load(path).unwrap();
-    ck.tensors.iter().map(|(k, t)| (k.clone(), t.data.iter().map(|v| v.to_bits()).collect())).collect()
+    ck.tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.data.iter().map(|v| v.to_bits()).collect()))
+        .collect()
 }
 
 fn setup() -> (tempfile::TempDir, String) {
@@ -67,26 +100,46 @@ fn resume_continues_exactly() {
     let (dir, data) = setup();
     let full: PathBuf = dir.path().join("full");
     let split: PathBuf = dir.path().join("split");
-    let (f, s) = (full.to_string_lossy().into_owned(), split.to_string_lossy().into_owned());
+    let (f, s) = (
+        full.to_string_lossy().into_owned(),
+        split.to_string_lossy().into_owned(),
+    );
     let o = run(&train_args(&data, &f, &[]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("epoch 3/3"), "{}", text(&o));
     let o = run(&train_args(&data, &s, &["--stop-after-epoch", "1"]));
     assert!(o.status.success(), "{}", text(&o));
     let after_one = tensors(&split.join("checkpoint.safetensors"));
-    assert_ne!(after_one, tensors(&full.join("checkpoint.safetensors")), "one epoch must differ from three");
+    assert_ne!(
+        after_one,
+        tensors(&full.join("checkpoint.safetensors")),
+        "one epoch must differ from three"
+    );
     let o = run(&train_args(&data, &s, &["--resume"]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resumed from"), "{}", text(&o));
-    assert_eq!(tensors(&split.join("checkpoint.safetensors")), tensors(&full.join("checkpoint.safetensors")));
+    assert_eq!(
+        tensors(&split.join("checkpoint.safetensors")),
+        tensors(&full.join("checkpoint.safetensors"))
+    );
     // The metrics agree on everything but timing.
     let strip = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p).unwrap().lines().map(|l| l.split(',').take(5).collect::<Vec<_>>().join(",")).collect()
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+            .collect()
     };
-    assert_eq!(strip(&full.join("metrics.csv")), strip(&split.join("metrics.csv")));
+    assert_eq!(
+        strip(&full.join("metrics.csv")),
+        strip(&split.join("metrics.csv"))
+    );
     assert!(full.join("metrics.json").exists());
     let png = std::fs::read(full.join("curves.png")).or_else(|_| {
-        let found = std::fs::read_dir(&full).unwrap().filter_map(|e| e.ok()).find(|e| e.path().extension().is_some_and(|x| x == "png"));
+        let found = std::fs::read_dir(&full)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.path().extension().is_some_and(|x| x == "png"));
         std::fs::read(found.expect("a PNG plot").path())
     });
     assert_eq!(&png.unwrap()[..8], b"\x89PNG\r\n\x1a\n");
@@ -133,7 +186,7 @@ fn bad_input_gives_clear_errors_and_keeps_checkpoints() {
     assert!(!o.status.success());
     assert!(text(&o).contains("--resume"), "{}", text(&o));
     assert_eq!(std::fs::read(&ck).unwrap(), before);
-    let o = run(&train_args(&data, &o_s, &["--resume", "--lr", "0.02"]));
+    let o = run(&train_args(&data, &o_s, &["--resume", "--momentum", "0.5"]));
     assert!(!o.status.success());
     assert!(text(&o).contains("different configuration"), "{}", text(&o));
     let mut corrupt = before.clone();
@@ -154,4 +207,88 @@ fn info_reports_paper_memory() {
     assert!(t.contains("239616") || t.contains("239 616"), "{t}");
     let o = run(&["info", "--model", "resnet"]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn export_then_eval_through_core() {
+    let (dir, data) = setup();
+    let out = dir.path().join("run");
+    let o_s = out.to_string_lossy().into_owned();
+    let o = run(&train_args(&data, &o_s, &["--stop-after-epoch", "2"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let ck = out.join("checkpoint.safetensors");
+    let model = out.join("model.empf");
+    let (ck_s, m_s) = (
+        ck.to_string_lossy().into_owned(),
+        model.to_string_lossy().into_owned(),
+    );
+    let o = run(&[
+        "export", &ck_s, "-o", &m_s, "--calib", "32", "--data", &data,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for needle in ["parameter memory", "arena:", "bconv2d", "neuron", "zeros"] {
+        assert!(t.contains(needle), "export report lacks {needle}: {t}");
+    }
+    let bytes = std::fs::read(&model).unwrap();
+    assert_eq!(&bytes[..4], b"EMPF");
+    let o = run(&[
+        "eval",
+        "--model",
+        &m_s,
+        "--checkpoint",
+        &ck_s,
+        "--data",
+        &data,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    let pct = |label: &str| -> f64 {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} in {t}"));
+        line.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(pct("core float:"), pct("host (checkpoint):"), "{t}");
+    assert!(
+        (pct("core integer:") - pct("core float:")).abs() <= 10.0,
+        "{t}"
+    );
+
+    // A checkpoint missing a tensor is refused with the tensor's name.
+    let mut c = Checkpoint::load(&ck).unwrap();
+    c.tensors.remove("conv2.weight");
+    let broken = out.join("broken.safetensors");
+    c.save(&broken).unwrap();
+    let o = run(&[
+        "export",
+        &broken.to_string_lossy(),
+        "-o",
+        &out.join("x.empf").to_string_lossy(),
+        "--data",
+        &data,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("conv2.weight"), "{}", text(&o));
+    // A corrupt model file is named, not a panic.
+    std::fs::write(out.join("bad.empf"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        &out.join("bad.empf").to_string_lossy(),
+        "--data",
+        &data,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("bad.empf") && text(&o).contains("decode"),
+        "{}",
+        text(&o)
+    );
 }

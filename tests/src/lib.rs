@@ -48,7 +48,13 @@ pub fn random_case(seed: u64) -> Net {
         _ => NeuronKind::Parallel,
     };
     let mut layers = vec![
-        LayerSpec::Conv2d { out_channels: 2 + rng.below(4), kernel: 3, stride: 1, pad: 1, bias: rng.below(2) == 0 },
+        LayerSpec::Conv2d {
+            out_channels: 2 + rng.below(4),
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            bias: rng.below(2) == 0,
+        },
         LayerSpec::BatchNorm2d,
         LayerSpec::Neuron(kind(&mut rng)),
     ];
@@ -61,8 +67,17 @@ pub fn random_case(seed: u64) -> Net {
             continue;
         }
         let (kernel, pad) = if rng.below(3) == 0 { (1, 0) } else { (3, 1) };
-        let stride = if hh >= 6 && ww >= 6 && rng.below(3) == 0 { 2 } else { 1 };
-        layers.push(LayerSpec::BinaryConv2d { out_channels: 1 + rng.below(6), kernel, stride, pad });
+        let stride = if hh >= 6 && ww >= 6 && rng.below(3) == 0 {
+            2
+        } else {
+            1
+        };
+        layers.push(LayerSpec::BinaryConv2d {
+            out_channels: 1 + rng.below(6),
+            kernel,
+            stride,
+            pad,
+        });
         layers.push(LayerSpec::BatchNorm2d);
         if rng.below(2) == 0 {
             layers.push(LayerSpec::Seca);
@@ -73,10 +88,22 @@ pub fn random_case(seed: u64) -> Net {
     }
     layers.push(LayerSpec::GlobalAvgPool);
     if rng.below(2) == 0 {
-        layers.push(LayerSpec::BinaryLinear { out_features: 3 + rng.below(5), bias: rng.below(2) == 0 });
+        layers.push(LayerSpec::BinaryLinear {
+            out_features: 3 + rng.below(5),
+            bias: rng.below(2) == 0,
+        });
     }
-    layers.push(LayerSpec::Linear { out_features: 2 + rng.below(5), bias: true });
-    let config = NetConfig { in_channels: c, height: h, width: w, time_steps: t, layers };
+    layers.push(LayerSpec::Linear {
+        out_features: 2 + rng.below(5),
+        bias: true,
+    });
+    let config = NetConfig {
+        in_channels: c,
+        height: h,
+        width: w,
+        time_steps: t,
+        layers,
+    };
     let mut net = Net::new(config, seed).expect("valid random net");
     for p in net.params_mut() {
         let name = p.name.clone();
@@ -85,7 +112,9 @@ pub fn random_case(seed: u64) -> Net {
                 rng.range(0.3, 2.0)
             } else if name.ends_with("running_mean") {
                 rng.range(-0.5, 0.5)
-            } else if name.ends_with("bn_weight") || (p.role == ParamRole::BatchNorm && name.ends_with(".weight")) {
+            } else if name.ends_with("bn_weight")
+                || (p.role == ParamRole::BatchNorm && name.ends_with(".weight"))
+            {
                 rng.range(0.5, 1.5)
             } else if p.role == ParamRole::Neuron {
                 rng.range(-2.0, 2.0)

@@ -19,14 +19,21 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
     for b in 0..batch {
         let mut out = vec![0.0f32; k];
         for mode in [Mode::Sequential, Mode::Parallel] {
-            model.infer_float(&x[b * n..(b + 1) * n], mode, &mut arena, &mut out).unwrap();
+            model
+                .infer_float(&x[b * n..(b + 1) * n], mode, &mut arena, &mut out)
+                .unwrap();
             let h = &host[b * k..(b + 1) * k];
             let scale = h.iter().fold(1.0f64, |m, v| m.max(v.abs() as f64));
             let tol = HOST_VS_CORE_REL * scale;
             for (j, (&c, &hv)) in out.iter().zip(h).enumerate() {
-                prop_assert!(((c - hv) as f64).abs() <= tol, "seed {seed} sample {b} logit {j}: core {c} host {hv}\n{:?}", net.config());
+                prop_assert!(
+                    ((c - hv) as f64).abs() <= tol,
+                    "seed {seed} sample {b} logit {j}: core {c} host {hv}\n{:?}",
+                    net.config()
+                );
             }
-            let argmax = |v: &[f32]| (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best });
+            let argmax =
+                |v: &[f32]| (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best });
             let mut sorted: Vec<f32> = h.to_vec();
             sorted.sort_by(|a, b| b.total_cmp(a));
             if (sorted[0] - sorted[1]) as f64 > tol {
@@ -35,7 +42,9 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
         }
     }
     // The integer path of the same model runs and stays near float.
-    let samples: Vec<Vec<f32>> = (0..32).map(|_| (0..n).map(|_| rng.range(-1.0, 2.0)).collect()).collect();
+    let samples: Vec<Vec<f32>> = (0..32)
+        .map(|_| (0..n).map(|_| rng.range(-1.0, 2.0)).collect())
+        .collect();
     let cal = calibrate(&model, samples.iter().map(|v| v.as_slice())).unwrap();
     let q = quantize(&model, &cal).unwrap_or_else(|e| {
         let kinds: Vec<_> = model.layers().map(|l| l.unwrap().kind()).collect();
@@ -47,11 +56,17 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
     let mut xq = vec![0i8; n];
     qm.quantize_input(&x[..n], &mut xq).unwrap();
     let (mut fo, mut qo) = (vec![0.0f32; k], vec![0i32; k]);
-    qm.infer_float(&x[..n], Mode::Sequential, &mut arena, &mut fo).unwrap();
-    qm.infer_fixed(&xq, Mode::Sequential, &mut arena, &mut qo).unwrap();
+    qm.infer_float(&x[..n], Mode::Sequential, &mut arena, &mut fo)
+        .unwrap();
+    qm.infer_fixed(&xq, Mode::Sequential, &mut arena, &mut qo)
+        .unwrap();
     let r = fo.iter().fold(1e-6f64, |m, v| m.max(v.abs() as f64));
     for (f, qv) in fo.iter().zip(&qo) {
-        prop_assert!((*qv as f64 * scale - *f as f64).abs() <= 0.25 * r, "seed {seed}: int {} float {f}", *qv as f64 * scale);
+        prop_assert!(
+            (*qv as f64 * scale - *f as f64).abs() <= 0.25 * r,
+            "seed {seed}: int {} float {f}",
+            *qv as f64 * scale
+        );
     }
     Ok(())
 }
@@ -77,11 +92,22 @@ fn a_wrong_export_is_caught() {
     let len = f.len();
     f[len - 2] ^= 0x40;
     let body = f[16..].to_vec();
-    f[..16].copy_from_slice(&empf_core::format::Header::for_body(&body).unwrap().to_bytes());
+    f[..16].copy_from_slice(
+        &empf_core::format::Header::for_body(&body)
+            .unwrap()
+            .to_bytes(),
+    );
     let m = Model::decode(&f).unwrap();
     let mut arena = vec![0u32; m.arena_bytes() / 4];
     let mut out = vec![0.0f32; net.num_classes()];
-    m.infer_float(&x, Mode::Sequential, &mut arena, &mut out).unwrap();
-    let diff = out.iter().zip(&host).fold(0.0f32, |d, (a, b)| d.max((a - b).abs()));
-    assert!(diff as f64 > HOST_VS_CORE_REL, "perturbation not detected: {diff}");
+    m.infer_float(&x, Mode::Sequential, &mut arena, &mut out)
+        .unwrap();
+    let diff = out
+        .iter()
+        .zip(&host)
+        .fold(0.0f32, |d, (a, b)| d.max((a - b).abs()));
+    assert!(
+        diff as f64 > HOST_VS_CORE_REL,
+        "perturbation not detected: {diff}"
+    );
 }

@@ -104,3 +104,68 @@ pub(crate) fn zip_apply<E: Copy, A>(
         }
     }
 }
+
+/// Stride-1 convs run "wide": the input is zero-padded once into scratch (`C×Hp×Wp`), and the
+/// output is accumulated in rows of the padded width (`OH×Wp`, the last `k−1` columns of each row
+/// unused), so every tap is ONE contiguous slice operation of `(OH−1)·Wp + OW` elements instead
+/// of `OH` short rows. Same sums in the same order per output element as [`for_each_tap`].
+pub(crate) struct Wide {
+    pub hp: usize,
+    pub wp: usize,
+    pub len: usize,
+}
+
+impl ConvGeom {
+    /// The wide layout, for stride-1 convs.
+    pub fn wide(&self) -> Option<Wide> {
+        if self.stride != 1 {
+            return None;
+        }
+        let (hp, wp) = (
+            self.input.h as usize + 2 * self.pad,
+            self.input.w as usize + 2 * self.pad,
+        );
+        Some(Wide {
+            hp,
+            wp,
+            len: (self.oh - 1) * wp + self.ow,
+        })
+    }
+}
+
+/// Copies `x` (`C×H×W`) into `xp` (`C×Hp×Wp`) with a zero border.
+pub(crate) fn pad_into<E: Copy + Default>(g: &ConvGeom, w: &Wide, x: &[E], xp: &mut [E]) {
+    let (h, wd) = (g.input.h as usize, g.input.w as usize);
+    let plane = w.hp * w.wp;
+    for c in 0..g.input.c as usize {
+        let dst = &mut xp[c * plane..(c + 1) * plane];
+        dst.fill(E::default());
+        for y in 0..h {
+            let row = (y + g.pad) * w.wp + g.pad;
+            dst[row..row + wd].copy_from_slice(&x[(c * h + y) * wd..(c * h + y + 1) * wd]);
+        }
+    }
+}
+
+/// Runs every tap of one output channel over the wide accumulator: `apply(tap, acc, src)` with
+/// `acc.len() == src.len() == w.len`.
+#[inline(always)]
+pub(crate) fn for_each_tap_wide<E, A>(
+    g: &ConvGeom,
+    w: &Wide,
+    xp: &[E],
+    acc: &mut [A],
+    mut apply: impl FnMut(usize, &mut [A], &[E]),
+) {
+    let plane = w.hp * w.wp;
+    let acc = &mut acc[..w.len];
+    for c in 0..g.input.c as usize {
+        for ky in 0..g.kernel {
+            for kx in 0..g.kernel {
+                let tap = (c * g.kernel + ky) * g.kernel + kx;
+                let off = c * plane + ky * w.wp + kx;
+                apply(tap, acc, &xp[off..off + w.len]);
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
 //! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
 
-use super::conv::{for_each_tap, zip_apply, ConvGeom};
+use super::conv::{for_each_tap, for_each_tap_wide, pad_into, zip_apply, ConvGeom};
 use super::float::{pool2, step_index};
 use super::Kernels;
 use crate::bits::{row_bytes, sign_at};
@@ -110,16 +110,38 @@ impl Kernels for FixedKernels<'_> {
         let f = l.fixed.as_ref().ok_or_else(missing)?;
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
         let (taps, plane) = (g.taps(), g.oh * g.ow);
-        let acc = i64_scratch(scratch, plane);
         let w = f.weight.bytes();
-        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-            acc.fill(0);
-            for_each_tap(&g, x, acc, |tap, dst, src, st| {
-                let wv = i16_at(w, o * taps + tap) as i64;
-                zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
-            });
-            for (yv, &a) in yo.iter_mut().zip(acc.iter()) {
-                *yv = sat(channel_requant(&f.requant, o, a), ACT_LIMIT);
+        let tap = |o: usize, t: usize, dst: &mut [i64], src: &[i32], st: usize| {
+            let wv = i16_at(w, o * taps + t) as i64;
+            zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
+        };
+        let finish = |o: usize, a: i64| sat(channel_requant(&f.requant, o, a), ACT_LIMIT);
+        if let Some(wd) = g.wide() {
+            let pad_len = g.input.c as usize * wd.hp * wd.wp;
+            let (xp, rest) = scratch.split_at_mut(pad_len);
+            let xp: &mut [i32] = bytemuck::cast_slice_mut(xp);
+            pad_into(&g, &wd, x, xp);
+            let acc = i64_scratch(rest, wd.len);
+            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+                acc.fill(0);
+                for_each_tap_wide(&g, &wd, xp, acc, |t, d, s| tap(o, t, d, s, 1));
+                for oy in 0..g.oh {
+                    for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
+                        .iter_mut()
+                        .zip(&acc[oy * wd.wp..])
+                    {
+                        *yv = finish(o, a);
+                    }
+                }
+            }
+        } else {
+            let acc = i64_scratch(scratch, plane);
+            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+                acc.fill(0);
+                for_each_tap(&g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
+                for (yv, &a) in yo.iter_mut().zip(acc.iter()) {
+                    *yv = finish(o, a);
+                }
             }
         }
         Ok(())
@@ -131,22 +153,44 @@ impl Kernels for FixedKernels<'_> {
         s: Shape,
         x: &[i32],
         y: &mut [i32],
+        scratch: &mut [u32],
     ) -> Result<(), Error> {
         let r = l.fixed.as_ref().ok_or_else(missing)?;
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
         let (rb, plane) = (row_bytes(g.taps()), g.oh * g.ow);
-        for (o, acc) in y.chunks_exact_mut(plane).enumerate() {
-            let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
-            acc.fill(0);
-            for_each_tap(&g, x, acc, |tap, dst, src, st| {
-                if sign_at(row, tap) {
-                    zip_apply(dst, src, st, |d, v| *d += v);
-                } else {
-                    zip_apply(dst, src, st, |d, v| *d -= v);
+        let signs = l.signs.bytes();
+        let tap = |o: usize, t: usize, dst: &mut [i32], src: &[i32], st: usize| {
+            if sign_at(&signs[o * rb..(o + 1) * rb], t) {
+                zip_apply(dst, src, st, |d, v| *d += v);
+            } else {
+                zip_apply(dst, src, st, |d, v| *d -= v);
+            }
+        };
+        if let Some(wd) = g.wide() {
+            let pad_len = g.input.c as usize * wd.hp * wd.wp;
+            let (xp, rest) = scratch.split_at_mut(pad_len);
+            let xp: &mut [i32] = bytemuck::cast_slice_mut(xp);
+            let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..wd.len]);
+            pad_into(&g, &wd, x, xp);
+            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+                acc.fill(0);
+                for_each_tap_wide(&g, &wd, xp, acc, |t, d, s| tap(o, t, d, s, 1));
+                for oy in 0..g.oh {
+                    for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
+                        .iter_mut()
+                        .zip(&acc[oy * wd.wp..])
+                    {
+                        *yv = sat(channel_requant(r, o, a as i64), ACT_LIMIT);
+                    }
                 }
-            });
-            acc.iter_mut()
-                .for_each(|v| *v = sat(channel_requant(r, o, *v as i64), ACT_LIMIT));
+            }
+        } else {
+            for (o, acc) in y.chunks_exact_mut(plane).enumerate() {
+                acc.fill(0);
+                for_each_tap(&g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
+                acc.iter_mut()
+                    .for_each(|v| *v = sat(channel_requant(r, o, *v as i64), ACT_LIMIT));
+            }
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ pub(crate) trait Kernels {
         s: Shape,
         x: &[Self::E],
         y: &mut [Self::E],
+        scratch: &mut [u32],
     ) -> Result<(), Error>;
     fn linear(&self, l: &Linear<&[u8]>, x: &[Self::E], y: &mut [Self::E]) -> Result<(), Error>;
     fn blinear(
@@ -222,7 +223,7 @@ fn run_step<K: Kernels>(
         let mut swap_ab = true;
         match &layer {
             Layer::Conv2d(c) => k.conv2d(c, shape, &r.a[..n], &mut r.b[..on], r.scratch)?,
-            Layer::BinaryConv2d(c) => k.bconv2d(c, shape, &r.a[..n], &mut r.b[..on])?,
+            Layer::BinaryConv2d(c) => k.bconv2d(c, shape, &r.a[..n], &mut r.b[..on], r.scratch)?,
             Layer::Linear(l) => k.linear(l, &r.a[..n], &mut r.b[..on])?,
             Layer::BinaryLinear(l) => k.blinear(l, &r.a[..n], &mut r.b[..on])?,
             Layer::Neuron(nr) => {
@@ -320,7 +321,7 @@ fn run_layer_major<K: Kernels>(
         }
         match &layer {
             Layer::Conv2d(c) => each_copy!(|x, y| k.conv2d(c, shape, x, y, r.scratch)),
-            Layer::BinaryConv2d(c) => each_copy!(|x, y| k.bconv2d(c, shape, x, y)),
+            Layer::BinaryConv2d(c) => each_copy!(|x, y| k.bconv2d(c, shape, x, y, r.scratch)),
             Layer::Linear(l) => each_copy!(|x, y| k.linear(l, x, y)),
             Layer::BinaryLinear(l) => each_copy!(|x, y| k.blinear(l, x, y)),
             Layer::AvgPool2 => each_copy!(|x, y| Ok::<(), Error>(k.avgpool2(shape, x, y))),
@@ -543,19 +544,33 @@ impl Model<'_> {
             let numel = out.numel() as u64;
             let (param_bytes, macs) = match &layer {
                 Layer::Conv2d(c) => (
-                    c.weight.len() + c.bias.len() + c.fixed.as_ref().map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
+                    c.weight.len()
+                        + c.bias.len()
+                        + c.fixed
+                            .as_ref()
+                            .map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
                     numel * (c.in_channels as u64 * c.kernel as u64 * c.kernel as u64),
                 ),
                 Layer::BinaryConv2d(c) => (
-                    c.signs.len() + c.gain.len() + c.bias.len() + c.fixed.as_ref().map_or(0, requant_bytes),
+                    c.signs.len()
+                        + c.gain.len()
+                        + c.bias.len()
+                        + c.fixed.as_ref().map_or(0, requant_bytes),
                     numel * (c.in_channels as u64 * c.kernel as u64 * c.kernel as u64),
                 ),
                 Layer::Linear(l) => (
-                    l.weight.len() + l.bias.len() + l.fixed.as_ref().map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
+                    l.weight.len()
+                        + l.bias.len()
+                        + l.fixed
+                            .as_ref()
+                            .map_or(0, |f| f.weight.len() + requant_bytes(&f.requant)),
                     l.out_features as u64 * l.in_features as u64,
                 ),
                 Layer::BinaryLinear(l) => (
-                    l.signs.len() + l.gain.len() + l.bias.len() + l.fixed.as_ref().map_or(0, requant_bytes),
+                    l.signs.len()
+                        + l.gain.len()
+                        + l.bias.len()
+                        + l.fixed.as_ref().map_or(0, requant_bytes),
                     l.out_features as u64 * l.in_features as u64,
                 ),
                 Layer::Neuron(n) => (
@@ -563,7 +578,9 @@ impl Model<'_> {
                         + n.threshold.len()
                         + n.input_gain.len()
                         + n.input_bias.len()
-                        + n.fixed.as_ref().map_or(0, |f| requant_bytes(&f.input) + f.leak_q16.len() + f.threshold.len()),
+                        + n.fixed.as_ref().map_or(0, |f| {
+                            requant_bytes(&f.input) + f.leak_q16.len() + f.threshold.len()
+                        }),
                     numel,
                 ),
                 Layer::Seca(_) => (24, 2 * numel),
@@ -577,7 +594,12 @@ impl Model<'_> {
                 _ => {}
             }
             shape = out;
-            Ok(LayerInfo { kind: layer.kind(), output: out, param_bytes, macs })
+            Ok(LayerInfo {
+                kind: layer.kind(),
+                output: out,
+                param_bytes,
+                macs,
+            })
         })
     }
 }

@@ -2,7 +2,11 @@
 //! to the wire format, and a naive f64 reference forward pass written straight from the spec.
 #![allow(dead_code)]
 // The reference is written as plain index loops on purpose: closest to the equations.
-#![allow(clippy::needless_range_loop, clippy::too_many_arguments, clippy::type_complexity)]
+#![allow(
+    clippy::needless_range_loop,
+    clippy::too_many_arguments,
+    clippy::type_complexity
+)]
 
 use empf_core::bits::pack_signs;
 use empf_core::format::*;

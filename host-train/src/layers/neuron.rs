@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use crate::error::{check_len, Error, Result};
-use crate::tensor::{sigmoid, sigmoid_grad, sum_masked2, PAR_CHUNK};
+use crate::tensor::{add_masked, sigmoid, sigmoid_grad, sum_masked2, PAR_CHUNK};
 
 /// Gradient outputs of [`neuron_backward`] (accumulated into).
 #[derive(Debug)]
@@ -102,9 +102,7 @@ pub fn neuron_backward(
                 .zip(s.par_chunks(PAR_CHUNK))
                 .zip(ds.par_chunks(PAR_CHUNK).zip(v_prev.par_chunks(PAR_CHUNK)))
                 .map(|((dc, sc), (gc, pc))| {
-                    for ((d, &sv), &g) in dc.iter_mut().zip(sc).zip(gc) {
-                        *d += if sv > 0.0 { g } else { 0.0 };
-                    }
+                    add_masked(dc, sc, gc);
                     sum_masked2(sc, gc, pc)
                 })
                 .collect()

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::neuron::check_step;
 use crate::error::{check_len, Result};
-use crate::tensor::{det_par_sum, sigmoid, sigmoid_grad, sum_masked, PAR_CHUNK};
+use crate::tensor::{add_masked, det_par_sum, sigmoid, sigmoid_grad, sum_masked, PAR_CHUNK};
 
 /// One step: `s = ReLU(I − σ(q_t))`.
 pub fn parallel_neuron_forward(t: usize, q: &[f32], i: &[f32], s: &mut [f32]) -> Result<()> {
@@ -47,11 +47,7 @@ pub fn parallel_neuron_backward(
         check_len("parallel_neuron.di", s.len(), di.len())?;
         di.par_chunks_mut(PAR_CHUNK)
             .zip(s.par_chunks(PAR_CHUNK).zip(ds.par_chunks(PAR_CHUNK)))
-            .for_each(|(dc, (sc, gc))| {
-                for ((d, &sv), &g) in dc.iter_mut().zip(sc).zip(gc) {
-                    *d += if sv > 0.0 { g } else { 0.0 };
-                }
-            });
+            .for_each(|(dc, (sc, gc))| add_masked(dc, sc, gc));
     }
     Ok(())
 }
