@@ -8,7 +8,11 @@ use anyhow::{bail, Context, Result};
 use std::process::Command;
 use std::time::Instant;
 
-const NOSTD_TARGETS: [&str; 3] = ["thumbv6m-none-eabi", "thumbv7m-none-eabi", "thumbv7em-none-eabihf"];
+const NOSTD_TARGETS: [&str; 3] = [
+    "thumbv6m-none-eabi",
+    "thumbv7m-none-eabi",
+    "thumbv7em-none-eabihf",
+];
 
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let start = Instant::now();
@@ -18,7 +22,9 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let status = cmd.status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
@@ -41,11 +47,37 @@ fn check_nostd() -> Result<()> {
 
 fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--check"], &[])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
-    cargo(&["clippy", "-p", "empf-core", "--features", "std", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &[
+            "clippy",
+            "-p",
+            "empf-core",
+            "--features",
+            "std",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     check_nostd()?;
     cargo(&["test", "--workspace", "--release", "--all-features"], &[])?;
-    cargo(&["doc", "--workspace", "--no-deps", "--all-features"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    cargo(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     Ok(())
 }
 
@@ -54,7 +86,19 @@ fn main() -> Result<()> {
     match task.as_str() {
         "ci" => ci(),
         "check-nostd" => check_nostd(),
-        "bench-core" => cargo(&["run", "--release", "-p", "empf-core", "--features", "std", "--example", "bench"], &[]),
+        "bench-core" => cargo(
+            &[
+                "run",
+                "--release",
+                "-p",
+                "empf-core",
+                "--features",
+                "std",
+                "--example",
+                "bench",
+            ],
+            &[],
+        ),
         _ => {
             eprintln!("usage: cargo xtask <ci | check-nostd | bench-core>");
             std::process::exit(2)
