@@ -32,6 +32,49 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cargo test …`, echoing its output, and returns the (passed, failed, ignored) totals of
+/// all its `test result:` lines, so CI can close on one summary line.
+fn cargo_test(args: &[&str]) -> Result<(u64, u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    println!("[xtask] cargo {}", args.join(" "));
+    let start = Instant::now();
+    let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |key: &str| -> u64 {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(key)
+                                .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                        })
+                        .unwrap_or(0)
+                };
+                passed += num(" passed");
+                failed += num(" failed");
+                ignored += num(" ignored");
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "cargo {} failed ({status}): {passed} passed, {failed} failed",
+            args.join(" ")
+        );
+    }
+    println!("[xtask]   ok in {:.1}s", start.elapsed().as_secs_f64());
+    Ok((passed, failed, ignored))
+}
+
 fn check_nostd() -> Result<()> {
     for target in NOSTD_TARGETS {
         for features in ["", "alloc", "defmt", "alloc,defmt"] {
@@ -73,11 +116,14 @@ fn ci() -> Result<()> {
         &[],
     )?;
     check_nostd()?;
-    cargo(&["test", "--workspace", "--release", "--all-features"], &[])?;
+    let (passed, failed, ignored) =
+        cargo_test(&["test", "--workspace", "--release", "--all-features"])?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // One closing line for the whole run (the per-crate lines end with doc-test crates of 0).
+    println!("ci: {passed} passed, {failed} failed, {ignored} skipped");
     Ok(())
 }
 
