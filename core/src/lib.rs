@@ -53,6 +53,7 @@ pub mod quant;
 
 pub use crc32::crc32;
 pub use error::Error;
+pub use infer::top_k;
 pub use model::{
     Layers, Mode, Model, Shape, ACT_LIMIT, MAX_NUMEL, MAX_TIME_STEPS, MEMBRANE_FRAC_BITS, SPIKE_MAX,
 };

@@ -607,3 +607,40 @@ impl Model<'_> {
 fn requant_bytes(r: &crate::format::Requant<&[u8]>) -> usize {
     r.multiplier.len() + r.shift.len() + r.offset.len()
 }
+
+/// The `K` best classes of `scores`, best first (ties: lower index first), in a fixed-capacity
+/// `heapless::Vec`, for reporting on a device with no allocator.
+pub fn top_k<const K: usize, T: PartialOrd + Copy>(scores: &[T]) -> heapless::Vec<(usize, T), K> {
+    let mut best: heapless::Vec<(usize, T), K> = heapless::Vec::new();
+    for (i, &s) in scores.iter().enumerate() {
+        // Position after every entry that is at least as good (stable for ties).
+        let at = best.iter().position(|&(_, b)| s > b).unwrap_or(best.len());
+        if at >= K {
+            continue;
+        }
+        if best.len() == K {
+            best.pop();
+        }
+        // Cannot fail: there is room after the pop above.
+        let _ = best.insert(at, (i, s));
+    }
+    best
+}
+
+#[cfg(test)]
+mod top_k_tests {
+    use super::top_k;
+
+    #[test]
+    fn best_first_with_stable_ties() {
+        let s = [0.5f32, 2.0, -1.0, 2.0, 1.5];
+        assert_eq!(
+            top_k::<3, f32>(&s).as_slice(),
+            &[(1, 2.0), (3, 2.0), (4, 1.5)]
+        );
+        assert_eq!(top_k::<1, i32>(&[3, 9, 9]).as_slice(), &[(1, 9)]);
+        assert_eq!(top_k::<4, i32>(&[7, 1]).as_slice(), &[(0, 7), (1, 1)]);
+        assert!(top_k::<2, i32>(&[]).is_empty());
+        assert!(top_k::<0, i32>(&[1, 2]).is_empty());
+    }
+}
