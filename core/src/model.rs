@@ -72,7 +72,7 @@ pub(crate) struct Plan {
     pub state_sum: u32,
     pub state_max: u32,
     pub seca_channels: u32,
-    pub fp_conv_plane: u32,
+    pub row_conv_plane: u32,
     pub wide_conv: u32,
 }
 
@@ -244,7 +244,7 @@ impl<'a> Model<'a> {
         // full-precision conv needs an i64 accumulator plane (2 words per element).
         // (+1 word: the i64 views are aligned inside the slice.)
         let scratch = (3 * p.seca_channels as usize)
-            .max(2 * p.fp_conv_plane as usize)
+            .max(2 * p.row_conv_plane as usize)
             .max(p.wide_conv as usize);
         off += if scratch > 0 { scratch + 1 } else { 0 };
         ArenaLayout {
@@ -301,6 +301,10 @@ impl<'a> Model<'a> {
                     plan.wide_conv = plan
                         .wide_conv
                         .max(wide_words(shape, out, c.stride, c.padding)?);
+                    if c.stride != 1 {
+                        // Row path: an accumulator plane of up to i64 in scratch.
+                        plan.row_conv_plane = plan.row_conv_plane.max(out.plane() as u32);
+                    }
                     let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
                     let n = c.out_channels as usize * k;
                     if !f32_len(&c.weight, n) || !f32_len(&c.bias, c.out_channels as usize) {
@@ -317,7 +321,6 @@ impl<'a> Model<'a> {
                         if bound.saturating_mul(32767).saturating_mul(k as u64) >= 1 << 46 {
                             return Err(range);
                         }
-                        plan.fp_conv_plane = plan.fp_conv_plane.max(out.plane() as u32);
                     }
                     shape = out;
                     bound = ACT_LIMIT as u64;
@@ -335,6 +338,10 @@ impl<'a> Model<'a> {
                     plan.wide_conv = plan
                         .wide_conv
                         .max(wide_words(shape, out, c.stride, c.padding)?);
+                    if c.stride != 1 {
+                        // Row path: an accumulator plane of up to i64 in scratch.
+                        plan.row_conv_plane = plan.row_conv_plane.max(out.plane() as u32);
+                    }
                     let k = c.in_channels as usize * c.kernel as usize * c.kernel as usize;
                     let o = c.out_channels as usize;
                     if c.signs.len() != o * bits::row_bytes(k)
@@ -582,7 +589,7 @@ impl<'a> Model<'a> {
             + slots_total * steps
             + state_sum
             + 3 * plan.seca_channels as u64
-            + (2 * plan.fp_conv_plane as u64).max(plan.wide_conv as u64)
+            + (2 * plan.row_conv_plane as u64).max(plan.wide_conv as u64)
             + 1;
         if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
             return Err(Error::DecodeTooLarge);

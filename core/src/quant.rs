@@ -208,6 +208,32 @@ fn quantize_rows(w: &[u8], rows: usize) -> (Vec<u8>, Vec<f64>) {
     (out, scales)
 }
 
+/// Integer parameters of a full-precision layer (conv or linear) with `rows` outputs whose input
+/// has scale `scale`: i16 weights per row and the rescale to a new current scale, returned too.
+fn fixed_dense<'a>(
+    weight: &[u8],
+    bias: &[u8],
+    rows: usize,
+    scale: f64,
+    out_max: f32,
+    li: u16,
+) -> Result<(FixedDense<Cow<'a, [u8]>>, f64), Error> {
+    let (wq, ws) = quantize_rows(weight, rows);
+    let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
+    let out = current_scale(out_max, num, max_abs(bias));
+    let mut rq = RequantBuilder::default();
+    for (o, wsc) in ws.iter().enumerate() {
+        rq.push(scale * wsc / out, f32_at(bias, o) as f64 / out, li)?;
+    }
+    Ok((
+        FixedDense {
+            weight: Blob(wq.into()),
+            requant: rq.build(),
+        },
+        out,
+    ))
+}
+
 /// Adds integer-path parameters to every layer of `model`, using the ranges in `cal`, and returns
 /// the encoded calibrated model file.
 pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> {
@@ -236,39 +262,27 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
         let mut q = layer.map(&mut |b: &[u8]| Cow::Borrowed(b));
         match (&mut q, &layer) {
             (Layer::Conv2d(c), Layer::Conv2d(f)) => {
-                let (wq, ws) = quantize_rows(f.weight.bytes(), f.out_channels as usize);
-                let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
-                let out = current_scale(out_max, num, max_abs(f.bias.bytes()));
-                let mut rq = RequantBuilder::default();
-                for (o, wsc) in ws.iter().enumerate() {
-                    rq.push(
-                        scale * wsc / out,
-                        f32_at(f.bias.bytes(), o) as f64 / out,
-                        li,
-                    )?;
-                }
-                c.fixed = Some(FixedDense {
-                    weight: Blob(wq.into()),
-                    requant: rq.build(),
-                });
+                let (fixed, out) = fixed_dense(
+                    f.weight.bytes(),
+                    f.bias.bytes(),
+                    f.out_channels as usize,
+                    scale,
+                    out_max,
+                    li,
+                )?;
+                c.fixed = Some(fixed);
                 scale = out;
             }
             (Layer::Linear(c), Layer::Linear(f)) => {
-                let (wq, ws) = quantize_rows(f.weight.bytes(), f.out_features as usize);
-                let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
-                let out = current_scale(out_max, num, max_abs(f.bias.bytes()));
-                let mut rq = RequantBuilder::default();
-                for (o, wsc) in ws.iter().enumerate() {
-                    rq.push(
-                        scale * wsc / out,
-                        f32_at(f.bias.bytes(), o) as f64 / out,
-                        li,
-                    )?;
-                }
-                c.fixed = Some(FixedDense {
-                    weight: Blob(wq.into()),
-                    requant: rq.build(),
-                });
+                let (fixed, out) = fixed_dense(
+                    f.weight.bytes(),
+                    f.bias.bytes(),
+                    f.out_features as usize,
+                    scale,
+                    out_max,
+                    li,
+                )?;
+                c.fixed = Some(fixed);
                 scale = out;
             }
             (Layer::BinaryConv2d(c), Layer::BinaryConv2d(f)) => {
@@ -311,9 +325,10 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 let count = t_steps * per;
                 let seq = f.mode == NeuronMode::Sequential;
                 // Estimate the membrane's range so threshold and state fit the i32 membrane.
-                let mut m_est = 0.0f64;
+                let (mut m_est, mut g_max) = (0.0f64, 0.0f64);
                 for k in 0..count {
                     let g = f32_or(f.input_gain.bytes(), k, 1.0) as f64;
+                    g_max = g_max.max(g.abs());
                     let b = f32_or(f.input_bias.bytes(), k, 0.0) as f64;
                     let th = f32_at(f.threshold.bytes(), k) as f64;
                     let lk = if seq {
@@ -323,8 +338,12 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                     };
                     m_est = m_est.max(g.abs() * prev_max + b.abs() + th.abs() * (1.0 + lk.abs()));
                 }
+                // Floors (binding only for neurons that rarely fire in calibration): the membrane
+                // must hold m_est with 4× headroom, and the input multiplier must stay < 2^15.
+                let unit = (1u32 << MEMBRANE_FRAC_BITS) as f64;
                 let spike = (out_max as f64 / 255.0)
-                    .max(m_est * 4.0 * 256.0 / MEMBRANE_LIMIT as f64)
+                    .max(m_est * 4.0 * unit / MEMBRANE_LIMIT as f64)
+                    .max(g_max * scale * unit / 32768.0)
                     .max(1e-12);
                 let mem = spike / (1u32 << MEMBRANE_FRAC_BITS) as f64;
                 let mut rq = RequantBuilder::default();

@@ -169,3 +169,56 @@ pub(crate) fn for_each_tap_wide<E, A>(
         }
     }
 }
+
+/// `n` elements of `A` from the `u32` scratch, starting at the first word aligned for `A` (the
+/// scratch reserves one word of slack for this).
+pub(crate) fn aligned<A: bytemuck::Pod>(scratch: &mut [u32], n: usize) -> &mut [A] {
+    let align = core::mem::align_of::<A>();
+    let skip = (align - scratch.as_ptr() as usize % align) % align / 4;
+    let words = n * core::mem::size_of::<A>() / 4;
+    bytemuck::cast_slice_mut(&mut scratch[skip..skip + words])
+}
+
+/// One conv layer, any path: `tap(o, tap, acc, src, stride)` accumulates one tap into output
+/// channel `o`'s accumulator (`A`: f32, i32 or i64, in scratch), `finish(o, acc)` maps a sum to
+/// the output. Stride-1 convs take the wide path (one long slice per tap), others the row path;
+/// both add the taps of every output element in the same order.
+#[inline(always)]
+pub(crate) fn conv_planes<E: bytemuck::Pod + Default, A: bytemuck::Pod + Default>(
+    g: &ConvGeom,
+    x: &[E],
+    y: &mut [E],
+    scratch: &mut [u32],
+    mut tap: impl FnMut(usize, usize, &mut [A], &[E], usize),
+    finish: impl Fn(usize, A) -> E,
+) {
+    let plane = g.oh * g.ow;
+    if let Some(w) = g.wide() {
+        let pad_len = g.input.c as usize * w.hp * w.wp;
+        let (xp, rest) = scratch.split_at_mut(pad_len);
+        let xp: &mut [E] = bytemuck::cast_slice_mut(xp);
+        let acc = aligned::<A>(rest, w.len);
+        pad_into(g, &w, x, xp);
+        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+            acc.fill(A::default());
+            for_each_tap_wide(g, &w, xp, acc, |t, d, s| tap(o, t, d, s, 1));
+            for oy in 0..g.oh {
+                for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
+                    .iter_mut()
+                    .zip(&acc[oy * w.wp..])
+                {
+                    *yv = finish(o, a);
+                }
+            }
+        }
+    } else {
+        let acc = aligned::<A>(scratch, plane);
+        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+            acc.fill(A::default());
+            for_each_tap(g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
+            for (yv, &a) in yo.iter_mut().zip(acc.iter()) {
+                *yv = finish(o, a);
+            }
+        }
+    }
+}

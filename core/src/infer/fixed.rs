@@ -6,7 +6,7 @@
 //! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
 //! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
 
-use super::conv::{for_each_tap, for_each_tap_wide, pad_into, zip_apply, ConvGeom};
+use super::conv::{aligned, conv_planes, zip_apply, ConvGeom};
 use super::float::{pool2, step_index};
 use super::Kernels;
 use crate::bits::{row_bytes, sign_at};
@@ -47,12 +47,6 @@ fn channel_requant(r: &Requant<&[u8]>, i: usize, acc: i64) -> i64 {
 #[inline(always)]
 fn scalar(r: &ScalarRequant, x: i64) -> i64 {
     requant(x, r.multiplier, r.shift)
-}
-
-/// An i64 view of `words` u32 words of scratch, aligned inside the slice (one word of slack).
-fn i64_scratch(scratch: &mut [u32], n: usize) -> &mut [i64] {
-    let skip = (scratch.as_ptr() as usize % 8) / 4;
-    bytemuck::cast_slice_mut(&mut scratch[skip..skip + 2 * n])
 }
 
 /// `σ(k/16 − 8)` in Q15 for `k = 0..=256`: the integer sigmoid's table (tested against f64).
@@ -109,41 +103,18 @@ impl Kernels for FixedKernels<'_> {
     ) -> Result<(), Error> {
         let f = l.fixed.as_ref().ok_or_else(missing)?;
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        let (taps, plane) = (g.taps(), g.oh * g.ow);
-        let w = f.weight.bytes();
-        let tap = |o: usize, t: usize, dst: &mut [i64], src: &[i32], st: usize| {
-            let wv = i16_at(w, o * taps + t) as i64;
-            zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
-        };
-        let finish = |o: usize, a: i64| sat(channel_requant(&f.requant, o, a), ACT_LIMIT);
-        if let Some(wd) = g.wide() {
-            let pad_len = g.input.c as usize * wd.hp * wd.wp;
-            let (xp, rest) = scratch.split_at_mut(pad_len);
-            let xp: &mut [i32] = bytemuck::cast_slice_mut(xp);
-            pad_into(&g, &wd, x, xp);
-            let acc = i64_scratch(rest, wd.len);
-            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-                acc.fill(0);
-                for_each_tap_wide(&g, &wd, xp, acc, |t, d, s| tap(o, t, d, s, 1));
-                for oy in 0..g.oh {
-                    for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
-                        .iter_mut()
-                        .zip(&acc[oy * wd.wp..])
-                    {
-                        *yv = finish(o, a);
-                    }
-                }
-            }
-        } else {
-            let acc = i64_scratch(scratch, plane);
-            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-                acc.fill(0);
-                for_each_tap(&g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
-                for (yv, &a) in yo.iter_mut().zip(acc.iter()) {
-                    *yv = finish(o, a);
-                }
-            }
-        }
+        let (taps, w) = (g.taps(), f.weight.bytes());
+        conv_planes(
+            &g,
+            x,
+            y,
+            scratch,
+            |o, t, dst: &mut [i64], src, st| {
+                let wv = i16_at(w, o * taps + t) as i64;
+                zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
+            },
+            |o, a| sat(channel_requant(&f.requant, o, a), ACT_LIMIT),
+        );
         Ok(())
     }
 
@@ -157,41 +128,22 @@ impl Kernels for FixedKernels<'_> {
     ) -> Result<(), Error> {
         let r = l.fixed.as_ref().ok_or_else(missing)?;
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        let (rb, plane) = (row_bytes(g.taps()), g.oh * g.ow);
+        let rb = row_bytes(g.taps());
         let signs = l.signs.bytes();
-        let tap = |o: usize, t: usize, dst: &mut [i32], src: &[i32], st: usize| {
-            if sign_at(&signs[o * rb..(o + 1) * rb], t) {
-                zip_apply(dst, src, st, |d, v| *d += v);
-            } else {
-                zip_apply(dst, src, st, |d, v| *d -= v);
-            }
-        };
-        if let Some(wd) = g.wide() {
-            let pad_len = g.input.c as usize * wd.hp * wd.wp;
-            let (xp, rest) = scratch.split_at_mut(pad_len);
-            let xp: &mut [i32] = bytemuck::cast_slice_mut(xp);
-            let acc: &mut [i32] = bytemuck::cast_slice_mut(&mut rest[..wd.len]);
-            pad_into(&g, &wd, x, xp);
-            for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-                acc.fill(0);
-                for_each_tap_wide(&g, &wd, xp, acc, |t, d, s| tap(o, t, d, s, 1));
-                for oy in 0..g.oh {
-                    for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
-                        .iter_mut()
-                        .zip(&acc[oy * wd.wp..])
-                    {
-                        *yv = sat(channel_requant(r, o, a as i64), ACT_LIMIT);
-                    }
+        conv_planes(
+            &g,
+            x,
+            y,
+            scratch,
+            |o, t, dst: &mut [i32], src, st| {
+                if sign_at(&signs[o * rb..(o + 1) * rb], t) {
+                    zip_apply(dst, src, st, |d, v| *d += v);
+                } else {
+                    zip_apply(dst, src, st, |d, v| *d -= v);
                 }
-            }
-        } else {
-            for (o, acc) in y.chunks_exact_mut(plane).enumerate() {
-                acc.fill(0);
-                for_each_tap(&g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
-                acc.iter_mut()
-                    .for_each(|v| *v = sat(channel_requant(r, o, *v as i64), ACT_LIMIT));
-            }
-        }
+            },
+            |o, a| sat(channel_requant(r, o, a as i64), ACT_LIMIT),
+        );
         Ok(())
     }
 
@@ -317,7 +269,7 @@ impl Kernels for FixedKernels<'_> {
     ) -> Result<(), Error> {
         let f = l.fixed.as_ref().ok_or_else(missing)?;
         let (c_n, plane) = (s.c as usize, s.plane());
-        let z = i64_scratch(scratch, c_n);
+        let z = aligned::<i64>(scratch, c_n);
         for (zc, xc) in z.iter_mut().zip(x.chunks_exact(plane)) {
             *zc = xc.iter().map(|&v| v as i64).sum();
         }

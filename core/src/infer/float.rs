@@ -1,6 +1,6 @@
 //! The float path: the semantic reference. Each kernel is the spec's equation, in f32.
 
-use super::conv::{for_each_tap, for_each_tap_wide, pad_into, zip_apply, ConvGeom};
+use super::conv::{conv_planes, zip_apply, ConvGeom};
 use super::Kernels;
 use crate::bits::{row_bytes, sign_at};
 use crate::format::{
@@ -83,7 +83,7 @@ impl Kernels for FloatKernels<'_> {
             x,
             y,
             scratch,
-            |o, tap, dst, src, st| {
+            |o, tap, dst: &mut [f32], src, st| {
                 let wv = f32_at(w, o * taps + tap);
                 zip_apply(dst, src, st, |d, v| *d += wv * v);
             },
@@ -108,7 +108,7 @@ impl Kernels for FloatKernels<'_> {
             x,
             y,
             scratch,
-            |o, tap, dst, src, st| {
+            |o, tap, dst: &mut [f32], src, st| {
                 if sign_at(&signs[o * rb..(o + 1) * rb], tap) {
                     zip_apply(dst, src, st, |d, v| *d += v);
                 } else {
@@ -237,46 +237,6 @@ impl Kernels for FloatKernels<'_> {
 
     fn accumulate(&self, y: &[f32], out: &mut [f32]) {
         out.iter_mut().zip(y).for_each(|(o, v)| *o += v);
-    }
-}
-
-/// One conv layer in f32: `tap(o, tap, dst, src, stride)` accumulates one tap into an output
-/// channel's accumulator, `finish(o, acc)` maps the sum to the output. Stride-1 convs take the
-/// wide path (one long slice per tap), others the row path; both add the taps in the same order.
-#[inline(always)]
-pub(crate) fn conv_planes(
-    g: &ConvGeom,
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut [u32],
-    mut tap: impl FnMut(usize, usize, &mut [f32], &[f32], usize),
-    finish: impl Fn(usize, f32) -> f32,
-) {
-    let plane = g.oh * g.ow;
-    if let Some(w) = g.wide() {
-        let pad_len = g.input.c as usize * w.hp * w.wp;
-        let (xp, acc) = scratch.split_at_mut(pad_len);
-        let xp: &mut [f32] = bytemuck::cast_slice_mut(xp);
-        let acc: &mut [f32] = bytemuck::cast_slice_mut(&mut acc[..w.len]);
-        pad_into(g, &w, x, xp);
-        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-            acc.fill(0.0);
-            for_each_tap_wide(g, &w, xp, acc, |t, d, s| tap(o, t, d, s, 1));
-            for oy in 0..g.oh {
-                for (yv, &a) in yo[oy * g.ow..(oy + 1) * g.ow]
-                    .iter_mut()
-                    .zip(&acc[oy * w.wp..])
-                {
-                    *yv = finish(o, a);
-                }
-            }
-        }
-    } else {
-        for (o, acc) in y.chunks_exact_mut(plane).enumerate() {
-            acc.fill(0.0);
-            for_each_tap(g, x, acc, |t, d, s, st| tap(o, t, d, s, st));
-            acc.iter_mut().for_each(|v| *v = finish(o, *v));
-        }
     }
 }
 
