@@ -208,6 +208,10 @@ fn quantize_rows(w: &[u8], rows: usize) -> (Vec<u8>, Vec<f64>) {
     (out, scales)
 }
 
+/// Blob storage of a quantised layer: float parts borrowed from the input model, new integer
+/// parts owned.
+type Blobs<'a> = Cow<'a, [u8]>;
+
 /// Integer parameters of a full-precision layer (conv or linear) with `rows` outputs whose input
 /// has scale `scale`: i16 weights per row and the rescale to a new current scale, returned too.
 fn fixed_dense<'a>(
@@ -217,7 +221,7 @@ fn fixed_dense<'a>(
     scale: f64,
     out_max: f32,
     li: u16,
-) -> Result<(FixedDense<Cow<'a, [u8]>>, f64), Error> {
+) -> Result<(FixedDense<Blobs<'a>>, f64), Error> {
     let (wq, ws) = quantize_rows(weight, rows);
     let num = ws.iter().fold(0.0f64, |m, w| m.max(scale * w));
     let out = current_scale(out_max, num, max_abs(bias));
