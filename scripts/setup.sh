@@ -40,4 +40,28 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
     say "missing Debian packages ${apt_pkgs[*]} (need root and apt-get); tests that need them will say 'skipped'"
   fi
 fi
+# Python venv for the ONNX path: onnxruntime (its libonnxruntime.so is what `ort` loads at run
+# time) and onnx (the model checker used by tests/tests/ort_vs_core.rs).
+if ! compgen -G ".venv/lib/python3*/site-packages/onnxruntime" >/dev/null; then
+  if command -v python3 >/dev/null 2>&1; then
+    say "python3 -m venv .venv && pip install onnxruntime==1.31.1 onnx==1.23.2 numpy"
+    if ! { python3 -m venv .venv && .venv/bin/pip install -q onnxruntime==1.31.1 onnx==1.23.2 numpy; }; then
+      say "could not set up .venv; ONNX Runtime tests will say 'skipped'"
+    fi
+  else
+    say "python3 not found; ONNX Runtime tests will say 'skipped'"
+  fi
+fi
+ort_lib=""
+for f in .venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1; do
+  if [ -f "$f" ]; then ort_lib="$PWD/$f"; fi
+done
+if [ -n "$ort_lib" ]; then
+  export ORT_DYLIB_PATH="$ort_lib"
+  say "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
+fi
+if [ -x .venv/bin/python ]; then
+  export EMPF_PYTHON="$PWD/.venv/bin/python"
+  say "EMPF_PYTHON=$EMPF_PYTHON"
+fi
 say "ready: $(rustc --version)"
