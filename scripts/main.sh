@@ -2,14 +2,15 @@
 # The main job: `bash scripts/main.sh`. Trains the bench network on Fashion-MNIST for one epoch
 # (CPU, online EM-PF, random BP), exports it to an empf-core model (bit-packed signs, folded
 # BatchNorm, calibrated integer path), evaluates the exported file through empf-core (float and
-# integer) next to the checkpoint's own accuracy, then runs the empf-core benchmark.
+# integer) next to the checkpoint's own accuracy, exports ONNX and runs the test set through ONNX
+# Runtime (edge-infer), then benchmarks edge-infer and empf-core.
 # Re-running continues the same run directory (a finished run is not retrained).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 RUN=${EMPF_RUN_DIR:-runs/main}
-echo "[main] cargo build --workspace --release"
-cargo build --workspace --release
+echo "[main] cargo build --workspace --release --features empf-edge-infer/ort"
+cargo build --workspace --release --features empf-edge-infer/ort
 bin=target/release/host-train
 resume=()
 [ -f "$RUN/checkpoint.safetensors" ] && resume=(--resume)
@@ -19,5 +20,11 @@ echo "[main] $bin export $RUN/checkpoint.safetensors -o $RUN/model.empf --calib 
 "$bin" export "$RUN/checkpoint.safetensors" -o "$RUN/model.empf" --calib 256
 echo "[main] $bin eval --model $RUN/model.empf --checkpoint $RUN/checkpoint.safetensors"
 "$bin" eval --model "$RUN/model.empf" --checkpoint "$RUN/checkpoint.safetensors"
+echo "[main] edge-infer to-onnx $RUN/model.empf -o $RUN/model.onnx"
+target/release/edge-infer to-onnx "$RUN/model.empf" -o "$RUN/model.onnx"
+echo "[main] edge-infer eval $RUN/model.empf (native float, native integer, ONNX Runtime)"
+target/release/edge-infer eval "$RUN/model.empf"
+echo "[main] edge-infer bench $RUN/model.empf"
+target/release/edge-infer bench "$RUN/model.empf" --seconds 8
 echo "[main] empf-core benchmark"
 cargo run --release -q -p empf-core --features std --example bench

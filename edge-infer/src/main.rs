@@ -72,6 +72,28 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "fashion-mnist")]
         normalize: NormArg,
     },
+    /// Test-set accuracy through every engine: native float, native integer and ONNX Runtime.
+    Eval {
+        /// Model file (.empf).
+        model: PathBuf,
+        /// idx3 images (raw or .gz).
+        #[arg(
+            long,
+            default_value = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+        )]
+        images: PathBuf,
+        /// idx1 labels (raw or .gz).
+        #[arg(
+            long,
+            default_value = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+        )]
+        labels: PathBuf,
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        normalize: NormArg,
+        /// Use only the first N images.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Latency, throughput and peak memory of the native paths.
     Bench {
         /// Model file (.empf).
@@ -103,6 +125,13 @@ fn main() -> Result<()> {
             normalize,
         } => run(model, input, index, engine, ep, path, mode, normalize),
         Cmd::Bench { model, seconds } => bench_cmd(model, seconds),
+        Cmd::Eval {
+            model,
+            images,
+            labels,
+            normalize,
+            limit,
+        } => eval_cmd(model, images, labels, normalize, limit),
         Cmd::ToOnnx { model, output } => {
             let bytes = read_model(&model)?;
             let m = decode_model(&model, &bytes)?;
@@ -275,6 +304,164 @@ fn ort_throughput(
 #[cfg(not(feature = "ort"))]
 fn ort_throughput(_: &std::path::Path, _: &empf_core::Model<'_>, _: f64) -> Result<f64> {
     bail!("this binary was built without the `ort` feature")
+}
+
+/// Reads an idx file (raw or gzip by its `.gz` name), checks magic and length, returns (dims, data).
+fn read_idx(path: &std::path::Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
+    use std::io::Read;
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("{}: not valid gzip", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < 4 || u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != magic {
+        bail!(
+            "{}: not an idx file with magic {magic:#010x}",
+            path.display()
+        );
+    }
+    let nd = (magic & 0xFF) as usize;
+    if bytes.len() < 4 + 4 * nd {
+        bail!("{}: truncated idx header", path.display());
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize
+        })
+        .collect();
+    let n: usize = dims.iter().product();
+    let data = &bytes[4 + 4 * nd..];
+    if data.len() != n {
+        bail!(
+            "{}: header says {n} bytes of data, file has {}",
+            path.display(),
+            data.len()
+        );
+    }
+    Ok((dims, data.to_vec()))
+}
+
+fn eval_cmd(
+    model_path: PathBuf,
+    images: PathBuf,
+    labels: PathBuf,
+    normalize: NormArg,
+    limit: Option<usize>,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let bytes = read_model(&model_path)?;
+    let model = decode_model(&model_path, &bytes)?;
+    let (dims, pixels) = read_idx(&images, 0x0803)?;
+    let (ldims, lab) = read_idx(&labels, 0x0801)?;
+    let numel = model.input_shape().numel();
+    if dims.len() != 3 || dims[1] * dims[2] != numel || ldims[0] != dims[0] {
+        bail!("{} / {}: {dims:?} images with {ldims:?} labels do not fit the model's {numel}-value input", images.display(), labels.display());
+    }
+    let n = limit.unwrap_or(dims[0]).min(dims[0]);
+    let (mean, std) = match normalize {
+        NormArg::FashionMnist => Normalize::FashionMnist.mean_std(),
+        NormArg::Mnist => Normalize::Mnist.mean_std(),
+        NormArg::None => Normalize::None.mean_std(),
+    };
+    let x: Vec<f32> = pixels[..n * numel]
+        .iter()
+        .map(|&p| (p as f32 / 255.0 - mean) / std)
+        .collect();
+    let labels = &lab[..n];
+    let classes = model.classes();
+    let t0 = std::time::Instant::now();
+    let native: Vec<(usize, Option<usize>)> = (0..n)
+        .into_par_iter()
+        .map_init(
+            || {
+                (
+                    vec![0u32; model.arena_bytes() / 4],
+                    vec![0.0f32; classes],
+                    vec![0i32; classes],
+                    vec![0i8; numel],
+                )
+            },
+            |(arena, out, q, xq), i| {
+                let xi = &x[i * numel..(i + 1) * numel];
+                let f = model
+                    .infer_float(xi, Mode::Sequential, arena, out)
+                    .map(|_| empf_core::top_k::<1, f32>(out)[0].0)
+                    .unwrap_or(usize::MAX);
+                let int = model.fixed_meta().and_then(|_| {
+                    model.quantize_input(xi, xq).ok()?;
+                    model.infer_fixed(xq, Mode::Sequential, arena, q).ok()?;
+                    Some(empf_core::top_k::<1, i32>(q)[0].0)
+                });
+                (f, int)
+            },
+        )
+        .collect();
+    let native_s = t0.elapsed().as_secs_f64();
+    let acc = |pred: &mut dyn Iterator<Item = Option<usize>>| -> f64 {
+        100.0
+            * pred
+                .zip(labels)
+                .filter(|(p, &l)| *p == Some(l as usize))
+                .count() as f64
+            / n as f64
+    };
+    println!("{}: {n} images", model_path.display());
+    println!(
+        "native float:   {:.2}%  ({:.0} images/s, float and integer together)",
+        acc(&mut native.iter().map(|p| Some(p.0))),
+        n as f64 / native_s
+    );
+    if model.fixed_meta().is_some() {
+        println!(
+            "native integer: {:.2}%",
+            acc(&mut native.iter().map(|p| p.1))
+        );
+    }
+    let t1 = std::time::Instant::now();
+    let mut ort_pred = Vec::with_capacity(n);
+    let mut ort_err = None;
+    for start in (0..n).step_by(100) {
+        let b = 100.min(n - start);
+        match ort_logits(
+            &model_path,
+            &model,
+            &x[start * numel..(start + b) * numel],
+            b,
+            Ep::Cpu,
+        ) {
+            Ok(logits) => ort_pred.extend(
+                logits
+                    .chunks(classes)
+                    .map(|r| empf_core::top_k::<1, f32>(r)[0].0),
+            ),
+            Err(e) => {
+                ort_err = Some(e);
+                break;
+            }
+        }
+    }
+    match ort_err {
+        None => {
+            let differ = ort_pred
+                .iter()
+                .zip(&native)
+                .filter(|(o, p)| **o != p.0)
+                .count();
+            println!(
+                "ort (cpu):      {:.2}%  ({:.0} images/s incl. session setup per 100)",
+                acc(&mut ort_pred.iter().map(|&p| Some(p))),
+                n as f64 / t1.elapsed().as_secs_f64()
+            );
+            println!("ort vs native float: {differ} of {n} predictions differ");
+        }
+        Some(e) => println!("ort: skipped: {e:#}"),
+    }
+    Ok(())
 }
 
 fn find(ms: &[Measurement], path: bench::Path, mode: Mode) -> Option<&Measurement> {

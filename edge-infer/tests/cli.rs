@@ -282,3 +282,74 @@ fn to_onnx_writes_a_file() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
 }
+
+/// `eval` over an idx test set in the real format: native float accuracy equals what the test
+/// computes with empf-core directly; ORT reports either its accuracy or why it was skipped.
+#[test]
+fn eval_reports_accuracy_per_engine() {
+    let (_, quant) = build_models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write(dir.path(), "m.empf", &quant);
+    let n = 12usize;
+    let mut seed = 7u32;
+    let pixels: Vec<u8> = rand_vals(&mut seed, n * 64, 1.0)
+        .iter()
+        .map(|v| ((v.abs() * 255.0) as u32).min(255) as u8)
+        .collect();
+    // Labels = empf-core's own float predictions for half the images, wrong for the rest.
+    let (mean, std) = (0.2860f32, 0.3530f32);
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let x: Vec<f32> = pixels[i * 64..(i + 1) * 64]
+            .iter()
+            .map(|&p| (p as f32 / 255.0 - mean) / std)
+            .collect();
+        let c = argmax_float(&quant, &x);
+        labels.push(if i % 2 == 0 {
+            c as u8
+        } else {
+            ((c + 1) % 3) as u8
+        });
+    }
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 8, 8] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend_from_slice(&pixels);
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&(n as u32).to_be_bytes());
+    lab.extend_from_slice(&labels);
+    let images = write(dir.path(), "t10k-images-idx3-ubyte", &img);
+    let labels_p = write(dir.path(), "t10k-labels-idx1-ubyte", &lab);
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&images),
+        "--labels",
+        p(&labels_p),
+    ]);
+    let s = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{s}");
+    assert!(s.contains("native float:   50.00%"), "{s}");
+    assert!(s.contains("native integer:"), "{s}");
+    assert!(
+        s.contains("ort (cpu):") || s.contains("ort: skipped:"),
+        "{s}"
+    );
+    // A truncated label file is named.
+    let bad = write(dir.path(), "bad-labels-idx1-ubyte", &lab[..lab.len() - 3]);
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&images),
+        "--labels",
+        p(&bad),
+    ]);
+    assert_fails_naming(&o, &bad, "");
+}
