@@ -168,18 +168,22 @@ impl OrtModel {
         let env = environment(library)?;
         let session_err = |e: ort::Error| OrtError::Session(e.to_string());
         let builder = Session::builder(&env).map_err(session_err)?;
+        // GPU providers (Jetson: CUDA, TensorRT) are registered by name at run time; with
+        // `error_on_failure` a runtime without them (like the PyPI CPU wheel) gives a named
+        // error instead of silently falling back to the CPU.
+        let provider =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| OrtError::ProviderUnavailable {
+                ep: ep.name(),
+                reason: e.to_string(),
+            };
         let mut builder = match ep {
             ExecutionProvider::Cpu => builder,
-            // The `ort` build of this crate (load-dynamic, no `cuda`/`tensorrt` features) has no
-            // registration code for GPU providers.
-            ExecutionProvider::Cuda | ExecutionProvider::TensorRt => {
-                return Err(OrtError::ProviderUnavailable {
-                    ep: ep.name(),
-                    reason: "empf-edge-infer's ort build has no support for this provider \
-                             (ort features `cuda`/`tensorrt` are not enabled)"
-                        .into(),
-                });
-            }
+            ExecutionProvider::Cuda => builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(provider)?,
+            ExecutionProvider::TensorRt => builder
+                .with_execution_providers([ort::ep::TensorRT::default().build().error_on_failure()])
+                .map_err(provider)?,
         };
         let session = builder
             .commit_from_memory(onnx_bytes)
