@@ -583,6 +583,14 @@ fn eval(
     let test = Dataset::load(data, Split::Test)?;
     let norm = dataset_kind(dataset).normalization();
     let n = limit.unwrap_or(test.len()).min(test.len());
+    if test.image_len() != m.input_shape().numel() {
+        bail!(
+            "{}: test images have {} values, the model expects {}",
+            data.display(),
+            test.image_len(),
+            m.input_shape().numel()
+        );
+    }
     let classes = m.classes();
     let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
     let started = Instant::now();
