@@ -238,6 +238,27 @@ fn fixed_dense<'a>(
     ))
 }
 
+/// Integer rescale of a binary layer (conv or linear): its ±sum at input scale `scale` times the
+/// per-output `gain`, plus `bias`, at a new current scale, returned too.
+fn fixed_binary<'a>(
+    gain: &[u8],
+    bias: &[u8],
+    scale: f64,
+    out_max: f32,
+    li: u16,
+) -> Result<(Requant<Blobs<'a>>, f64), Error> {
+    let out = current_scale(out_max, scale * max_abs(gain), max_abs(bias));
+    let mut rq = RequantBuilder::default();
+    for o in 0..gain.len() / 4 {
+        rq.push(
+            f32_at(gain, o) as f64 * scale / out,
+            f32_at(bias, o) as f64 / out,
+            li,
+        )?;
+    }
+    Ok((rq.build(), out))
+}
+
 /// Adds integer-path parameters to every layer of `model`, using the ranges in `cal`, and returns
 /// the encoded calibrated model file.
 pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> {
@@ -290,37 +311,15 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = out;
             }
             (Layer::BinaryConv2d(c), Layer::BinaryConv2d(f)) => {
-                let out = current_scale(
-                    out_max,
-                    scale * max_abs(f.gain.bytes()),
-                    max_abs(f.bias.bytes()),
-                );
-                let mut rq = RequantBuilder::default();
-                for o in 0..f.out_channels as usize {
-                    rq.push(
-                        f32_at(f.gain.bytes(), o) as f64 * scale / out,
-                        f32_at(f.bias.bytes(), o) as f64 / out,
-                        li,
-                    )?;
-                }
-                c.fixed = Some(rq.build());
+                let (fixed, out) =
+                    fixed_binary(f.gain.bytes(), f.bias.bytes(), scale, out_max, li)?;
+                c.fixed = Some(fixed);
                 scale = out;
             }
             (Layer::BinaryLinear(c), Layer::BinaryLinear(f)) => {
-                let out = current_scale(
-                    out_max,
-                    scale * max_abs(f.gain.bytes()),
-                    max_abs(f.bias.bytes()),
-                );
-                let mut rq = RequantBuilder::default();
-                for o in 0..f.out_features as usize {
-                    rq.push(
-                        f32_at(f.gain.bytes(), o) as f64 * scale / out,
-                        f32_at(f.bias.bytes(), o) as f64 / out,
-                        li,
-                    )?;
-                }
-                c.fixed = Some(rq.build());
+                let (fixed, out) =
+                    fixed_binary(f.gain.bytes(), f.bias.bytes(), scale, out_max, li)?;
+                c.fixed = Some(fixed);
                 scale = out;
             }
             (Layer::Neuron(c), Layer::Neuron(f)) => {
