@@ -222,3 +222,21 @@ pub(crate) fn conv_planes<E: bytemuck::Pod + Default, A: bytemuck::Pod + Default
         }
     }
 }
+
+/// `Σ ±x[i]` over one packed sign row (+ where the bit is 1): the inner product of a binary
+/// linear layer, shared by the float and integer paths (same order of additions in both).
+#[inline(always)]
+pub(crate) fn signed_sum<E: Copy + Default + core::ops::AddAssign + core::ops::SubAssign>(
+    row: &[u8],
+    x: &[E],
+) -> E {
+    let mut acc = E::default();
+    for (i, &xi) in x.iter().enumerate() {
+        if crate::bits::sign_at(row, i) {
+            acc += xi;
+        } else {
+            acc -= xi;
+        }
+    }
+    acc
+}

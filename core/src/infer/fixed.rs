@@ -6,7 +6,7 @@
 //! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
 //! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
 
-use super::conv::{aligned, conv_planes, zip_apply, ConvGeom};
+use super::conv::{aligned, conv_planes, signed_sum, zip_apply, ConvGeom};
 use super::float::{pool2, step_index};
 use super::Kernels;
 use crate::bits::{row_bytes, sign_at};
@@ -168,14 +168,7 @@ impl Kernels for FixedKernels<'_> {
         let rb = row_bytes(x.len());
         for (o, yo) in y.iter_mut().enumerate() {
             let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
-            let mut acc = 0i32;
-            for (i, &xi) in x.iter().enumerate() {
-                if sign_at(row, i) {
-                    acc += xi;
-                } else {
-                    acc -= xi;
-                }
-            }
+            let acc = signed_sum(row, x);
             *yo = sat(channel_requant(r, o, acc as i64), ACT_LIMIT);
         }
         Ok(())

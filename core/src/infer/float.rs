@@ -1,6 +1,6 @@
 //! The float path: the semantic reference. Each kernel is the spec's equation, in f32.
 
-use super::conv::{conv_planes, zip_apply, ConvGeom};
+use super::conv::{conv_planes, signed_sum, zip_apply, ConvGeom};
 use super::Kernels;
 use crate::bits::{row_bytes, sign_at};
 use crate::format::{
@@ -138,14 +138,7 @@ impl Kernels for FloatKernels<'_> {
         let rb = row_bytes(x.len());
         for (o, yo) in y.iter_mut().enumerate() {
             let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
-            let mut acc = 0.0f32;
-            for (i, &xi) in x.iter().enumerate() {
-                if sign_at(row, i) {
-                    acc += xi;
-                } else {
-                    acc -= xi;
-                }
-            }
+            let acc = signed_sum(row, x);
             *yo = f32_at(l.gain.bytes(), o) * acc + f32_at(l.bias.bytes(), o);
         }
         Ok(())
