@@ -48,6 +48,7 @@ pub mod format;
 pub mod infer;
 mod le;
 mod model;
+mod pixel;
 #[cfg(feature = "alloc")]
 pub mod quant;
 
@@ -57,6 +58,7 @@ pub use infer::top_k;
 pub use model::{
     Layers, Mode, Model, Shape, ACT_LIMIT, MAX_NUMEL, MAX_TIME_STEPS, MEMBRANE_FRAC_BITS, SPIKE_MAX,
 };
+pub use pixel::PixelNorm;
 
 /// Most layers a model may have.
 pub const MAX_LAYERS: usize = 4096;

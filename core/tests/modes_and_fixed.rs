@@ -161,3 +161,32 @@ fn arena_contract() {
         Err(Error::InferNoFixedPoint)
     );
 }
+
+/// The pixel table is `quantize_input ∘ PixelNorm::apply` entry by entry, and a model without
+/// an integer path has none.
+#[test]
+fn pixel_table_is_quantize_input_of_normalised_pixels() {
+    use empf_core::PixelNorm;
+    for seed in 0..20u64 {
+        let (dm, q, _) = calibrated(seed, false);
+        let m = Model::decode(&q).unwrap();
+        let n = m.input_shape().numel();
+        for norm in [PixelNorm::FASHION_MNIST, PixelNorm::MNIST, PixelNorm::UNIT] {
+            let table = m.pixel_table(norm).unwrap();
+            let pixels: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+            let mut x = vec![0f32; n];
+            norm.apply_all(&pixels, &mut x).unwrap();
+            let mut want = vec![0i8; n];
+            m.quantize_input(&x, &mut want).unwrap();
+            let mut got = vec![0i8; n];
+            Model::quantize_pixels(&table, &pixels, &mut got).unwrap();
+            assert_eq!(got, want, "seed {seed}");
+        }
+        let float_only = dm.encode();
+        let fm = Model::decode(&float_only).unwrap();
+        assert_eq!(
+            fm.pixel_table(PixelNorm::UNIT),
+            Err(Error::InferNoFixedPoint)
+        );
+    }
+}

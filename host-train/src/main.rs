@@ -57,12 +57,23 @@ enum NeuronArg {
     Parallel,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ArchArg {
+    /// conv(1→32)-bconv(32→64)-pool-bconv(64→128)-pool-bconv(128→128)-GAP-fc.
+    Bench,
+    /// conv(1→8, s2)-bconv(8→32, s2)-bconv(32→48)-GAP-fc: fits a 64 KB-RAM Cortex-M3.
+    Mcu,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 struct ModelArgs {
+    /// Network: `bench` (the paper-style bench net) or `mcu` (sized for 64 KB-RAM microcontrollers).
+    #[arg(long, value_enum, default_value = "bench")]
+    arch: ArchArg,
     /// Time steps T.
     #[arg(long, short = 'T', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     time_steps: u16,
-    /// Neuron version of all four neuron layers of the bench net.
+    /// Neuron version of every neuron layer.
     #[arg(long, value_enum, default_value = "empf")]
     neuron: NeuronArg,
     /// Insert SECA_I after the BN of each binary conv.
@@ -207,13 +218,14 @@ fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
         NeuronArg::Membn => NeuronKind::MemBn,
         NeuronArg::Parallel => NeuronKind::Parallel,
     };
-    NetConfig::bench(
-        m.time_steps as usize,
-        &BenchOptions {
-            neurons: [n; 4],
-            seca: m.seca,
-        },
-    )
+    let opts = BenchOptions {
+        neurons: [n; 4],
+        seca: m.seca,
+    };
+    match m.arch {
+        ArchArg::Bench => NetConfig::bench(m.time_steps as usize, &opts),
+        ArchArg::Mcu => NetConfig::mcu(m.time_steps as usize, &opts),
+    }
 }
 
 const CKPT: &str = "checkpoint.safetensors";
@@ -228,6 +240,7 @@ fn save_checkpoint(
     test_acc: f64,
 ) -> Result<()> {
     let mut ck = Checkpoint::new();
+    ck.set_meta("model.arch", format!("{:?}", model.arch).to_lowercase());
     ck.set_meta("model.time_steps", model.time_steps);
     ck.set_meta("model.neuron", format!("{:?}", model.neuron).to_lowercase());
     ck.set_meta("model.seca", model.seca);
@@ -353,7 +366,8 @@ fn train(
     )?;
     let t_steps = model.time_steps as usize;
     println!(
-        "training bench net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
+        "training {:?} net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
+        model.arch,
         model.neuron,
         model.seca,
         loader.samples_per_epoch(),
@@ -487,7 +501,17 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
         ),
     };
     let seca = ck.meta("model.seca")? == "true";
+    // Checkpoints written before `--arch` existed are bench nets.
+    let arch = match ck.meta("model.arch").ok().unwrap_or("bench") {
+        "bench" => ArchArg::Bench,
+        "mcu" => ArchArg::Mcu,
+        other => bail!(
+            "checkpoint {}: unknown model.arch {other:?}",
+            path.display()
+        ),
+    };
     let args = ModelArgs {
+        arch,
         time_steps: t,
         neuron,
         seca,
@@ -533,8 +557,9 @@ fn export(
         .with_context(|| format!("writing {}", output.display()))?;
     let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "exported {} (T={}, neuron {:?}, SECA {}) to {}",
+        "exported {} ({:?} net, T={}, neuron {:?}, SECA {}) to {}",
         ckpt.display(),
+        args.arch,
         args.time_steps,
         args.neuron,
         args.seca,
@@ -691,8 +716,8 @@ fn param_report(n: &Net) -> ParamReport {
 fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
     let n = Net::new(net_config(net, dataset), 0)?;
     println!(
-        "bench net, T={}, neuron {:?}, SECA {}",
-        net.time_steps, net.neuron, net.seca
+        "{:?} net, T={}, neuron {:?}, SECA {}",
+        net.arch, net.time_steps, net.neuron, net.seca
     );
     println!("{}", param_report(&n));
     Ok(())

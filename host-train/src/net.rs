@@ -219,6 +219,56 @@ impl NetConfig {
     }
 }
 
+impl NetConfig {
+    /// The microcontroller network for 1×28×28 inputs and 10 classes, sized so that its integer
+    /// inference arena fits a 64 KB-RAM Cortex-M3 (lm3s6965) with room for the stack:
+    /// conv3×3(1→8, FP, stride 2, pad 1)-BN-N1, bconv3×3(8→32, stride 2)-BN-(SECA)-N2,
+    /// bconv3×3(32→48)-BN-(SECA)-N3, GAP, linear(48→10, FP, bias). Neuron kinds come from the
+    /// first three entries of `opts.neurons`.
+    ///
+    /// Stride-2 convolutions instead of full-resolution layers plus pooling: the sequential
+    /// arena holds two activation buffers (largest layer) plus every neuron's membrane, so the
+    /// full-resolution layers of [`NetConfig::bench`] (64×28×28) cannot fit in tens of KB.
+    pub fn mcu(time_steps: usize, opts: &BenchOptions) -> Self {
+        let mut layers = vec![
+            LayerSpec::Conv2d {
+                out_channels: 8,
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+                bias: false,
+            },
+            LayerSpec::BatchNorm2d,
+            LayerSpec::Neuron(opts.neurons[0]),
+        ];
+        for (i, (ch, stride)) in [(32, 2), (48, 1)].into_iter().enumerate() {
+            layers.push(LayerSpec::BinaryConv2d {
+                out_channels: ch,
+                kernel: 3,
+                stride,
+                pad: 1,
+            });
+            layers.push(LayerSpec::BatchNorm2d);
+            if opts.seca {
+                layers.push(LayerSpec::Seca);
+            }
+            layers.push(LayerSpec::Neuron(opts.neurons[i + 1]));
+        }
+        layers.push(LayerSpec::GlobalAvgPool);
+        layers.push(LayerSpec::Linear {
+            out_features: 10,
+            bias: true,
+        });
+        NetConfig {
+            in_channels: 1,
+            height: 28,
+            width: 28,
+            time_steps,
+            layers,
+        }
+    }
+}
+
 /// Per-sample shape of an activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActShape {

@@ -435,6 +435,17 @@ fn add_copies<K: Kernels>(
     Ok(steps)
 }
 
+/// `clamp(round(x / input_scale), −127, 127)`, rounding half away from zero; NaN → 0.
+pub(crate) fn quantize_one(x: f32, input_scale: f32) -> i8 {
+    let v = x / input_scale;
+    let r = if v >= 0.0 { v + 0.5 } else { v - 0.5 };
+    if r.is_nan() {
+        0
+    } else {
+        r.clamp(-127.0, 127.0) as i8
+    }
+}
+
 impl Model<'_> {
     /// Float-path inference of one input (`C·H·W` f32, the same at every step): writes the sum
     /// over `T` of the last layer's outputs (logits) to `out` (`classes` values).
@@ -480,14 +491,7 @@ impl Model<'_> {
             return Err(Error::InferInputLength);
         }
         for (q, &x) in out.iter_mut().zip(input) {
-            let v = x / f.input_scale;
-            // round half away from zero, saturating (NaN → 0)
-            let r = if v >= 0.0 { v + 0.5 } else { v - 0.5 };
-            *q = if r.is_nan() {
-                0
-            } else {
-                r.clamp(-127.0, 127.0) as i8
-            };
+            *q = quantize_one(x, f.input_scale);
         }
         Ok(())
     }
