@@ -3,10 +3,16 @@
 //! * `ci`          — fmt check, clippy -D warnings, all tests, docs -D warnings, no_std builds
 //! * `check-nostd` — builds empf-core for the three Cortex-M targets, per feature set
 //! * `bench-core`  — the empf-core float/integer/dense benchmark
+//! * `qemu`        — builds the lm3s6965 firmware with a model, runs it in QEMU, checks every
+//!                   logit against empf-core on the host, prints the size report
+//! * `qemu-run`    — runs a firmware ELF in QEMU and decodes its defmt output (cargo runner)
+//! * `size`        — builds every firmware in `boards/` and prints flash and RAM use
 
 use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use xtask::board;
 
 const NOSTD_TARGETS: [&str; 3] = [
     "thumbv6m-none-eabi",
@@ -127,10 +133,78 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
+/// `--model`, `--images`, `--labels` overrides of the committed board inputs.
+fn board_inputs(args: &[String]) -> Result<board::Inputs> {
+    let mut inputs = board::Inputs::default();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a path"))?;
+        let slot = match flag.as_str() {
+            "--model" => &mut inputs.model,
+            "--images" => &mut inputs.images,
+            "--labels" => &mut inputs.labels,
+            other => bail!("unknown option {other:?} (expected --model, --images, --labels)"),
+        };
+        *slot = PathBuf::from(value);
+    }
+    Ok(inputs)
+}
+
+const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn qemu(args: &[String]) -> Result<()> {
+    let inputs = board_inputs(args)?;
+    let (run, n, size) = board::qemu_check(&inputs, QEMU_TIMEOUT)?;
+    let correct = board::parse_predictions(&run.lines)?
+        .iter()
+        .filter(|p| p.class == usize::from(p.label))
+        .count();
+    println!(
+        "qemu lm3s6965: {n} images, {correct} correct, every logit equal to empf-core on the host ({:.1} s in QEMU)",
+        run.elapsed.as_secs_f64()
+    );
+    println!("{size}");
+    Ok(())
+}
+
+fn qemu_run(args: &[String]) -> Result<()> {
+    let elf = args
+        .first()
+        .context("usage: cargo xtask qemu-run <firmware ELF>")?;
+    let run = board::run_lm3s6965(std::path::Path::new(elf), QEMU_TIMEOUT)?;
+    for l in &run.lines {
+        println!("{l}");
+    }
+    match run.exit {
+        Some(code) => std::process::exit(code),
+        None => bail!("firmware did not finish within {QEMU_TIMEOUT:?}"),
+    }
+}
+
+fn size(args: &[String]) -> Result<()> {
+    let inputs = board_inputs(args)?;
+    println!("firmware size report (model {})", inputs.model.display());
+    for (i, fw) in board::FIRMWARES.iter().enumerate() {
+        let elf = board::build(fw, &inputs)?;
+        let mut r = board::size_report(fw, &elf, &inputs, i == 0)?;
+        if i == 0 && board::qemu_binary().is_ok() {
+            let run = board::run_lm3s6965(&elf, QEMU_TIMEOUT)?;
+            r.stack_used = board::stack_used(&run.lines);
+        }
+        println!("{r}");
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().cloned().unwrap_or_default();
+    let rest = args.get(1..).unwrap_or_default();
     match task.as_str() {
         "ci" => ci(),
+        "qemu" => qemu(rest),
+        "qemu-run" => qemu_run(rest),
+        "size" => size(rest),
         "check-nostd" => check_nostd(),
         "bench-core" => cargo(
             &[
@@ -146,7 +220,9 @@ fn main() -> Result<()> {
             &[],
         ),
         _ => {
-            eprintln!("usage: cargo xtask <ci | check-nostd | bench-core>");
+            eprintln!(
+                "usage: cargo xtask <ci | check-nostd | bench-core | qemu | qemu-run | size>"
+            );
             std::process::exit(2)
         }
     }

@@ -1,0 +1,108 @@
+//! Embeds the model and the test images, and sizes the static arena from the model itself.
+//!
+//! Inputs (paths relative to this crate, overridable for freshly exported models):
+//! `EMPF_BOARD_MODEL` (default `../models/fmnist-mcu.empf`), `EMPF_BOARD_IMAGES` (idx3, default
+//! `../models/fmnist-test32-images-idx3-ubyte`), `EMPF_BOARD_LABELS` (idx1, default
+//! `../models/fmnist-test32-labels-idx1-ubyte`).
+//!
+//! A model that does not decode still builds: the firmware reports the decode error at run time
+//! (that is how a corrupted flash image behaves on a real board), with a minimal arena.
+
+use empf_board_app::{Classifier, Mode, Path};
+use empf_core::Model;
+use std::env;
+use std::fs;
+use std::path::PathBuf;
+
+fn input(var: &str, default: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={var}");
+    let p = env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    println!("cargo:rerun-if-changed={}", p.display());
+    p
+}
+
+fn read(p: &PathBuf) -> Vec<u8> {
+    fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+fn be32(b: &[u8], at: usize) -> usize {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    fs::copy("memory.x", out.join("memory.x")).expect("copying memory.x");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+
+    let model_path = input("EMPF_BOARD_MODEL", "../models/fmnist-mcu.empf");
+    let images_path = input(
+        "EMPF_BOARD_IMAGES",
+        "../models/fmnist-test32-images-idx3-ubyte",
+    );
+    let labels_path = input(
+        "EMPF_BOARD_LABELS",
+        "../models/fmnist-test32-labels-idx1-ubyte",
+    );
+    let model = read(&model_path);
+    let images = read(&images_path);
+    let labels = read(&labels_path);
+
+    if images.len() < 16 || be32(&images, 0) != 2051 {
+        panic!("{}: not an idx3 image file", images_path.display());
+    }
+    let (n, h, w) = (be32(&images, 4), be32(&images, 8), be32(&images, 12));
+    if images.len() != 16 + n * h * w {
+        panic!(
+            "{}: header says {n} images of {h}x{w}, file has {} pixel bytes",
+            images_path.display(),
+            images.len() - 16
+        );
+    }
+    if labels.len() != 8 + n || be32(&labels, 0) != 2049 || be32(&labels, 4) != n {
+        panic!(
+            "{}: not an idx1 label file for {n} images",
+            labels_path.display()
+        );
+    }
+
+    let arena_words = match Model::decode(&model) {
+        Ok(m) => {
+            if m.input_shape().numel() != h * w {
+                panic!(
+                    "{}: model takes {} pixels per image, {} has {h}x{w}",
+                    model_path.display(),
+                    m.input_shape().numel(),
+                    images_path.display()
+                );
+            }
+            Classifier::arena_words(&m, Path::Integer, Mode::Sequential)
+        }
+        Err(e) => {
+            println!(
+                "cargo:warning={} does not decode ({e}); the firmware will report it",
+                model_path.display()
+            );
+            1
+        }
+    };
+
+    fs::write(out.join("model.empf"), &model).unwrap();
+    fs::write(out.join("images.u8"), &images[16..]).unwrap();
+    fs::write(out.join("labels.u8"), &labels[8..]).unwrap();
+    fs::write(
+        out.join("sizes.rs"),
+        format!(
+            "/// Words of the static arena: `Classifier::arena_words` of the embedded model.\n\
+             pub const ARENA_WORDS: usize = {arena_words};\n\
+             /// Embedded test images.\n\
+             pub const IMAGE_COUNT: usize = {n};\n\
+             /// Pixels per image.\n\
+             pub const IMAGE_PIXELS: usize = {};\n",
+            h * w
+        ),
+    )
+    .unwrap();
+}

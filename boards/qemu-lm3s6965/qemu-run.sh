@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Cargo runner: boots the firmware on QEMU's lm3s6965evb and decodes its defmt frames with the
+# repository's host tool. Exit status = the firmware's semihosting exit code.
+set -euo pipefail
+elf=$(realpath "$1")
+cd "$(dirname "$0")/../.."
+exec cargo run -q --release -p xtask -- qemu-run "$elf"

@@ -1,0 +1,531 @@
+//! Host side of the firmware in `boards/`: build a firmware with a chosen model, boot it in QEMU,
+//! decode its defmt output, compare its predictions with `empf-core` on the host, and report
+//! flash and RAM use from the ELF.
+
+use anyhow::{bail, Context, Result};
+use empf_board_app::{Classifier, Mode, Path as NumPath};
+use empf_core::{Model, PixelNorm};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One firmware crate of `boards/`.
+#[derive(Clone, Copy, Debug)]
+pub struct Firmware {
+    /// Crate directory under `boards/`.
+    pub dir: &'static str,
+    /// Binary (and package) name.
+    pub bin: &'static str,
+    /// Rust target (also set in the crate's `.cargo/config.toml`).
+    pub target: &'static str,
+    /// Arithmetic the firmware runs.
+    pub path: NumPath,
+    /// Execution order the firmware runs.
+    pub mode: Mode,
+    /// What it runs on.
+    pub board: &'static str,
+}
+
+/// Every firmware, QEMU first.
+pub const FIRMWARES: [Firmware; 3] = [
+    Firmware {
+        dir: "qemu-lm3s6965",
+        bin: "empf-qemu-lm3s6965",
+        target: "thumbv7m-none-eabi",
+        path: NumPath::Integer,
+        mode: Mode::Sequential,
+        board: "LM3S6965 (Cortex-M3, QEMU lm3s6965evb)",
+    },
+    Firmware {
+        dir: "nucleo-f446re",
+        bin: "empf-nucleo-f446re",
+        target: "thumbv7em-none-eabihf",
+        path: NumPath::Float,
+        mode: Mode::Parallel,
+        board: "Nucleo-F446RE (Cortex-M4F)",
+    },
+    Firmware {
+        dir: "rp-pico",
+        bin: "empf-rp-pico",
+        target: "thumbv6m-none-eabi",
+        path: NumPath::Integer,
+        mode: Mode::Parallel,
+        board: "Raspberry Pi Pico (RP2040, Cortex-M0+)",
+    },
+];
+
+/// The repository root (this crate lives in `xtask/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// Model and test images embedded into a firmware.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// `.empf` model file (calibrated for integer-path boards).
+    pub model: PathBuf,
+    /// idx3 images.
+    pub images: PathBuf,
+    /// idx1 labels.
+    pub labels: PathBuf,
+}
+
+impl Default for Inputs {
+    /// The committed Fashion-MNIST MCU model and 32 test images in `boards/models/`.
+    fn default() -> Self {
+        let m = repo_root().join("boards/models");
+        Inputs {
+            model: m.join("fmnist-mcu.empf"),
+            images: m.join("fmnist-test32-images-idx3-ubyte"),
+            labels: m.join("fmnist-test32-labels-idx1-ubyte"),
+        }
+    }
+}
+
+/// Builds `fw` (release) with `inputs` embedded; returns the ELF path.
+pub fn build(fw: &Firmware, inputs: &Inputs) -> Result<PathBuf> {
+    let root = repo_root();
+    let dir = root.join("boards").join(fw.dir);
+    let target_dir = root.join("boards/target");
+    let abs = |p: &Path| -> Result<PathBuf> {
+        std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&dir)
+        .args(["build", "--release", "--bin", fw.bin, "--target", fw.target])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("EMPF_BOARD_MODEL", abs(&inputs.model)?)
+        .env("EMPF_BOARD_IMAGES", abs(&inputs.images)?)
+        .env("EMPF_BOARD_LABELS", abs(&inputs.labels)?)
+        .stdout(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running cargo build in {}", dir.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines().filter(|l| l.contains("warning: ")) {
+        eprintln!("{line}");
+    }
+    if !out.status.success() {
+        bail!("building {} failed ({}):\n{stderr}", fw.dir, out.status);
+    }
+    Ok(target_dir.join(fw.target).join("release").join(fw.bin))
+}
+
+/// One decoded defmt log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// `INFO`, `ERROR`, … (empty for `println!` frames).
+    pub level: String,
+    /// The formatted message.
+    pub text: String,
+}
+
+impl fmt::Display for LogLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<5} {}", self.level, self.text)
+    }
+}
+
+/// Decodes a raw defmt stream with the table in `elf`.
+pub fn decode_defmt(elf: &[u8], stream: &[u8]) -> Result<Vec<LogLine>> {
+    use defmt_decoder::{DecodeError, Table};
+    let table = Table::parse(elf)
+        .map_err(|e| anyhow::anyhow!("reading the defmt table: {e}"))?
+        .context("the ELF has no defmt table")?;
+    let mut decoder = table.new_stream_decoder();
+    decoder.received(stream);
+    let mut lines = Vec::new();
+    loop {
+        match decoder.decode() {
+            Ok(frame) => lines.push(LogLine {
+                level: frame
+                    .level()
+                    .map(|l| l.as_str().to_uppercase())
+                    .unwrap_or_default(),
+                text: frame.display_message().to_string(),
+            }),
+            Err(DecodeError::UnexpectedEof) => break,
+            Err(DecodeError::Malformed) => bail!(
+                "malformed defmt frame after {} lines (firmware and ELF out of step?)",
+                lines.len()
+            ),
+        }
+    }
+    Ok(lines)
+}
+
+/// What a QEMU run gave.
+#[derive(Debug)]
+pub struct QemuRun {
+    /// The firmware's semihosting exit code (`None`: killed at the timeout).
+    pub exit: Option<i32>,
+    /// Decoded log lines.
+    pub lines: Vec<LogLine>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// `qemu-system-arm`, or a clear error saying how to get it.
+pub fn qemu_binary() -> Result<PathBuf> {
+    let name = "qemu-system-arm";
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("{name} not found on PATH (Debian: apt-get install qemu-system-arm)")
+        })
+}
+
+/// Boots `elf` on QEMU's `lm3s6965evb` (Cortex-M3) with semihosting, kills it after `timeout`.
+pub fn run_lm3s6965(elf: &Path, timeout: Duration) -> Result<QemuRun> {
+    let qemu = qemu_binary()?;
+    let elf_bytes = std::fs::read(elf).with_context(|| format!("{}", elf.display()))?;
+    let start = Instant::now();
+    let mut child = Command::new(qemu)
+        .args([
+            "-cpu",
+            "cortex-m3",
+            "-machine",
+            "lm3s6965evb",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-kernel",
+        ])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-arm")?;
+    let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let exit = loop {
+        if let Some(status) = child.try_wait()? {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stream = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("qemu output reader panicked"))??;
+    let lines = decode_defmt(&elf_bytes, &stream)?;
+    Ok(QemuRun {
+        exit,
+        lines,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// One prediction line of the QEMU firmware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    /// Image index.
+    pub image: usize,
+    /// Its label.
+    pub label: u8,
+    /// Predicted class.
+    pub class: usize,
+    /// Integer-path summed logits.
+    pub logits: Vec<i32>,
+}
+
+/// Parses `image I label L class K logits [a, b, …]` lines; other lines are skipped.
+pub fn parse_predictions(lines: &[LogLine]) -> Result<Vec<Prediction>> {
+    let mut out = Vec::new();
+    for l in lines {
+        let Some(rest) = l.text.strip_prefix("image ") else {
+            continue;
+        };
+        let bad = || format!("unparsable prediction line {:?}", l.text);
+        let (head, logits) = rest.split_once(" logits [").with_context(bad)?;
+        let f: Vec<&str> = head.split(' ').collect();
+        if f.len() != 5 || f[1] != "label" || f[3] != "class" {
+            bail!(bad());
+        }
+        let logits = logits
+            .strip_suffix(']')
+            .with_context(bad)?
+            .split(", ")
+            .map(|v| v.parse::<i32>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(bad)?;
+        out.push(Prediction {
+            image: f[0].parse().with_context(bad)?,
+            label: f[2].parse().with_context(bad)?,
+            class: f[4].parse().with_context(bad)?,
+            logits,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads idx3 images and idx1 labels: (`pixels` per image, images, labels).
+pub fn read_idx(images: &Path, labels: &Path) -> Result<(usize, Vec<u8>, Vec<u8>)> {
+    let im = std::fs::read(images).with_context(|| format!("{}", images.display()))?;
+    let lb = std::fs::read(labels).with_context(|| format!("{}", labels.display()))?;
+    let be = |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    if im.len() < 16 || be(&im, 0) != 2051 {
+        bail!("{}: not an idx3 image file", images.display());
+    }
+    let (n, px) = (be(&im, 4) as usize, (be(&im, 8) * be(&im, 12)) as usize);
+    if im.len() != 16 + n * px {
+        bail!("{}: truncated ({} bytes)", images.display(), im.len());
+    }
+    if lb.len() != 8 + n || be(&lb, 0) != 2049 {
+        bail!("{}: not an idx1 file with {n} labels", labels.display());
+    }
+    Ok((px, im[16..].to_vec(), lb[8..].to_vec()))
+}
+
+/// `empf-core` on the host, integer path, exactly as the firmware calls it: pixel table,
+/// [`Model::infer_fixed`] in `mode`, argmax by `top_k`. Returns (logits, class) per image.
+pub fn host_predictions(
+    model: &[u8],
+    pixels: usize,
+    images: &[u8],
+    mode: Mode,
+) -> Result<Vec<(Vec<i32>, usize)>> {
+    let m = Model::decode(model).map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    let table = m
+        .pixel_table(PixelNorm::FASHION_MNIST)
+        .map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    let mut arena = vec![0u32; m.arena_words_for(mode)];
+    let mut x = vec![0i8; pixels];
+    images
+        .chunks_exact(pixels)
+        .map(|img| {
+            Model::quantize_pixels(&table, img, &mut x).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut out = vec![0i32; m.classes()];
+            m.infer_fixed(&x, mode, &mut arena, &mut out)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let class = empf_core::top_k::<1, i32>(&out)[0].0;
+            Ok((out, class))
+        })
+        .collect()
+}
+
+/// Flash and RAM of one firmware ELF, split into what the model, images and arena take.
+#[derive(Clone, Debug)]
+pub struct SizeReport {
+    /// The board.
+    pub board: &'static str,
+    /// Path and mode.
+    pub run: String,
+    /// Flash of the board (from `memory.x`).
+    pub flash_total: u64,
+    /// RAM of the board (from `memory.x`).
+    pub ram_total: u64,
+    /// `.vector_table` + `.text` + `.rodata` + `.data` initialisers (+ `.boot2`).
+    pub flash_used: u64,
+    /// The model file (in `.rodata`).
+    pub model: u64,
+    /// The embedded test images and labels (QEMU firmware only; in `.rodata`).
+    pub images: u64,
+    /// Program code and other constants: `flash_used − model − images`.
+    pub code: u64,
+    /// `.data` + `.bss` + `.uninit`.
+    pub ram_static: u64,
+    /// The static arena inside `.bss` (`Classifier::arena_words` × 4).
+    pub arena: u64,
+    /// RAM left for the stack: `ram_total − ram_static`.
+    pub stack_free: u64,
+    /// Stack high-water mark measured by the firmware itself (QEMU run), when known.
+    pub stack_used: Option<u64>,
+}
+
+/// Parses `FLASH : ORIGIN = …, LENGTH = 256K` style lines of a `memory.x`.
+pub fn memory_lengths(memory_x: &str) -> Result<(u64, u64)> {
+    let len = |region: &str| -> Result<u64> {
+        let line = memory_x
+            .lines()
+            .find(|l| l.trim_start().starts_with(region) && l.contains("LENGTH"))
+            .with_context(|| format!("memory.x has no {region} region"))?;
+        let v = line
+            .split("LENGTH")
+            .nth(1)
+            .and_then(|s| s.split('=').nth(1))
+            .map(|s| s.trim().trim_end_matches([',', ';', ' ']))
+            .context("LENGTH value")?;
+        let (num, mul) = match v.strip_suffix('K') {
+            Some(n) => (n, 1024),
+            None => match v.strip_suffix('M') {
+                Some(n) => (n, 1024 * 1024),
+                None => (v, 1),
+            },
+        };
+        let n = if let Some(h) = num.strip_prefix("0x") {
+            u64::from_str_radix(h, 16)?
+        } else {
+            num.trim().parse::<u64>()?
+        };
+        Ok(n * mul)
+    };
+    Ok((len("FLASH")?, len("RAM")?))
+}
+
+/// Reads section sizes of `elf` for [`SizeReport`].
+pub fn size_report(
+    fw: &Firmware,
+    elf: &Path,
+    inputs: &Inputs,
+    embeds_images: bool,
+) -> Result<SizeReport> {
+    use object::{Object, ObjectSection};
+    let bytes = std::fs::read(elf).with_context(|| format!("{}", elf.display()))?;
+    let file = object::File::parse(&*bytes).context("parsing the firmware ELF")?;
+    let size = |name: &str| file.section_by_name(name).map_or(0, |s| s.size());
+    let flash_used = [".vector_table", ".boot2", ".text", ".rodata", ".data"]
+        .iter()
+        .map(|s| size(s))
+        .sum::<u64>();
+    let ram_static = [".data", ".bss", ".uninit"]
+        .iter()
+        .map(|s| size(s))
+        .sum::<u64>();
+    let memory_x = repo_root().join("boards").join(fw.dir).join("memory.x");
+    let (flash_total, ram_total) = memory_lengths(
+        &std::fs::read_to_string(&memory_x).with_context(|| format!("{}", memory_x.display()))?,
+    )?;
+    let model_bytes = std::fs::read(&inputs.model)?;
+    let model = model_bytes.len() as u64;
+    let arena = match Model::decode(&model_bytes) {
+        Ok(m) => 4 * Classifier::arena_words(&m, fw.path, fw.mode) as u64,
+        Err(_) => 0,
+    };
+    let images = if embeds_images {
+        let (px, im, lb) = read_idx(&inputs.images, &inputs.labels)?;
+        let _ = px;
+        (im.len() + lb.len()) as u64
+    } else {
+        0
+    };
+    Ok(SizeReport {
+        board: fw.board,
+        run: format!(
+            "{} {}",
+            match fw.path {
+                NumPath::Integer => "integer",
+                NumPath::Float => "float",
+            },
+            match fw.mode {
+                Mode::Sequential => "sequential",
+                Mode::Parallel => "parallel",
+            }
+        ),
+        flash_total,
+        ram_total,
+        flash_used,
+        model,
+        images,
+        code: flash_used.saturating_sub(model + images),
+        ram_static,
+        arena,
+        stack_free: ram_total.saturating_sub(ram_static),
+        stack_used: None,
+    })
+}
+
+fn kib(b: u64) -> String {
+    format!("{:.1} KiB", b as f64 / 1024.0)
+}
+
+impl fmt::Display for SizeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+        writeln!(f, "{} — {}", self.board, self.run)?;
+        writeln!(
+            f,
+            "  flash {:>10} of {:>10} ({:4.1}%): model {} ({:.1}% of used), images {}, code+consts {}",
+            kib(self.flash_used),
+            kib(self.flash_total),
+            pct(self.flash_used, self.flash_total),
+            kib(self.model),
+            pct(self.model, self.flash_used),
+            kib(self.images),
+            kib(self.code)
+        )?;
+        write!(
+            f,
+            "  RAM   {:>10} of {:>10} ({:4.1}%): arena {} ({:.1}% of RAM), other statics {}, stack {} free",
+            kib(self.ram_static),
+            kib(self.ram_total),
+            pct(self.ram_static, self.ram_total),
+            kib(self.arena),
+            pct(self.arena, self.ram_total),
+            kib(self.ram_static.saturating_sub(self.arena)),
+            kib(self.stack_free)
+        )?;
+        if let Some(u) = self.stack_used {
+            write!(f, ", {} used (measured)", kib(u))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses the firmware's closing line for the measured stack high-water mark.
+pub fn stack_used(lines: &[LogLine]) -> Option<u64> {
+    lines.iter().find_map(|l| {
+        let rest = l.text.split("stack high-water ").nth(1)?;
+        rest.split(' ').next()?.parse().ok()
+    })
+}
+
+/// Builds the QEMU firmware with `inputs`, runs it, checks every logit against `empf-core`
+/// on the host and returns the run and the number of images checked. Fails on any difference.
+pub fn qemu_check(inputs: &Inputs, timeout: Duration) -> Result<(QemuRun, usize, SizeReport)> {
+    let fw = &FIRMWARES[0];
+    let elf = build(fw, inputs)?;
+    let run = run_lm3s6965(&elf, timeout)?;
+    for l in &run.lines {
+        println!("[qemu] {l}");
+    }
+    match run.exit {
+        Some(0) => {}
+        Some(code) => bail!("firmware exited with code {code}"),
+        None => bail!("firmware did not finish within {timeout:?}"),
+    }
+    let got = parse_predictions(&run.lines)?;
+    let (px, images, labels) = read_idx(&inputs.images, &inputs.labels)?;
+    let model = std::fs::read(&inputs.model)?;
+    let want = host_predictions(&model, px, &images, fw.mode)?;
+    if got.len() != want.len() {
+        bail!(
+            "firmware reported {} predictions for {} images",
+            got.len(),
+            want.len()
+        );
+    }
+    for (i, (g, (logits, class))) in got.iter().zip(&want).enumerate() {
+        if g.image != i || g.label != labels[i] || g.logits != *logits || g.class != *class {
+            bail!(
+                "image {i}: firmware class {} logits {:?}, host empf-core class {class} logits {logits:?}",
+                g.class,
+                g.logits
+            );
+        }
+    }
+    let mut size = size_report(fw, &elf, inputs, true)?;
+    size.stack_used = stack_used(&run.lines);
+    let n = got.len();
+    Ok((run, n, size))
+}
