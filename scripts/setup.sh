@@ -31,13 +31,15 @@ apt_pkgs=()
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || apt_pkgs+=(dataset-fashion-mnist)
 # DejaVu for the text of the training-curve PNG (without it the plot has curves but no labels).
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || apt_pkgs+=(fonts-dejavu-core)
+# QEMU for the Cortex-M3 board test (boards/qemu-lm3s6965 on the lm3s6965evb machine).
+command -v qemu-system-arm >/dev/null 2>&1 || apt_pkgs+=(qemu-system-arm)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     say "apt-get install ${apt_pkgs[*]}"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
   else
-    say "missing Debian packages ${apt_pkgs[*]} (need root and apt-get); tests that need them will say 'skipped'"
+    say "missing Debian packages ${apt_pkgs[*]} (need root and apt-get); tests that need them will say 'skipped' (or fail where EMPF_REQUIRE_* is set)"
   fi
 fi
 # Python venv for the ONNX path: onnxruntime (its libonnxruntime.so is what `ort` loads at run

@@ -87,8 +87,19 @@ impl Default for Inputs {
     }
 }
 
-/// Builds `fw` (release) with `inputs` embedded; returns the ELF path.
+/// Builds `fw` (release) with `inputs` embedded; returns the path of a private copy of the ELF
+/// (builds with other inputs overwrite cargo's output, so concurrent callers each get their own).
 pub fn build(fw: &Firmware, inputs: &Inputs) -> Result<PathBuf> {
+    static BUILD: std::sync::Mutex<u32> = std::sync::Mutex::new(0);
+    let mut count = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    *count += 1;
+    let built = build_in_place(fw, inputs)?;
+    let copy = built.with_file_name(format!("{}-{}-{}.elf", fw.bin, std::process::id(), *count));
+    std::fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
+    Ok(copy)
+}
+
+fn build_in_place(fw: &Firmware, inputs: &Inputs) -> Result<PathBuf> {
     let root = repo_root();
     let dir = root.join("boards").join(fw.dir);
     let target_dir = root.join("boards/target");
@@ -166,6 +177,8 @@ pub struct QemuRun {
     pub exit: Option<i32>,
     /// Decoded log lines.
     pub lines: Vec<LogLine>,
+    /// What QEMU itself printed (start-up errors; one harmless timer notice).
+    pub stderr: String,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -214,6 +227,12 @@ pub fn run_lm3s6965(elf: &Path, timeout: Duration) -> Result<QemuRun> {
         let mut buf = Vec::new();
         stdout.read_to_end(&mut buf).map(|_| buf)
     });
+    // Drained on its own thread so a chatty QEMU cannot block on a full pipe.
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
     let exit = loop {
         if let Some(status) = child.try_wait()? {
             break status.code();
@@ -228,10 +247,14 @@ pub fn run_lm3s6965(elf: &Path, timeout: Duration) -> Result<QemuRun> {
     let stream = reader
         .join()
         .map_err(|_| anyhow::anyhow!("qemu output reader panicked"))??;
+    let stderr = err_reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("qemu stderr reader panicked"))??;
     let lines = decode_defmt(&elf_bytes, &stream)?;
     Ok(QemuRun {
         exit,
         lines,
+        stderr,
         elapsed: start.elapsed(),
     })
 }
@@ -501,8 +524,14 @@ pub fn qemu_check(inputs: &Inputs, timeout: Duration) -> Result<(QemuRun, usize,
     }
     match run.exit {
         Some(0) => {}
-        Some(code) => bail!("firmware exited with code {code}"),
-        None => bail!("firmware did not finish within {timeout:?}"),
+        Some(code) => bail!(
+            "firmware exited with code {code}; QEMU said: {}",
+            run.stderr.trim()
+        ),
+        None => bail!(
+            "firmware did not finish within {timeout:?}; QEMU said: {}",
+            run.stderr.trim()
+        ),
     }
     let got = parse_predictions(&run.lines)?;
     let (px, images, labels) = read_idx(&inputs.images, &inputs.labels)?;

@@ -4,7 +4,7 @@
 //! * `check-nostd` — builds empf-core for the three Cortex-M targets, per feature set
 //! * `bench-core`  — the empf-core float/integer/dense benchmark
 //! * `qemu`        — builds the lm3s6965 firmware with a model, runs it in QEMU, checks every
-//!                   logit against empf-core on the host, prints the size report
+//!   logit against empf-core on the host, prints the size report
 //! * `qemu-run`    — runs a firmware ELF in QEMU and decodes its defmt output (cargo runner)
 //! * `size`        — builds every firmware in `boards/` and prints flash and RAM use
 
@@ -21,10 +21,16 @@ const NOSTD_TARGETS: [&str; 3] = [
 ];
 
 fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    cargo_in(&board::repo_root(), args, env)
+}
+
+/// `cargo <args>` run in `dir` (firmware crates must be built from their own directory so that
+/// their `.cargo/config.toml` picks the target).
+fn cargo_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let start = Instant::now();
-    println!("[xtask] cargo {}", args.join(" "));
+    println!("[xtask] ({}) cargo {}", dir.display(), args.join(" "));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(args);
+    cmd.current_dir(dir).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -40,11 +46,12 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
 
 /// Runs `cargo test …`, echoing its output, and returns the (passed, failed, ignored) totals of
 /// all its `test result:` lines, so CI can close on one summary line.
-fn cargo_test(args: &[&str]) -> Result<(u64, u64, u64)> {
+fn cargo_test(dir: &std::path::Path, args: &[&str]) -> Result<(u64, u64, u64)> {
     use std::io::{BufRead, BufReader};
-    println!("[xtask] cargo {}", args.join(" "));
+    println!("[xtask] ({}) cargo {}", dir.display(), args.join(" "));
     let start = Instant::now();
     let mut child = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(dir)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -122,12 +129,35 @@ fn ci() -> Result<()> {
         &[],
     )?;
     check_nostd()?;
-    let (passed, failed, ignored) =
-        cargo_test(&["test", "--workspace", "--release", "--all-features"])?;
+    let root = board::repo_root();
+    let (mut passed, mut failed, mut ignored) = cargo_test(
+        &root,
+        &["test", "--workspace", "--release", "--all-features"],
+    )?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--all-features"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    // The firmware workspace: format, lints (host and each firmware target), the board logic's
+    // mock tests, then the size report of every firmware with the committed model.
+    let boards = root.join("boards");
+    cargo_in(&boards, &["fmt", "--all", "--check"], &[])?;
+    let app = boards.join("app");
+    cargo_in(
+        &app,
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    let (p, f, i) = cargo_test(&app, &["test"])?;
+    (passed, failed, ignored) = (passed + p, failed + f, ignored + i);
+    for fw in board::FIRMWARES {
+        cargo_in(
+            &boards.join(fw.dir),
+            &["clippy", "--release", "--", "-D", "warnings"],
+            &[],
+        )?;
+    }
+    size(&[])?;
     // One closing line for the whole run (the per-crate lines end with doc-test crates of 0).
     println!("ci: {passed} passed, {failed} failed, {ignored} skipped");
     Ok(())

@@ -1,0 +1,97 @@
+//! The QEMU board (`boards/qemu-lm3s6965`, Cortex-M3, integer path): the firmware built with the
+//! committed Fashion-MNIST MCU model classifies 32 test images in `qemu-system-arm -machine
+//! lm3s6965evb`, and every logit it prints equals `empf-core`'s integer path on the host, bit for
+//! bit. A corrupted model in flash is reported and the firmware exits; it does not hang.
+//!
+//! Without `qemu-system-arm` the tests print `skipped: …` and return; `EMPF_REQUIRE_QEMU=1`
+//! (set by the README's test command) turns that into a failure.
+
+use std::time::Duration;
+use xtask::board::{self, Inputs};
+
+fn qemu_available() -> bool {
+    match board::qemu_binary() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("EMPF_REQUIRE_QEMU").as_deref() == Ok("1") {
+                panic!("EMPF_REQUIRE_QEMU=1 but {e}");
+            }
+            println!("skipped: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    let (run, n, size) =
+        board::qemu_check(&Inputs::default(), Duration::from_secs(300)).expect("QEMU check");
+    assert_eq!(n, 32, "the firmware embeds 32 test images");
+    assert!(run.lines.iter().any(|l| l.text.starts_with("done: ")));
+    println!("{size}");
+    assert!(size.flash_used <= size.flash_total && size.ram_static <= size.ram_total);
+    let used = size
+        .stack_used
+        .expect("the firmware reports its stack high-water mark");
+    assert!(
+        used > 0 && used < size.stack_free,
+        "stack {used} of {}",
+        size.stack_free
+    );
+}
+
+/// Corrupts the model, builds the firmware with it, and returns what the firmware said.
+fn run_with_model(tag: &str, corrupt: impl Fn(&mut Vec<u8>)) -> board::QemuRun {
+    let inputs = Inputs::default();
+    let mut bytes = std::fs::read(&inputs.model).unwrap();
+    corrupt(&mut bytes);
+    let dir = std::env::temp_dir().join(format!("empf-qemu-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.empf");
+    std::fs::write(&model, &bytes).unwrap();
+    let elf = board::build(&board::FIRMWARES[0], &Inputs { model, ..inputs }).expect("build");
+    let run = board::run_lm3s6965(&elf, Duration::from_secs(60)).expect("qemu");
+    std::fs::remove_dir_all(&dir).ok();
+    run
+}
+
+#[test]
+fn malformed_model_in_flash_is_reported_not_a_hang() {
+    if !qemu_available() {
+        return;
+    }
+    let cases: [(&str, &str, fn(&mut Vec<u8>)); 2] = [
+        ("crc", "DecodeBadCrc", |b| {
+            let i = b.len() / 2;
+            b[i] ^= 0x10;
+        }),
+        ("truncated", "DecodeLengthMismatch", |b| {
+            b.truncate(b.len() - 100);
+        }),
+    ];
+    for (tag, want, corrupt) in cases {
+        let run = run_with_model(tag, corrupt);
+        for l in &run.lines {
+            println!("[{tag}] {l}");
+        }
+        assert_eq!(
+            run.exit,
+            Some(2),
+            "{tag}: exit code (None = hung until the timeout)"
+        );
+        let err = run
+            .lines
+            .iter()
+            .find(|l| l.level == "ERROR")
+            .unwrap_or_else(|| panic!("{tag}: no error line"));
+        assert!(
+            err.text.contains("model rejected") && err.text.contains(want),
+            "{tag}: {}",
+            err.text
+        );
+        assert!(board::parse_predictions(&run.lines).unwrap().is_empty());
+    }
+}
