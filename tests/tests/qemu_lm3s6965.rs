@@ -63,7 +63,8 @@ fn malformed_model_in_flash_is_reported_not_a_hang() {
     if !qemu_available() {
         return;
     }
-    let cases: [(&str, &str, fn(&mut Vec<u8>)); 2] = [
+    type Case = (&'static str, &'static str, fn(&mut Vec<u8>));
+    let cases: [Case; 2] = [
         ("crc", "DecodeBadCrc", |b| {
             let i = b.len() / 2;
             b[i] ^= 0x10;
