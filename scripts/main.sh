@@ -3,7 +3,9 @@
 # (CPU, online EM-PF, random BP), exports it to an empf-core model (bit-packed signs, folded
 # BatchNorm, calibrated integer path), evaluates the exported file through empf-core (float and
 # integer) next to the checkpoint's own accuracy, exports ONNX and runs the test set through ONNX
-# Runtime (edge-infer), then benchmarks edge-infer and empf-core.
+# Runtime (edge-infer), then benchmarks edge-infer and empf-core. Last, the microcontroller
+# network (--arch mcu, 10 epochs) is trained, exported, run on the QEMU Cortex-M3 board with every
+# logit checked against empf-core, and every firmware's flash/RAM is reported.
 # Re-running continues the same run directory (a finished run is not retrained).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +30,15 @@ echo "[main] edge-infer bench $RUN/model.empf"
 target/release/edge-infer bench "$RUN/model.empf" --seconds 8
 echo "[main] empf-core benchmark"
 cargo run --release -q -p empf-core --features std --example bench
+MCU=${EMPF_MCU_RUN_DIR:-$RUN-mcu}
+resume=()
+[ -f "$MCU/checkpoint.safetensors" ] && resume=(--resume)
+echo "[main] $bin train --arch mcu --epochs 10 --out $MCU ${resume[*]}"
+"$bin" train --arch mcu --epochs 10 --out "$MCU" "${resume[@]}"
+echo "[main] $bin export $MCU/checkpoint.safetensors -o $MCU/model.empf --calib 256"
+"$bin" export "$MCU/checkpoint.safetensors" -o "$MCU/model.empf" --calib 256
+"$bin" eval --model "$MCU/model.empf" --checkpoint "$MCU/checkpoint.safetensors"
+echo "[main] cargo xtask qemu --model $MCU/model.empf (lm3s6965 firmware in QEMU, logits vs empf-core)"
+cargo xtask qemu --model "$MCU/model.empf"
+echo "[main] cargo xtask size --model $MCU/model.empf"
+cargo xtask size --model "$MCU/model.empf"

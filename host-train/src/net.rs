@@ -1532,6 +1532,31 @@ mod tests {
             .collect()
     }
 
+    /// The MCU preset exists to fit a 64 KiB-RAM Cortex-M3: its exported model's sequential
+    /// arena plus the quantised input leaves at least 8 KiB of the 64 KiB for stack and statics,
+    /// for every neuron version, with and without SECA.
+    #[test]
+    fn mcu_net_fits_a_64k_cortex_m3() {
+        for kind in [NeuronKind::EmPf, NeuronKind::MemBn, NeuronKind::Parallel] {
+            for seca in [false, true] {
+                let opts = BenchOptions {
+                    neurons: [kind; 4],
+                    seca,
+                };
+                let net = Net::new(NetConfig::mcu(4, &opts), 7).unwrap();
+                let bytes = crate::export::export_float(&net).unwrap();
+                let m = empf_core::Model::decode(&bytes).unwrap();
+                let ram =
+                    4 * m.arena_words_for(empf_core::Mode::Sequential) + m.input_shape().numel();
+                assert!(
+                    ram <= (64 - 8) * 1024,
+                    "{kind:?} seca {seca}: {ram} bytes of arena + input"
+                );
+                assert_eq!(m.classes(), 10);
+            }
+        }
+    }
+
     #[test]
     fn bench_net_names_shapes_and_kinds() {
         let net = Net::new(NetConfig::bench(4, &BenchOptions::default()), 1).unwrap();
