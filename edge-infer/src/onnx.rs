@@ -2,17 +2,45 @@
 //! empf-core's float path: input `x` `[N, C, H, W]` (f32, `N` dynamic), output `y` `[N, classes]`
 //! = Σ over the `T` steps of the last layer's output.
 //!
-//! The `T` steps are unrolled with standard operators. Layers whose input does not depend on the
-//! step (everything before the first neuron, with direct encoding) are emitted once and reused by
-//! every step. Binary layers keep their structure: a convolution/matmul with a ±1 weight tensor,
-//! then `Mul` by the per-channel gain and `Add` of the bias. EM-PF neurons become
-//! `m = leak_t·v + (gain_t·I + bias_t)`, `s = Relu(m − θ_t)`, `v = m − s` (sequential) or
-//! `s = Relu(gain_t·I + bias_t − θ_t)` (parallel). Only float semantics are written; the integer
-//! (`fixed`) parts of the model are ignored.
+//! The graph is written layer by layer (the order of empf-core's `Mode::Parallel`), and each
+//! layer's output has one of three forms:
+//!
+//! - **once**: the same at every step — everything before the first neuron, with direct
+//!   encoding. One `[N, …]` tensor, computed once and used by every step.
+//! - **batched over `T`**: one `[T·N, …]` tensor holding the steps one after another on the batch
+//!   axis (rows `t·N .. (t+1)·N` are step `t`). The layer is applied once to all steps.
+//! - **per step**: `T` tensors `[N, …]`; the layer is emitted once per step (unrolled).
+//!
+//! Parallel neurons (Version III) have no state, so they always run batched (or once, below).
+//! Sequential neurons (EM-PF, Mem-BN) carry their membrane from step to step and are unrolled:
+//! `m = leak_t·v + (gain_t·I + bias_t)`, `s = Relu(m − θ_t)`, `v = m − s`, per step. Stateless
+//! layers (convolutions, linear layers, pools, `Flatten`, residual `Add`, SECA, which only mixes
+//! the channels of its own sample) take the form of their inputs: once if all of them are once;
+//! batched if one is batched or if the next neuron downstream is parallel (so the layers between
+//! a sequential neuron and a parallel one join its batched run); else per step. A model whose
+//! neurons are all parallel thus has each layer exactly once, and one whose neurons are all
+//! sequential is unrolled over `T` as a whole. Form changes are single nodes, made at most once
+//! per value: once → batched `Tile` (repeats `[T, 1, …]`), per step → batched `Concat` on axis 0,
+//! batched → per step `Split` on axis 0. With `T = 1` all three forms are the same tensor.
+//!
+//! A parallel neuron is `s = Relu(gain_t·I + bias_t − θ_t)`. If its parameters differ between
+//! steps, the batched input is viewed as `[T, N, C, H, W]` (`Reshape`; a once input is
+//! `Unsqueeze`d to `[1, N, C, H, W]` and broadcasting expands it over the steps), the parameters
+//! are `[T, 1, C, 1, 1]` tensors (`[T, 1, 1, 1, 1]` if not per-channel; `[T, 1, F]` for a flat
+//! `[N, F]` input), and the result is reshaped back to `[T·N, C, H, W]`. If they are the same at
+//! every step, step 0's `[1, C, 1, 1]` tensors broadcast over any batch and a once input stays
+//! once. The output sums the last layer over `T`: `Sum` of the step tensors, or `ReduceSum` over
+//! axis 0 of the batched output viewed as `[T, N, classes]`.
+//!
+//! Binary layers keep their structure: a convolution/matmul with a ±1 weight tensor, then `Mul` by
+//! the per-channel gain and `Add` of the bias. Every weight is one initializer, shared by the
+//! steps. Nodes are named after their layer (`l3.Conv_7`, `l5.t2.Relu_19` for step 2 of an
+//! unrolled layer). Only float semantics are written; the integer (`fixed`) parts of the model
+//! are ignored.
 
 use std::collections::HashMap;
 
-use empf_core::format::{Layer, NeuronMode};
+use empf_core::format::{Layer, Neuron, NeuronMode};
 use empf_core::Model;
 use prost::Message;
 
@@ -69,30 +97,68 @@ pub enum OnnxError {
     },
 }
 
-/// A tensor of the graph: its value name, empf shape `(c, h, w)`, whether it is held as
-/// `[N, c·h·w]` (after `Flatten`/`Linear`) instead of `[N, c, h, w]`, and whether it is the same
-/// at every time step.
+/// One tensor of the graph: its value name, empf shape `(c, h, w)` of one sample, and whether it
+/// is held as `[B, c·h·w]` (after `Flatten`/`Linear`) instead of `[B, c, h, w]`. The batch `B` is
+/// `N`, or `T·N` for a batched value.
 #[derive(Clone, Debug)]
-struct Val {
+struct Tensor {
     name: String,
     c: usize,
     h: usize,
     w: usize,
     rank2: bool,
-    inv: bool,
+}
+
+impl Tensor {
+    fn numel(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// The per-sample dims as ONNX shape entries.
+    fn sample_dims(&self) -> Vec<i64> {
+        if self.rank2 {
+            vec![self.numel() as i64]
+        } else {
+            vec![self.c as i64, self.h as i64, self.w as i64]
+        }
+    }
+}
+
+/// A layer output over the `T` steps (see the module docs).
+#[derive(Clone, Debug)]
+enum Val {
+    /// The same at every step: one `[N, …]` tensor.
+    Once(Tensor),
+    /// All steps in one `[T·N, …]` tensor, step-major on the batch axis.
+    Batched(Tensor),
+    /// One `[N, …]` tensor per step.
+    Steps(Vec<Tensor>),
 }
 
 impl Val {
-    fn numel(&self) -> usize {
-        self.c * self.h * self.w
+    /// A tensor of the value, for its shape.
+    fn first(&self) -> &Tensor {
+        match self {
+            Val::Once(x) | Val::Batched(x) => x,
+            Val::Steps(xs) => &xs[0],
+        }
     }
 }
 
 #[derive(Default)]
 struct Builder {
+    t_steps: usize,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     consts: HashMap<String, String>,
+    /// Layer weights by hint, so that the steps of an unrolled layer share them.
+    params: HashMap<String, String>,
+    /// Batched form of a once/per-step value, by the value's tensor names.
+    batched: HashMap<String, String>,
+    /// Per-step form of a batched value, by its name.
+    split: HashMap<String, Vec<String>>,
+    /// Prefix of node names: the layer (and step) being written.
+    scope: String,
     next: usize,
 }
 
@@ -148,11 +214,17 @@ impl Builder {
         format!("{hint}_{}", self.next)
     }
 
-    fn node_to(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: String) {
-        let name = format!("{op}_{}", self.nodes.len());
+    fn node_outs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outs: &[String],
+    ) {
+        let name = format!("{}{op}_{}", self.scope, self.nodes.len());
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![out],
+            output: outs.to_vec(),
             name: Some(name),
             op_type: Some(op.into()),
             attribute: attrs,
@@ -162,7 +234,7 @@ impl Builder {
 
     fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let out = self.fresh(&op.to_ascii_lowercase());
-        self.node_to(op, inputs, attrs, out.clone());
+        self.node_outs(op, inputs, attrs, std::slice::from_ref(&out));
         out
     }
 
@@ -176,6 +248,16 @@ impl Builder {
             raw_data: Some(raw),
             ..Default::default()
         });
+        name
+    }
+
+    /// A layer weight: made on first use of `hint`, then shared.
+    fn param(&mut self, hint: &str, dims: &[usize], raw: impl FnOnce() -> Vec<u8>) -> String {
+        if let Some(n) = self.params.get(hint) {
+            return n.clone();
+        }
+        let name = self.init_f32(hint, dims, raw());
+        self.params.insert(hint.into(), name.clone());
         name
     }
 
@@ -197,25 +279,25 @@ impl Builder {
         name
     }
 
-    fn to2(&mut self, v: &Val) -> Val {
+    fn to2(&mut self, v: &Tensor) -> Tensor {
         if v.rank2 {
             return v.clone();
         }
         let name = self.node("Flatten", &[&v.name], vec![attr_int("axis", 1)]);
-        Val {
+        Tensor {
             name,
             rank2: true,
             ..v.clone()
         }
     }
 
-    fn to4(&mut self, v: &Val) -> Val {
+    fn to4(&mut self, v: &Tensor) -> Tensor {
         if !v.rank2 {
             return v.clone();
         }
         let shape = self.const_i64(&[0, v.c as i64, v.h as i64, v.w as i64]);
         let name = self.node("Reshape", &[&v.name, &shape], vec![]);
-        Val {
+        Tensor {
             name,
             rank2: false,
             ..v.clone()
@@ -223,17 +305,76 @@ impl Builder {
     }
 
     /// Elementwise `Add` of two tensors of the same empf shape.
-    fn add(&mut self, a: &Val, b: &Val) -> Val {
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         let (a, b) = if a.rank2 == b.rank2 {
             (a.clone(), b.clone())
         } else {
             (self.to2(a), self.to2(b))
         };
         let name = self.node("Add", &[&a.name, &b.name], vec![]);
-        Val {
-            name,
-            inv: a.inv && b.inv,
-            ..a
+        Tensor { name, ..a }
+    }
+
+    /// `v` as one `[T·N, …]` tensor (step `t` in rows `t·N .. (t+1)·N`).
+    fn batched(&mut self, v: &Val) -> Tensor {
+        let t_steps = self.t_steps;
+        let (x, key) = match v {
+            Val::Batched(x) => return x.clone(),
+            _ if t_steps == 1 => return v.first().clone(),
+            Val::Once(x) => (x, x.name.clone()),
+            Val::Steps(xs) => (
+                &xs[0],
+                xs.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        };
+        let name = match self.batched.get(&key) {
+            Some(n) => n.clone(),
+            None => {
+                let n = match v {
+                    Val::Once(x) => {
+                        let mut reps = vec![1i64; if x.rank2 { 2 } else { 4 }];
+                        reps[0] = t_steps as i64;
+                        let reps = self.const_i64(&reps);
+                        self.node("Tile", &[&x.name, &reps], vec![])
+                    }
+                    Val::Steps(xs) => {
+                        let refs: Vec<&str> = xs.iter().map(|s| s.name.as_str()).collect();
+                        self.node("Concat", &refs, vec![attr_int("axis", 0)])
+                    }
+                    Val::Batched(_) => unreachable!("returned above"),
+                };
+                self.batched.insert(key, n.clone());
+                n
+            }
+        };
+        Tensor { name, ..x.clone() }
+    }
+
+    /// `v` as `T` tensors `[N, …]`, one per step.
+    fn steps(&mut self, v: &Val) -> Vec<Tensor> {
+        let t_steps = self.t_steps;
+        match v {
+            Val::Steps(xs) => xs.clone(),
+            Val::Once(x) => vec![x.clone(); t_steps],
+            Val::Batched(x) if t_steps == 1 => vec![x.clone()],
+            Val::Batched(x) => {
+                let names = match self.split.get(&x.name) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let outs: Vec<String> = (0..t_steps).map(|_| self.fresh("step")).collect();
+                        self.node_outs("Split", &[&x.name], vec![attr_int("axis", 0)], &outs);
+                        self.split.insert(x.name.clone(), outs.clone());
+                        outs
+                    }
+                };
+                names
+                    .into_iter()
+                    .map(|name| Tensor { name, ..x.clone() })
+                    .collect()
+            }
         }
     }
 }
@@ -275,7 +416,7 @@ fn signs_to_f32(signs: &[u8], rows: usize, k: usize) -> Vec<u8> {
 }
 
 /// Dims of a per-channel constant broadcasting over `v`.
-fn chan_dims(v: &Val, c: usize) -> Vec<usize> {
+fn chan_dims(v: &Tensor, c: usize) -> Vec<usize> {
     if v.rank2 {
         vec![1, c]
     } else {
@@ -291,7 +432,7 @@ fn neuron_param(
     arr: &[u8],
     per_channel: bool,
     t: usize,
-    v: &Val,
+    v: &Tensor,
 ) -> Option<String> {
     if arr.is_empty() {
         return None;
@@ -305,6 +446,401 @@ fn neuron_param(
     } else {
         Some(b.init_f32(hint, &[], arr[t * 4..(t + 1) * 4].to_vec()))
     }
+}
+
+/// A neuron parameter over all steps, broadcasting over `v` viewed as `[T, N, …]`:
+/// `[T, 1, C, 1, 1]` (`[T, 1, C]` for a rank-2 `v`), with `C = 1` if not per-channel.
+fn neuron_param_steps(
+    b: &mut Builder,
+    hint: &str,
+    arr: &[u8],
+    per_channel: bool,
+    v: &Tensor,
+) -> Option<String> {
+    if arr.is_empty() {
+        return None;
+    }
+    let t_steps = b.t_steps;
+    let c = if per_channel { v.c } else { 1 };
+    let dims = if v.rank2 {
+        vec![t_steps, 1, c]
+    } else {
+        vec![t_steps, 1, c, 1, 1]
+    };
+    Some(b.init_f32(hint, &dims, arr[..t_steps * c * 4].to_vec()))
+}
+
+/// Whether a neuron array (length already checked) holds the same values at every step.
+fn same_every_step(arr: &[u8], t_steps: usize) -> bool {
+    if arr.is_empty() {
+        return true;
+    }
+    let step = arr.len() / t_steps;
+    arr.chunks_exact(step).all(|s| s == &arr[..step])
+}
+
+/// `gain·I + bias − θ` (gain and bias may be absent), as in empf-core's float neuron.
+fn over_threshold(
+    b: &mut Builder,
+    x: &str,
+    gain: Option<String>,
+    bias: Option<String>,
+    theta: &str,
+) -> String {
+    let mut drive = x.to_string();
+    if let Some(g) = gain {
+        drive = b.node("Mul", &[&g, &drive], vec![]);
+    }
+    if let Some(bi) = bias {
+        drive = b.node("Add", &[&drive, &bi], vec![]);
+    }
+    b.node("Sub", &[&drive, theta], vec![])
+}
+
+/// Per-channel constants broadcast as `[1, C]` only over a true `[B, C]` tensor.
+fn neuron_input(b: &mut Builder, x: &Tensor) -> Tensor {
+    if x.rank2 && x.h * x.w > 1 {
+        b.to4(x)
+    } else {
+        x.clone()
+    }
+}
+
+/// Checks the array lengths of neuron `li` over `c` channels.
+fn check_neuron(li: usize, n: &Neuron<&[u8]>, t_steps: usize, c: usize) -> Result<(), OnnxError> {
+    let per = if n.per_channel { t_steps * c } else { t_steps };
+    check_len(li, "threshold", n.threshold.len() / 4, per)?;
+    for (what, arr) in [("input_gain", &n.input_gain), ("input_bias", &n.input_bias)] {
+        if !arr.is_empty() {
+            check_len(li, what, arr.len() / 4, per)?;
+        }
+    }
+    if n.mode == NeuronMode::Sequential {
+        check_len(li, "leak", n.leak.len() / 4, per)?;
+    }
+    Ok(())
+}
+
+/// A parallel neuron: `s = Relu(gain_t·I + bias_t − θ_t)` on all steps at once.
+fn parallel_neuron(b: &mut Builder, li: usize, n: &Neuron<&[u8]>, cur: &Val) -> Val {
+    let t_steps = b.t_steps;
+    let pc = n.per_channel;
+    let arrays = [
+        n.input_gain.bytes(),
+        n.input_bias.bytes(),
+        n.threshold.bytes(),
+    ];
+    if arrays.iter().all(|a| same_every_step(a, t_steps)) {
+        // Step 0's parameters hold for every step and broadcast over any batch.
+        let (x, once) = match cur {
+            Val::Once(x) => (x.clone(), true),
+            _ => (b.batched(cur), false),
+        };
+        let x = neuron_input(b, &x);
+        let [g, bi, th] = [
+            ("gain", arrays[0]),
+            ("bias", arrays[1]),
+            ("theta", arrays[2]),
+        ]
+        .map(|(what, arr)| neuron_param(b, &format!("l{li}_{what}"), arr, pc, 0, &x));
+        let over = over_threshold(b, &x.name, g, bi, &th.expect("threshold length checked"));
+        let s = Tensor {
+            name: b.node("Relu", &[&over], vec![]),
+            ..x
+        };
+        return if once { Val::Once(s) } else { Val::Batched(s) };
+    }
+    // Per-step parameters [T, 1, C, …] against the input viewed as [T, N, C, …].
+    let x = match cur {
+        Val::Once(x) => neuron_input(b, x),
+        _ => {
+            let x = b.batched(cur);
+            neuron_input(b, &x)
+        }
+    };
+    let dims = x.sample_dims();
+    let x5 = match cur {
+        // [1, N, …]: broadcasting against the parameters repeats it over the steps.
+        Val::Once(_) => {
+            let axes = b.const_i64(&[0]);
+            b.node("Unsqueeze", &[&x.name, &axes], vec![])
+        }
+        _ => {
+            let shape = b.const_i64(&[&[t_steps as i64, -1][..], &dims].concat());
+            b.node("Reshape", &[&x.name, &shape], vec![])
+        }
+    };
+    let [g, bi, th] = [
+        ("gain", arrays[0]),
+        ("bias", arrays[1]),
+        ("theta", arrays[2]),
+    ]
+    .map(|(what, arr)| neuron_param_steps(b, &format!("l{li}_{what}_steps"), arr, pc, &x));
+    let over = over_threshold(b, &x5, g, bi, &th.expect("threshold length checked"));
+    let s5 = b.node("Relu", &[&over], vec![]);
+    let shape = b.const_i64(&[&[-1][..], &dims].concat());
+    Val::Batched(Tensor {
+        name: b.node("Reshape", &[&s5, &shape], vec![]),
+        ..x
+    })
+}
+
+/// A sequential neuron, unrolled over the steps: `m = leak_t·v + (gain_t·I + bias_t)`,
+/// `s = Relu(m − θ_t)`, `v = m − s` (`v = 0` before step 0).
+fn sequential_neuron(b: &mut Builder, li: usize, n: &Neuron<&[u8]>, cur: &Val) -> Val {
+    let xs = b.steps(cur);
+    let pc = n.per_channel;
+    let mut membrane: Option<String> = None;
+    let mut out = Vec::with_capacity(xs.len());
+    for (t, x) in xs.iter().enumerate() {
+        b.scope = format!("l{li}.t{t}.");
+        let x = neuron_input(b, x);
+        let p = format!("l{li}_t{t}");
+        let g = neuron_param(b, &format!("{p}_gain"), n.input_gain.bytes(), pc, t, &x);
+        let bi = neuron_param(b, &format!("{p}_bias"), n.input_bias.bytes(), pc, t, &x);
+        // I' = gain·I + bias
+        let mut drive = x.name.clone();
+        if let Some(g) = g {
+            drive = b.node("Mul", &[&g, &drive], vec![]);
+        }
+        if let Some(bi) = bi {
+            drive = b.node("Add", &[&drive, &bi], vec![]);
+        }
+        let th = neuron_param(b, &format!("{p}_theta"), n.threshold.bytes(), pc, t, &x)
+            .expect("threshold length checked");
+        // m = leak·v + I'
+        let m = match membrane.take() {
+            Some(v) => {
+                let leak = neuron_param(b, &format!("{p}_leak"), n.leak.bytes(), pc, t, &x)
+                    .expect("leak length checked");
+                let lv = b.node("Mul", &[&leak, &v], vec![]);
+                b.node("Add", &[&lv, &drive], vec![])
+            }
+            None => drive,
+        };
+        let over = b.node("Sub", &[&m, &th], vec![]);
+        let s = b.node("Relu", &[&over], vec![]);
+        if t + 1 < xs.len() {
+            membrane = Some(b.node("Sub", &[&m, &s], vec![]));
+        }
+        out.push(Tensor { name: s, ..x });
+    }
+    Val::Steps(out)
+}
+
+/// A stateless layer on one tensor (of any batch): `saved` is the slot operand of `Add`/SECA_II.
+fn stateless(
+    b: &mut Builder,
+    li: usize,
+    layer: &Layer<&[u8]>,
+    cur: &Tensor,
+    saved: Option<&Tensor>,
+) -> Result<Tensor, OnnxError> {
+    Ok(match layer {
+        Layer::Conv2d(c) => {
+            let (o, i, k) = (
+                c.out_channels as usize,
+                c.in_channels as usize,
+                c.kernel as usize,
+            );
+            check_len(li, "conv weight", c.weight.len() / 4, o * i * k * k)?;
+            check_len(li, "conv bias", c.bias.len() / 4, o)?;
+            let xv = b.to4(cur);
+            let w = b.param(&format!("l{li}_conv_w"), &[o, i, k, k], || {
+                c.weight.bytes().to_vec()
+            });
+            let bias = b.param(&format!("l{li}_conv_b"), &[o], || c.bias.bytes().to_vec());
+            let (s, p) = (c.stride as i64, c.padding as i64);
+            let name = b.node(
+                "Conv",
+                &[&xv.name, &w, &bias],
+                vec![
+                    attr_ints("kernel_shape", &[k as i64, k as i64]),
+                    attr_ints("strides", &[s, s]),
+                    attr_ints("pads", &[p, p, p, p]),
+                ],
+            );
+            let (s, p) = (s as usize, p as usize);
+            Tensor {
+                name,
+                c: o,
+                h: (xv.h + 2 * p - k) / s + 1,
+                w: (xv.w + 2 * p - k) / s + 1,
+                rank2: false,
+            }
+        }
+        Layer::BinaryConv2d(c) => {
+            let (o, i, k) = (
+                c.out_channels as usize,
+                c.in_channels as usize,
+                c.kernel as usize,
+            );
+            let taps = i * k * k;
+            check_len(li, "signs", c.signs.len(), o * taps.div_ceil(8))?;
+            check_len(li, "gain", c.gain.len() / 4, o)?;
+            check_len(li, "bias", c.bias.len() / 4, o)?;
+            let xv = b.to4(cur);
+            let w = b.param(&format!("l{li}_bconv_signs"), &[o, i, k, k], || {
+                signs_to_f32(c.signs.bytes(), o, taps)
+            });
+            let (s, p) = (c.stride as i64, c.padding as i64);
+            let conv = b.node(
+                "Conv",
+                &[&xv.name, &w],
+                vec![
+                    attr_ints("kernel_shape", &[k as i64, k as i64]),
+                    attr_ints("strides", &[s, s]),
+                    attr_ints("pads", &[p, p, p, p]),
+                ],
+            );
+            let g = b.param(&format!("l{li}_bconv_gain"), &[1, o, 1, 1], || {
+                c.gain.bytes().to_vec()
+            });
+            let scaled = b.node("Mul", &[&conv, &g], vec![]);
+            let bias = b.param(&format!("l{li}_bconv_bias"), &[1, o, 1, 1], || {
+                c.bias.bytes().to_vec()
+            });
+            let name = b.node("Add", &[&scaled, &bias], vec![]);
+            let (s, p) = (s as usize, p as usize);
+            Tensor {
+                name,
+                c: o,
+                h: (xv.h + 2 * p - k) / s + 1,
+                w: (xv.w + 2 * p - k) / s + 1,
+                rank2: false,
+            }
+        }
+        Layer::Linear(l) => {
+            let (o, i) = (l.out_features as usize, l.in_features as usize);
+            check_len(li, "linear weight", l.weight.len() / 4, o * i)?;
+            check_len(li, "linear bias", l.bias.len() / 4, o)?;
+            let xv = b.to2(cur);
+            let w = b.param(&format!("l{li}_fc_w"), &[o, i], || {
+                l.weight.bytes().to_vec()
+            });
+            let bias = b.param(&format!("l{li}_fc_b"), &[o], || l.bias.bytes().to_vec());
+            let name = b.node("Gemm", &[&xv.name, &w, &bias], vec![attr_int("transB", 1)]);
+            Tensor {
+                name,
+                c: o,
+                h: 1,
+                w: 1,
+                rank2: true,
+            }
+        }
+        Layer::BinaryLinear(l) => {
+            let (o, i) = (l.out_features as usize, l.in_features as usize);
+            check_len(li, "signs", l.signs.len(), o * i.div_ceil(8))?;
+            check_len(li, "gain", l.gain.len() / 4, o)?;
+            check_len(li, "bias", l.bias.len() / 4, o)?;
+            let xv = b.to2(cur);
+            let w = b.param(&format!("l{li}_bfc_signs_t"), &[i, o], || {
+                // MatMul wants [in, out]: transpose the ±1 rows.
+                let rows = signs_to_f32(l.signs.bytes(), o, i);
+                let mut wt = vec![0u8; rows.len()];
+                for r in 0..o {
+                    for c in 0..i {
+                        wt[(c * o + r) * 4..(c * o + r + 1) * 4]
+                            .copy_from_slice(&rows[(r * i + c) * 4..(r * i + c + 1) * 4]);
+                    }
+                }
+                wt
+            });
+            let mm = b.node("MatMul", &[&xv.name, &w], vec![]);
+            let g = b.param(&format!("l{li}_bfc_gain"), &[1, o], || {
+                l.gain.bytes().to_vec()
+            });
+            let scaled = b.node("Mul", &[&mm, &g], vec![]);
+            let bias = b.param(&format!("l{li}_bfc_bias"), &[1, o], || {
+                l.bias.bytes().to_vec()
+            });
+            let name = b.node("Add", &[&scaled, &bias], vec![]);
+            Tensor {
+                name,
+                c: o,
+                h: 1,
+                w: 1,
+                rank2: true,
+            }
+        }
+        Layer::AvgPool2 => {
+            let xv = b.to4(cur);
+            let name = b.node(
+                "AveragePool",
+                &[&xv.name],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                ],
+            );
+            Tensor {
+                name,
+                h: xv.h / 2,
+                w: xv.w / 2,
+                ..xv
+            }
+        }
+        Layer::GlobalAvgPool => {
+            let xv = b.to4(cur);
+            let name = b.node("GlobalAveragePool", &[&xv.name], vec![]);
+            Tensor {
+                name,
+                h: 1,
+                w: 1,
+                ..xv
+            }
+        }
+        Layer::Flatten => {
+            let v = b.to2(cur);
+            Tensor {
+                c: v.numel(),
+                h: 1,
+                w: 1,
+                ..v
+            }
+        }
+        Layer::Add { slot, .. } => {
+            let saved = saved.ok_or(OnnxError::EmptySlot {
+                layer: li,
+                slot: *slot,
+            })?;
+            check_len(li, "saved tensor", saved.numel(), cur.numel())?;
+            b.add(cur, saved)
+        }
+        Layer::Seca(s) => {
+            let mut v = cur.clone();
+            if let Some(saved) = saved {
+                check_len(li, "saved tensor", saved.numel(), v.numel())?;
+                v = b.add(&v, saved);
+            }
+            check_len(li, "seca weight", s.weight.len() / 4, 5)?;
+            let xv = b.to4(&v);
+            let z = b.node(
+                "ReduceMean",
+                &[&xv.name],
+                vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)],
+            );
+            let axes = b.const_i64(&[1]);
+            let z1 = b.node("Unsqueeze", &[&z, &axes], vec![]);
+            let w = b.param(&format!("l{li}_seca_w"), &[1, 1, 5], || {
+                s.weight.bytes().to_vec()
+            });
+            let bias = b.param(&format!("l{li}_seca_b"), &[1], || f32_bytes([s.bias]));
+            let conv = b.node(
+                "Conv",
+                &[&z1, &w, &bias],
+                vec![attr_ints("kernel_shape", &[5]), attr_ints("pads", &[2, 2])],
+            );
+            let a = b.node("Sigmoid", &[&conv], vec![]);
+            let shape = b.const_i64(&[0, -1, 1, 1]);
+            let a4 = b.node("Reshape", &[&a, &shape], vec![]);
+            let name = b.node("Mul", &[&xv.name, &a4], vec![]);
+            Tensor { name, ..xv }
+        }
+        Layer::Neuron(_) | Layer::Save { .. } | Layer::Swap { .. } => {
+            unreachable!("not a stateless layer: handled by the walk")
+        }
+    })
 }
 
 /// Converts a decoded empf-core model into the bytes of an ONNX `ModelProto`.
@@ -322,369 +858,103 @@ pub fn to_onnx_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError> {
         .enumerate()
         .map(|(layer, l)| l.map_err(|source| OnnxError::Layer { layer, source }))
         .collect::<Result<_, _>>()?;
-    let mut b = Builder::default();
-    let x = Val {
+    let mut b = Builder {
+        t_steps,
+        ..Default::default()
+    };
+    let x = Tensor {
         name: "x".into(),
         c: inp.c as usize,
         h: inp.h as usize,
         w: inp.w as usize,
         rank2: false,
-        inv: true,
     };
-    // Time-invariant layer outputs, computed at step 0 and reused.
-    let mut cache: Vec<Option<Val>> = vec![None; layers.len()];
-    // Membrane potential of each sequential neuron after the previous step.
-    let mut membrane: Vec<Option<String>> = vec![None; layers.len()];
-    let mut step_outputs = Vec::with_capacity(t_steps);
-    for t in 0..t_steps {
-        let mut cur = x.clone();
-        let mut slots: [Option<Val>; empf_core::MAX_SLOTS] = Default::default();
-        for (li, layer) in layers.iter().enumerate() {
-            let slot_val = |slots: &[Option<Val>], s: u8| -> Result<Val, OnnxError> {
-                slots
-                    .get(s as usize)
-                    .cloned()
-                    .flatten()
-                    .ok_or(OnnxError::EmptySlot { layer: li, slot: s })
-            };
-            // Reuse a time-invariant result from step 0.
-            let inputs_inv = cur.inv
-                && match layer {
-                    Layer::Add { slot, .. } => slot_val(&slots, *slot)?.inv,
-                    Layer::Seca(s) => match s.add_slot {
-                        Some(slot) => slot_val(&slots, slot)?.inv,
-                        None => true,
-                    },
-                    Layer::Neuron(_) | Layer::Save { .. } | Layer::Swap { .. } => false,
-                    _ => true,
-                };
-            if inputs_inv {
-                if let Some(v) = &cache[li] {
-                    cur = v.clone();
-                    continue;
-                }
-            }
-            let next = match layer {
-                Layer::Conv2d(c) => {
-                    let (o, i, k) = (
-                        c.out_channels as usize,
-                        c.in_channels as usize,
-                        c.kernel as usize,
-                    );
-                    check_len(li, "conv weight", c.weight.len() / 4, o * i * k * k)?;
-                    check_len(li, "conv bias", c.bias.len() / 4, o)?;
-                    let xv = b.to4(&cur);
-                    let w = b.init_f32(
-                        &format!("l{li}_conv_w"),
-                        &[o, i, k, k],
-                        c.weight.bytes().to_vec(),
-                    );
-                    let bias = b.init_f32(&format!("l{li}_conv_b"), &[o], c.bias.bytes().to_vec());
-                    let (s, p) = (c.stride as i64, c.padding as i64);
-                    let name = b.node(
-                        "Conv",
-                        &[&xv.name, &w, &bias],
-                        vec![
-                            attr_ints("kernel_shape", &[k as i64, k as i64]),
-                            attr_ints("strides", &[s, s]),
-                            attr_ints("pads", &[p, p, p, p]),
-                        ],
-                    );
-                    let (s, p) = (s as usize, p as usize);
-                    Val {
-                        name,
-                        c: o,
-                        h: (xv.h + 2 * p - k) / s + 1,
-                        w: (xv.w + 2 * p - k) / s + 1,
-                        rank2: false,
-                        inv: xv.inv,
-                    }
-                }
-                Layer::BinaryConv2d(c) => {
-                    let (o, i, k) = (
-                        c.out_channels as usize,
-                        c.in_channels as usize,
-                        c.kernel as usize,
-                    );
-                    let taps = i * k * k;
-                    check_len(li, "signs", c.signs.len(), o * taps.div_ceil(8))?;
-                    check_len(li, "gain", c.gain.len() / 4, o)?;
-                    check_len(li, "bias", c.bias.len() / 4, o)?;
-                    let xv = b.to4(&cur);
-                    let w = b.init_f32(
-                        &format!("l{li}_bconv_signs"),
-                        &[o, i, k, k],
-                        signs_to_f32(c.signs.bytes(), o, taps),
-                    );
-                    let (s, p) = (c.stride as i64, c.padding as i64);
-                    let conv = b.node(
-                        "Conv",
-                        &[&xv.name, &w],
-                        vec![
-                            attr_ints("kernel_shape", &[k as i64, k as i64]),
-                            attr_ints("strides", &[s, s]),
-                            attr_ints("pads", &[p, p, p, p]),
-                        ],
-                    );
-                    let g = b.init_f32(
-                        &format!("l{li}_bconv_gain"),
-                        &[1, o, 1, 1],
-                        c.gain.bytes().to_vec(),
-                    );
-                    let scaled = b.node("Mul", &[&conv, &g], vec![]);
-                    let bias = b.init_f32(
-                        &format!("l{li}_bconv_bias"),
-                        &[1, o, 1, 1],
-                        c.bias.bytes().to_vec(),
-                    );
-                    let name = b.node("Add", &[&scaled, &bias], vec![]);
-                    let (s, p) = (s as usize, p as usize);
-                    Val {
-                        name,
-                        c: o,
-                        h: (xv.h + 2 * p - k) / s + 1,
-                        w: (xv.w + 2 * p - k) / s + 1,
-                        rank2: false,
-                        inv: xv.inv,
-                    }
-                }
-                Layer::Linear(l) => {
-                    let (o, i) = (l.out_features as usize, l.in_features as usize);
-                    check_len(li, "linear weight", l.weight.len() / 4, o * i)?;
-                    check_len(li, "linear bias", l.bias.len() / 4, o)?;
-                    let xv = b.to2(&cur);
-                    let w = b.init_f32(&format!("l{li}_fc_w"), &[o, i], l.weight.bytes().to_vec());
-                    let bias = b.init_f32(&format!("l{li}_fc_b"), &[o], l.bias.bytes().to_vec());
-                    let name = b.node("Gemm", &[&xv.name, &w, &bias], vec![attr_int("transB", 1)]);
-                    Val {
-                        name,
-                        c: o,
-                        h: 1,
-                        w: 1,
-                        rank2: true,
-                        inv: xv.inv,
-                    }
-                }
-                Layer::BinaryLinear(l) => {
-                    let (o, i) = (l.out_features as usize, l.in_features as usize);
-                    check_len(li, "signs", l.signs.len(), o * i.div_ceil(8))?;
-                    check_len(li, "gain", l.gain.len() / 4, o)?;
-                    check_len(li, "bias", l.bias.len() / 4, o)?;
-                    let xv = b.to2(&cur);
-                    // MatMul wants [in, out]: transpose the ±1 rows.
-                    let rows = signs_to_f32(l.signs.bytes(), o, i);
-                    let mut wt = vec![0u8; rows.len()];
-                    for r in 0..o {
-                        for c in 0..i {
-                            wt[(c * o + r) * 4..(c * o + r + 1) * 4]
-                                .copy_from_slice(&rows[(r * i + c) * 4..(r * i + c + 1) * 4]);
-                        }
-                    }
-                    let w = b.init_f32(&format!("l{li}_bfc_signs_t"), &[i, o], wt);
-                    let mm = b.node("MatMul", &[&xv.name, &w], vec![]);
-                    let g =
-                        b.init_f32(&format!("l{li}_bfc_gain"), &[1, o], l.gain.bytes().to_vec());
-                    let scaled = b.node("Mul", &[&mm, &g], vec![]);
-                    let bias =
-                        b.init_f32(&format!("l{li}_bfc_bias"), &[1, o], l.bias.bytes().to_vec());
-                    let name = b.node("Add", &[&scaled, &bias], vec![]);
-                    Val {
-                        name,
-                        c: o,
-                        h: 1,
-                        w: 1,
-                        rank2: true,
-                        inv: xv.inv,
-                    }
-                }
-                Layer::Neuron(n) => {
-                    let per = if n.per_channel {
-                        t_steps * cur.c
-                    } else {
-                        t_steps
-                    };
-                    check_len(li, "threshold", n.threshold.len() / 4, per)?;
-                    for (what, arr) in
-                        [("input_gain", &n.input_gain), ("input_bias", &n.input_bias)]
-                    {
-                        if !arr.is_empty() {
-                            check_len(li, what, arr.len() / 4, per)?;
-                        }
-                    }
-                    if n.mode == NeuronMode::Sequential {
-                        check_len(li, "leak", n.leak.len() / 4, per)?;
-                    }
-                    // Per-channel constants broadcast as [1, C] only over a true [N, C] tensor.
-                    let cur = if cur.rank2 && cur.h * cur.w > 1 {
-                        b.to4(&cur)
-                    } else {
-                        cur.clone()
-                    };
-                    let pc = n.per_channel;
-                    let p = format!("l{li}_t{t}");
-                    // I' = gain·I + bias
-                    let mut drive = cur.name.clone();
-                    if let Some(g) = neuron_param(
-                        &mut b,
-                        &format!("{p}_gain"),
-                        n.input_gain.bytes(),
-                        pc,
-                        t,
-                        &cur,
-                    ) {
-                        drive = b.node("Mul", &[&g, &drive], vec![]);
-                    }
-                    if let Some(bi) = neuron_param(
-                        &mut b,
-                        &format!("{p}_bias"),
-                        n.input_bias.bytes(),
-                        pc,
-                        t,
-                        &cur,
-                    ) {
-                        drive = b.node("Add", &[&drive, &bi], vec![]);
-                    }
-                    let th = neuron_param(
-                        &mut b,
-                        &format!("{p}_theta"),
-                        n.threshold.bytes(),
-                        pc,
-                        t,
-                        &cur,
-                    )
-                    .expect("threshold length checked above");
-                    let name = match n.mode {
-                        NeuronMode::Sequential => {
-                            // m = leak·v + I' (v = 0 before step 0)
-                            let m = match membrane[li].take() {
-                                Some(v) => {
-                                    let leak = neuron_param(
-                                        &mut b,
-                                        &format!("{p}_leak"),
-                                        n.leak.bytes(),
-                                        pc,
-                                        t,
-                                        &cur,
-                                    )
-                                    .expect("leak length checked above");
-                                    let lv = b.node("Mul", &[&leak, &v], vec![]);
-                                    b.node("Add", &[&lv, &drive], vec![])
-                                }
-                                None => drive,
-                            };
-                            let over = b.node("Sub", &[&m, &th], vec![]);
-                            let s = b.node("Relu", &[&over], vec![]);
-                            if t + 1 < t_steps {
-                                membrane[li] = Some(b.node("Sub", &[&m, &s], vec![]));
-                            }
-                            s
-                        }
-                        NeuronMode::Parallel => {
-                            let over = b.node("Sub", &[&drive, &th], vec![]);
-                            b.node("Relu", &[&over], vec![])
-                        }
-                    };
-                    Val {
-                        name,
-                        inv: false,
-                        ..cur.clone()
-                    }
-                }
-                Layer::AvgPool2 => {
-                    let xv = b.to4(&cur);
-                    let name = b.node(
-                        "AveragePool",
-                        &[&xv.name],
-                        vec![
-                            attr_ints("kernel_shape", &[2, 2]),
-                            attr_ints("strides", &[2, 2]),
-                        ],
-                    );
-                    Val {
-                        name,
-                        h: xv.h / 2,
-                        w: xv.w / 2,
-                        ..xv
-                    }
-                }
-                Layer::GlobalAvgPool => {
-                    let xv = b.to4(&cur);
-                    let name = b.node("GlobalAveragePool", &[&xv.name], vec![]);
-                    Val {
-                        name,
-                        h: 1,
-                        w: 1,
-                        ..xv
-                    }
-                }
-                Layer::Flatten => {
-                    let v = b.to2(&cur);
-                    Val {
-                        c: v.numel(),
-                        h: 1,
-                        w: 1,
-                        ..v
-                    }
-                }
-                Layer::Save { slot } => {
-                    slots[*slot as usize] = Some(cur.clone());
-                    continue;
-                }
-                Layer::Swap { slot } => {
-                    let saved = slot_val(&slots, *slot)?;
-                    slots[*slot as usize] = Some(std::mem::replace(&mut cur, saved));
-                    continue;
-                }
-                Layer::Add { slot, .. } => {
-                    let saved = slot_val(&slots, *slot)?;
-                    check_len(li, "saved tensor", saved.numel(), cur.numel())?;
-                    b.add(&cur, &saved)
-                }
-                Layer::Seca(s) => {
-                    let mut v = cur.clone();
-                    if let Some(slot) = s.add_slot {
-                        let saved = slot_val(&slots, slot)?;
-                        check_len(li, "saved tensor", saved.numel(), v.numel())?;
-                        v = b.add(&v, &saved);
-                    }
-                    check_len(li, "seca weight", s.weight.len() / 4, 5)?;
-                    let xv = b.to4(&v);
-                    let z = b.node(
-                        "ReduceMean",
-                        &[&xv.name],
-                        vec![attr_ints("axes", &[2, 3]), attr_int("keepdims", 0)],
-                    );
-                    let axes = b.const_i64(&[1]);
-                    let z1 = b.node("Unsqueeze", &[&z, &axes], vec![]);
-                    let w = b.init_f32(
-                        &format!("l{li}_seca_w"),
-                        &[1, 1, 5],
-                        s.weight.bytes().to_vec(),
-                    );
-                    let bias = b.init_f32(&format!("l{li}_seca_b"), &[1], f32_bytes([s.bias]));
-                    let conv = b.node(
-                        "Conv",
-                        &[&z1, &w, &bias],
-                        vec![attr_ints("kernel_shape", &[5]), attr_ints("pads", &[2, 2])],
-                    );
-                    let a = b.node("Sigmoid", &[&conv], vec![]);
-                    let shape = b.const_i64(&[0, -1, 1, 1]);
-                    let a4 = b.node("Reshape", &[&a, &shape], vec![]);
-                    let name = b.node("Mul", &[&xv.name, &a4], vec![]);
-                    Val { name, ..xv }
-                }
-            };
-            if next.inv {
-                cache[li] = Some(next.clone());
-            }
-            cur = next;
+    // Whether the next neuron at or after each layer is parallel: stateless layers before it join
+    // its batched run.
+    let mut next_parallel = vec![false; layers.len()];
+    let mut par = false;
+    for (li, layer) in layers.iter().enumerate().rev() {
+        if let Layer::Neuron(n) = layer {
+            par = n.mode == NeuronMode::Parallel;
         }
-        check_len(layers.len(), "output", cur.numel(), classes)?;
-        step_outputs.push(cur.name.clone());
+        next_parallel[li] = par;
     }
-    let refs: Vec<&str> = step_outputs.iter().map(String::as_str).collect();
-    let sum = b.node("Sum", &refs, vec![]);
-    b.node_to("Flatten", &[&sum], vec![attr_int("axis", 1)], "y".into());
+    let mut cur = Val::Once(x.clone());
+    let mut slots: [Option<Val>; empf_core::MAX_SLOTS] = Default::default();
+    for (li, layer) in layers.iter().enumerate() {
+        b.scope = format!("l{li}.");
+        let slot_val = |slots: &[Option<Val>], s: u8| -> Result<Val, OnnxError> {
+            slots
+                .get(s as usize)
+                .cloned()
+                .flatten()
+                .ok_or(OnnxError::EmptySlot { layer: li, slot: s })
+        };
+        cur = match layer {
+            Layer::Save { slot } => {
+                slots[*slot as usize] = Some(cur.clone());
+                continue;
+            }
+            Layer::Swap { slot } => {
+                let saved = slot_val(&slots, *slot)?;
+                slots[*slot as usize] = Some(std::mem::replace(&mut cur, saved));
+                continue;
+            }
+            Layer::Neuron(n) => {
+                check_neuron(li, n, t_steps, cur.first().c)?;
+                match n.mode {
+                    NeuronMode::Sequential => sequential_neuron(&mut b, li, n, &cur),
+                    NeuronMode::Parallel => parallel_neuron(&mut b, li, n, &cur),
+                }
+            }
+            _ => {
+                let saved = match layer {
+                    Layer::Add { slot, .. } => Some(slot_val(&slots, *slot)?),
+                    Layer::Seca(s) => s.add_slot.map(|s| slot_val(&slots, s)).transpose()?,
+                    _ => None,
+                };
+                let inputs = || std::iter::once(&cur).chain(saved.as_ref());
+                if inputs().all(|v| matches!(v, Val::Once(_))) {
+                    let s = saved.as_ref().map(|s| s.first().clone());
+                    Val::Once(stateless(&mut b, li, layer, cur.first(), s.as_ref())?)
+                } else if next_parallel[li] || inputs().any(|v| matches!(v, Val::Batched(_))) {
+                    let x = b.batched(&cur);
+                    let s = saved.as_ref().map(|s| b.batched(s));
+                    Val::Batched(stateless(&mut b, li, layer, &x, s.as_ref())?)
+                } else {
+                    let xs = b.steps(&cur);
+                    let ss = saved.as_ref().map(|s| b.steps(s));
+                    let mut out = Vec::with_capacity(t_steps);
+                    for (t, x) in xs.iter().enumerate() {
+                        b.scope = format!("l{li}.t{t}.");
+                        let s = ss.as_ref().map(|s| &s[t]);
+                        out.push(stateless(&mut b, li, layer, x, s)?);
+                    }
+                    Val::Steps(out)
+                }
+            }
+        };
+    }
+    b.scope = "out.".into();
+    check_len(layers.len(), "output", cur.first().numel(), classes)?;
+    let sum = match &cur {
+        Val::Once(y) => {
+            let refs = vec![y.name.as_str(); t_steps];
+            b.node("Sum", &refs, vec![])
+        }
+        Val::Steps(ys) => {
+            let refs: Vec<&str> = ys.iter().map(|y| y.name.as_str()).collect();
+            b.node("Sum", &refs, vec![])
+        }
+        Val::Batched(y) if t_steps == 1 => y.name.clone(),
+        Val::Batched(y) => {
+            let shape = b.const_i64(&[t_steps as i64, -1, classes as i64]);
+            let y3 = b.node("Reshape", &[&y.name, &shape], vec![]);
+            let axes = b.const_i64(&[0]);
+            b.node("ReduceSum", &[&y3, &axes], vec![attr_int("keepdims", 0)])
+        }
+    };
+    b.node_outs("Flatten", &[&sum], vec![attr_int("axis", 1)], &["y".into()]);
 
     let graph = GraphProto {
         node: b.nodes,
@@ -724,8 +994,8 @@ pub fn to_onnx_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError> {
 mod tests {
     use super::*;
     use empf_core::format::{
-        encode_model, BinaryConv2d, Blob, Conv2d, InputEncoding, Linear, ModelMeta, Neuron, Seca,
-        Shape3,
+        encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Linear, ModelMeta,
+        Neuron, Seca, Shape3,
     };
 
     fn f32s(v: &[f32]) -> Vec<u8> {
@@ -858,5 +1128,230 @@ mod tests {
             }
             known.extend(n.output.iter().cloned());
         }
+    }
+
+    fn count(g: &GraphProto, op: &str) -> usize {
+        g.node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some(op))
+            .count()
+    }
+
+    /// Every node input is a graph input, an initializer or an earlier node's output, and every
+    /// value is written once.
+    fn assert_wired(g: &GraphProto) {
+        let mut known: std::collections::HashSet<String> = g
+            .initializer
+            .iter()
+            .map(|t| t.name.clone().unwrap())
+            .collect();
+        known.insert("x".into());
+        for n in &g.node {
+            for i in &n.input {
+                assert!(known.contains(i), "{:?} uses undefined {i}", n.name);
+            }
+            for o in &n.output {
+                assert!(known.insert(o.clone()), "{o} written twice");
+            }
+        }
+        assert_eq!(g.node.last().unwrap().output, vec!["y".to_string()]);
+    }
+
+    fn graph(bytes: &[u8]) -> GraphProto {
+        let model = Model::decode(bytes).unwrap();
+        to_onnx_proto(&model).unwrap().graph.unwrap()
+    }
+
+    /// A neuron over `c` channels with per-step values `base + 0.1·t` (+ `0.01·c` per channel),
+    /// or the same at every step with `same_steps`.
+    fn neuron(
+        mode: NeuronMode,
+        per_channel: bool,
+        t_steps: usize,
+        c: usize,
+        same_steps: bool,
+    ) -> Layer<Vec<u8>> {
+        let n = if per_channel { c } else { 1 };
+        let arr = |base: f32| {
+            let v: Vec<f32> = (0..t_steps)
+                .flat_map(|t| {
+                    (0..n).map(move |ch| {
+                        let t = if same_steps { 0 } else { t };
+                        base + 0.1 * t as f32 + 0.01 * ch as f32
+                    })
+                })
+                .collect();
+            Blob(f32s(&v))
+        };
+        Layer::Neuron(Neuron {
+            mode,
+            per_channel,
+            leak: match mode {
+                NeuronMode::Sequential => arr(0.5),
+                NeuronMode::Parallel => Blob(Vec::new()),
+            },
+            threshold: arr(0.2),
+            input_gain: arr(0.9),
+            input_bias: arr(-0.05),
+            fixed: None,
+        })
+    }
+
+    fn bconv(o: usize, i: usize) -> Layer<Vec<u8>> {
+        Layer::BinaryConv2d(BinaryConv2d {
+            out_channels: o as u16,
+            in_channels: i as u16,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            signs: Blob(vec![0b1010_0110; o * (i * 9).div_ceil(8)]),
+            gain: Blob(f32s(&vec![0.2; o])),
+            bias: Blob(f32s(&vec![0.01; o])),
+            fixed: None,
+        })
+    }
+
+    /// T = `t_steps`, input 1×6×6: Conv → N1 → BConv → Save → N2 → BConv → Add → SECA → N3 →
+    /// AvgPool → Flatten → BinaryLinear → N4 → Linear; neuron modes from `modes`.
+    fn four_neuron_model(t_steps: usize, modes: [NeuronMode; 4]) -> Vec<u8> {
+        let meta = ModelMeta {
+            time_steps: t_steps as u16,
+            input: Shape3 { c: 1, h: 6, w: 6 },
+            classes: 3,
+            encoding: InputEncoding::Direct,
+            fixed: None,
+        };
+        let layers: Vec<Layer<Vec<u8>>> = vec![
+            Layer::Conv2d(Conv2d {
+                out_channels: 2,
+                in_channels: 1,
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+                weight: Blob(f32s(&[0.1; 18])),
+                bias: Blob(f32s(&[0.0, 0.1])),
+                fixed: None,
+            }),
+            neuron(modes[0], true, t_steps, 2, false),
+            bconv(2, 2),
+            Layer::Save { slot: 0 },
+            neuron(modes[1], false, t_steps, 2, false),
+            bconv(2, 2),
+            Layer::Add {
+                slot: 0,
+                fixed: None,
+            },
+            Layer::Seca(Seca {
+                add_slot: None,
+                weight: Blob(f32s(&[0.1, 0.2, 0.3, 0.2, 0.1])),
+                bias: 0.0,
+                fixed: None,
+            }),
+            neuron(modes[2], true, t_steps, 2, true),
+            Layer::AvgPool2,
+            Layer::Flatten,
+            Layer::BinaryLinear(BinaryLinear {
+                out_features: 4,
+                in_features: 18,
+                signs: Blob(vec![0b0110_1001; 4 * 3]),
+                gain: Blob(f32s(&[0.3; 4])),
+                bias: Blob(f32s(&[0.0; 4])),
+                fixed: None,
+            }),
+            neuron(modes[3], true, t_steps, 4, false),
+            Layer::Linear(Linear {
+                out_features: 3,
+                in_features: 4,
+                weight: Blob(f32s(&[0.5; 12])),
+                bias: Blob(f32s(&[0.0; 3])),
+                fixed: None,
+            }),
+        ];
+        encode_model(&meta, &layers).unwrap()
+    }
+
+    #[test]
+    fn all_parallel_model_has_every_layer_once() {
+        use NeuronMode::Parallel as P;
+        for t_steps in [1, 4] {
+            let g = graph(&four_neuron_model(t_steps, [P; 4]));
+            assert_wired(&g);
+            // FP conv, 2 binary convs, SECA's conv1d: once each, whatever T.
+            assert_eq!(count(&g, "Conv"), 4, "T={t_steps}");
+            assert_eq!(count(&g, "Relu"), 4, "one per neuron");
+            assert_eq!(count(&g, "Sigmoid"), 1);
+            assert_eq!(count(&g, "AveragePool"), 1);
+            assert_eq!(count(&g, "MatMul"), 1);
+            assert_eq!(count(&g, "Gemm"), 1);
+            assert_eq!(count(&g, "Split"), 0, "no sequential neuron to unroll");
+            assert_eq!(count(&g, "Concat"), 0, "nothing per step to stack");
+            // T = 1: every parameter is "the same at every step", so the whole net runs once.
+            assert_eq!(count(&g, "Sum"), usize::from(t_steps == 1));
+            assert_eq!(count(&g, "ReduceSum"), usize::from(t_steps > 1));
+            if t_steps > 1 {
+                // N1's per-step parameters broadcast over the once conv output: no Tile for it;
+                // the residual saved after N1's batched BConv is batched too.
+                assert_eq!(count(&g, "Tile"), 0);
+                let theta = g
+                    .initializer
+                    .iter()
+                    .find(|t| t.name.as_deref().unwrap().starts_with("l1_theta_steps"))
+                    .unwrap();
+                assert_eq!(theta.dims, vec![4, 1, 2, 1, 1], "[T, 1, C, 1, 1]");
+                // N3's parameters are the same at every step: [1, C, 1, 1], no reshape.
+                let theta = g
+                    .initializer
+                    .iter()
+                    .find(|t| t.name.as_deref().unwrap().starts_with("l8_theta"))
+                    .unwrap();
+                assert_eq!(theta.dims, vec![1, 2, 1, 1]);
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_model_batches_the_parallel_runs() {
+        use NeuronMode::{Parallel as P, Sequential as S};
+        let t_steps = 3;
+        // N1 sequential: unrolled. BConv (l2) leads to parallel N2: batched (one Concat of N1's
+        // steps). BConv (l5), Add, SECA lead to sequential N3: batched, then one Split. After N3
+        // no parallel neuron follows: BinaryLinear, N4 and Linear per step.
+        let g = graph(&four_neuron_model(t_steps, [S, P, S, S]));
+        assert_wired(&g);
+        let unrolled = 1 + 3 * t_steps;
+        assert_eq!(count(&g, "Conv"), 1 + 1 + 1 + 1);
+        assert!(count(&g, "Conv") < unrolled);
+        assert_eq!(count(&g, "Concat"), 1);
+        assert_eq!(count(&g, "Split"), 1);
+        assert_eq!(count(&g, "Relu"), 3 * t_steps + 1);
+        assert_eq!(count(&g, "MatMul"), t_steps);
+        assert_eq!(count(&g, "Gemm"), t_steps);
+        assert_eq!(count(&g, "Sum"), 1);
+        // All sequential: fully unrolled after the once FP conv, weights still stored once.
+        let g = graph(&four_neuron_model(t_steps, [S; 4]));
+        assert_wired(&g);
+        assert_eq!(count(&g, "Conv"), unrolled);
+        assert_eq!(
+            count(&g, "Concat") + count(&g, "Split") + count(&g, "Tile"),
+            0
+        );
+        let signs = g
+            .initializer
+            .iter()
+            .filter(|t| t.name.as_deref().unwrap().contains("_bconv_signs"))
+            .count();
+        assert_eq!(
+            signs, 2,
+            "one ±1 tensor per binary conv, shared by the steps"
+        );
+        // Alternating: N1 batched, Split for N2, Concat for the run BConv..N3..BinaryLinear,
+        // Split for N4, Linear per step.
+        let g = graph(&four_neuron_model(t_steps, [P, S, P, S]));
+        assert_wired(&g);
+        assert_eq!(count(&g, "Conv"), 4);
+        assert_eq!(count(&g, "Split"), 2);
+        assert_eq!(count(&g, "Concat"), 1);
+        assert_eq!(count(&g, "Tile"), 0);
+        assert_eq!(count(&g, "Gemm"), t_steps);
     }
 }

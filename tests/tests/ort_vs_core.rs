@@ -1,6 +1,10 @@
 //! ONNX export (`empf_edge_infer::onnx::to_onnx`) run through ONNX Runtime agrees with `core`
 //! float inference, and every exported graph passes `onnx.checker.check_model(full_check=True)`.
 //!
+//! Cases cover every neuron mix: all sequential, all parallel (the export then has every layer
+//! once, batched over `T`), and mixed, where batched runs meet unrolled sequential neurons.
+//! `batched_export_has_no_per_step_convs` checks that structure and needs no ONNX Runtime.
+//!
 //! Needs `ORT_DYLIB_PATH` (libonnxruntime) and `EMPF_PYTHON` (a Python with `onnx`), both set by
 //! `source scripts/setup.sh`. Without them the tests print `skipped: …` and pass, unless
 //! `EMPF_REQUIRE_ORT=1`.
@@ -13,9 +17,11 @@ use empf_core::format::{
     ModelMeta, Neuron, NeuronMode, Seca, Shape3,
 };
 use empf_core::{Mode, Model};
-use empf_edge_infer::onnx::to_onnx;
+use empf_edge_infer::onnx::{to_onnx, to_onnx_proto};
 use empf_edge_infer::ort_engine::{ExecutionProvider, OrtError, OrtModel};
 use empf_host_train::export::export_float;
+use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
+use empf_host_train::tensor::{ParamKind, ParamRole};
 
 /// What the ORT tests need, or why they are skipped.
 struct Env {
@@ -108,6 +114,14 @@ fn rand_neuron(rng: &mut Rng, t: usize, c: usize, mode: NeuronMode) -> Layer<Vec
 /// `Save`/`Swap`/`Add`, SECA_II (`add_slot`), `Flatten`, neurons after `Flatten`, per-channel
 /// and empty neuron arrays, and a network without neurons (time-invariant output).
 fn handmade(seed: u64) -> Vec<u8> {
+    handmade_with(seed, None, false)
+}
+
+/// [`handmade`] with the modes of its four neurons (`None`: sequential, parallel, random,
+/// sequential; the network without neurons keeps only the last) and, with `same_steps`, every
+/// neuron array equal to its step 0 at every step.
+fn handmade_with(seed: u64, modes: Option<[NeuronMode; 4]>, same_steps: bool) -> Vec<u8> {
+    let mode = |i: usize, default: NeuronMode| modes.map_or(default, |m| m[i]);
     let mut rng = Rng(seed);
     let t = 1 + rng.below(4);
     let (c, h, w) = (1 + rng.below(3), 4 + rng.below(5), 4 + rng.below(5));
@@ -130,7 +144,7 @@ fn handmade(seed: u64) -> Vec<u8> {
         layers.push(Layer::Flatten);
     } else {
         layers.push(Layer::Save { slot: 0 });
-        layers.push(rand_neuron(&mut rng, t, f, NeuronMode::Sequential));
+        layers.push(rand_neuron(&mut rng, t, f, mode(0, NeuronMode::Sequential)));
         layers.push(Layer::BinaryConv2d(BinaryConv2d {
             out_channels: f as u16,
             in_channels: f as u16,
@@ -147,7 +161,7 @@ fn handmade(seed: u64) -> Vec<u8> {
             fixed: None,
         });
         layers.push(Layer::Save { slot: 1 });
-        layers.push(rand_neuron(&mut rng, t, f, NeuronMode::Parallel));
+        layers.push(rand_neuron(&mut rng, t, f, mode(1, NeuronMode::Parallel)));
         layers.push(Layer::Seca(Seca {
             add_slot: Some(1),
             weight: Blob(rand_f32s(&mut rng, 5, -1.0, 1.0)),
@@ -161,12 +175,12 @@ fn handmade(seed: u64) -> Vec<u8> {
         });
         layers.push(Layer::AvgPool2);
         layers.push(Layer::Flatten);
-        let mode = if rng.below(2) == 0 {
+        let third = if rng.below(2) == 0 {
             NeuronMode::Sequential
         } else {
             NeuronMode::Parallel
         };
-        layers.push(rand_neuron(&mut rng, t, f * oh * ow, mode));
+        layers.push(rand_neuron(&mut rng, t, f * oh * ow, mode(2, third)));
     }
     let hidden = 3 + rng.below(4);
     layers.push(Layer::BinaryLinear(BinaryLinear {
@@ -177,7 +191,28 @@ fn handmade(seed: u64) -> Vec<u8> {
         bias: Blob(rand_f32s(&mut rng, hidden, -0.3, 0.3)),
         fixed: None,
     }));
-    layers.push(rand_neuron(&mut rng, t, hidden, NeuronMode::Sequential));
+    layers.push(rand_neuron(
+        &mut rng,
+        t,
+        hidden,
+        mode(3, NeuronMode::Sequential),
+    ));
+    if same_steps {
+        for l in &mut layers {
+            if let Layer::Neuron(n) = l {
+                for arr in [
+                    &mut n.leak,
+                    &mut n.threshold,
+                    &mut n.input_gain,
+                    &mut n.input_bias,
+                ] {
+                    let step = arr.0.len() / t;
+                    let first = arr.0[..step].to_vec();
+                    arr.0 = first.repeat(t);
+                }
+            }
+        }
+    }
     layers.push(Layer::Linear(Linear {
         out_features: classes as u32,
         in_features: hidden as u32,
@@ -197,6 +232,55 @@ fn handmade(seed: u64) -> Vec<u8> {
         fixed: None,
     };
     encode_model(&meta, &layers).expect("encode handmade model")
+}
+
+/// Sets every parameter of `net` at random, as [`random_case`] does (BN statistics, neuron
+/// parameters, binary and FP weights in their own ranges).
+fn randomize(net: &mut Net, rng: &mut Rng) {
+    for p in net.params_mut() {
+        let name = p.name.clone();
+        for v in p.value.iter_mut() {
+            *v = if name.ends_with("running_var") {
+                rng.range(0.3, 2.0)
+            } else if name.ends_with("running_mean") {
+                rng.range(-0.5, 0.5)
+            } else if name.ends_with("bn_weight")
+                || (p.role == ParamRole::BatchNorm && name.ends_with(".weight"))
+            {
+                rng.range(0.5, 1.5)
+            } else if p.role == ParamRole::Neuron {
+                rng.range(-2.0, 2.0)
+            } else if p.role == ParamRole::BinaryWeight {
+                rng.range(-1.0, 1.0)
+            } else if p.kind == ParamKind::Trainable {
+                rng.range(-0.6, 0.6)
+            } else {
+                rng.range(-0.3, 0.3)
+            };
+        }
+    }
+}
+
+/// `config` with the neuron kinds `kind(i)` (i-th neuron), built and randomized from `seed`.
+fn trainer_model(config: &NetConfig, seed: u64, kind: impl Fn(usize) -> NeuronKind) -> Vec<u8> {
+    let mut config = config.clone();
+    let mut i = 0;
+    for l in &mut config.layers {
+        if let LayerSpec::Neuron(k) = l {
+            *k = kind(i);
+            i += 1;
+        }
+    }
+    let mut net = Net::new(config, seed).expect("valid net");
+    randomize(&mut net, &mut Rng(seed ^ 0x0A11_5EED));
+    export_float(&net).expect("export")
+}
+
+/// The bench topology (conv-N1-bconv-N2-pool-bconv-N3-pool-bconv-N4-GAP-linear) on `size`²
+/// inputs, 4 classes.
+fn bench_model(t: usize, size: usize, seca: bool, neurons: [NeuronKind; 4], seed: u64) -> Vec<u8> {
+    let config = NetConfig::bench_sized(1, size, size, 4, t, &BenchOptions { neurons, seca });
+    trainer_model(&config, seed, |i| neurons[i])
 }
 
 fn check_with_onnx_checker(py: &Path, onnx: &[u8], tag: &str) {
@@ -276,6 +360,207 @@ fn handmade_cases_ort_equals_core_float() {
     for seed in 0..20u64 {
         let bytes = handmade(seed);
         compare(&env.python, &bytes, &format!("handmade({seed})"), seed);
+    }
+}
+
+/// A neuron mode per neuron from `rng`, with at least one of each.
+fn mixed_modes(rng: &mut Rng) -> [NeuronMode; 4] {
+    loop {
+        let m = [0; 4].map(|_| {
+            if rng.below(2) == 0 {
+                NeuronMode::Sequential
+            } else {
+                NeuronMode::Parallel
+            }
+        });
+        if m.contains(&NeuronMode::Sequential) && m.contains(&NeuronMode::Parallel) {
+            return m;
+        }
+    }
+}
+
+#[test]
+fn handmade_parallel_and_mixed_cases_ort_equals_core_float() {
+    let Some(env) = env_or_skip() else { return };
+    for seed in 0..20u64 {
+        // Every third all-parallel case has parameters that are the same at every step.
+        let bytes = handmade_with(seed, Some([NeuronMode::Parallel; 4]), seed % 3 == 0);
+        compare(
+            &env.python,
+            &bytes,
+            &format!("handmade parallel({seed})"),
+            seed,
+        );
+        let modes = mixed_modes(&mut Rng(seed ^ 0x0D0E5));
+        let bytes = handmade_with(seed, Some(modes), seed % 4 == 1);
+        compare(
+            &env.python,
+            &bytes,
+            &format!("handmade mixed({seed}, {modes:?})"),
+            seed,
+        );
+    }
+}
+
+#[test]
+fn trainer_parallel_and_mixed_cases_ort_equals_core_float() {
+    let Some(env) = env_or_skip() else { return };
+    use NeuronKind::{EmPf, MemBn, Parallel};
+    for seed in 0..16u64 {
+        // The random trainer topologies with every neuron parallel.
+        let config = random_case(seed).config().clone();
+        let bytes = trainer_model(&config, seed, |_| Parallel);
+        compare(
+            &env.python,
+            &bytes,
+            &format!("random_case({seed}) parallel"),
+            seed,
+        );
+    }
+    for (i, neurons) in [
+        [Parallel; 4],
+        [EmPf, Parallel, EmPf, Parallel],
+        [Parallel, MemBn, Parallel, EmPf],
+        [MemBn, MemBn, Parallel, Parallel],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for t in [1, 3] {
+            let seed = 100 + 2 * i as u64 + t as u64;
+            let bytes = bench_model(t, 10, i % 2 == 0, neurons, seed);
+            compare(
+                &env.python,
+                &bytes,
+                &format!("bench {neurons:?} T={t}"),
+                seed,
+            );
+        }
+    }
+}
+
+/// Conv layers of a model (FP, binary and SECA's conv1d): those before the first neuron (computed
+/// once) and the rest.
+fn conv_layers(bytes: &[u8]) -> (usize, usize) {
+    let model = Model::decode(bytes).unwrap();
+    let (mut prefix, mut rest, mut seen_neuron) = (0, 0, false);
+    for l in model.layers() {
+        let l = l.unwrap();
+        seen_neuron |= matches!(l, Layer::Neuron(_));
+        if matches!(
+            l,
+            Layer::Conv2d(_) | Layer::BinaryConv2d(_) | Layer::Seca(_)
+        ) {
+            if seen_neuron {
+                rest += 1;
+            } else {
+                prefix += 1;
+            }
+        }
+    }
+    (prefix, rest)
+}
+
+/// Count of each op type in the exported graph of `bytes`.
+fn op_counts(bytes: &[u8]) -> std::collections::BTreeMap<String, usize> {
+    let model = Model::decode(bytes).unwrap();
+    let g = to_onnx_proto(&model).unwrap().graph.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for n in &g.node {
+        *counts.entry(n.op_type.clone().unwrap()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn batched_export_has_no_per_step_convs() {
+    use NeuronKind::{EmPf, MemBn, Parallel};
+    let t = 4;
+    // All parallel: one Conv node per conv layer, whatever T.
+    let mut all_parallel: Vec<(String, Vec<u8>)> = vec![
+        ("bench".into(), bench_model(t, 28, false, [Parallel; 4], 1)),
+        (
+            "bench+SECA".into(),
+            bench_model(t, 28, true, [Parallel; 4], 2),
+        ),
+    ];
+    for seed in 0..8u64 {
+        let config = random_case(seed).config().clone();
+        all_parallel.push((
+            format!("random_case({seed})"),
+            trainer_model(&config, seed, |_| Parallel),
+        ));
+        all_parallel.push((
+            format!("handmade({seed})"),
+            handmade_with(seed, Some([NeuronMode::Parallel; 4]), seed % 2 == 0),
+        ));
+    }
+    for (tag, bytes) in &all_parallel {
+        let ops = op_counts(bytes);
+        let (prefix, rest) = conv_layers(bytes);
+        let convs = ops.get("Conv").copied().unwrap_or(0);
+        assert_eq!(convs, prefix + rest, "{tag}: {ops:?}");
+        assert!(
+            !ops.contains_key("Split"),
+            "{tag}: nothing to unroll: {ops:?}"
+        );
+        if tag == "bench" {
+            println!("bench, all parallel, T={t}: {ops:?}");
+        }
+    }
+    // Mixed: the parallel runs are batched, so fewer Conv nodes than the full unroll
+    // (prefix once + T × the rest); all sequential stays fully unrolled.
+    let mixed: Vec<(String, Vec<u8>, bool)> = vec![
+        (
+            "bench EmPf".into(),
+            bench_model(t, 28, false, [EmPf; 4], 3),
+            false,
+        ),
+        (
+            "bench 50% parallel".into(),
+            bench_model(t, 28, false, [EmPf, Parallel, EmPf, Parallel], 4),
+            true,
+        ),
+        (
+            "bench+SECA mixed".into(),
+            bench_model(t, 28, true, [Parallel, MemBn, Parallel, EmPf], 5),
+            true,
+        ),
+        (
+            "handmade mixed".into(),
+            handmade_with(
+                // A seed with T > 1 and neurons (seed % 5 == 4 has none but the last).
+                (0..)
+                    .find(|&s| s % 5 != 4 && Model::decode(&handmade(s)).unwrap().time_steps() > 1)
+                    .unwrap(),
+                Some([
+                    NeuronMode::Sequential,
+                    NeuronMode::Parallel,
+                    NeuronMode::Sequential,
+                    NeuronMode::Sequential,
+                ]),
+                false,
+            ),
+            true,
+        ),
+    ];
+    for (tag, bytes, has_parallel) in &mixed {
+        let model = Model::decode(bytes).unwrap();
+        let t = model.time_steps();
+        let ops = op_counts(bytes);
+        let (prefix, rest) = conv_layers(bytes);
+        let convs = ops.get("Conv").copied().unwrap_or(0);
+        let unrolled = prefix + t * rest;
+        if *has_parallel {
+            assert!(t > 1, "{tag}");
+            assert!(
+                convs < unrolled,
+                "{tag}: {convs} Conv nodes, unrolled {unrolled}: {ops:?}"
+            );
+        } else {
+            assert_eq!(convs, unrolled, "{tag}: {ops:?}");
+        }
+        println!("{tag}, T={t}: {convs} Conv nodes (unrolled: {unrolled}), {ops:?}");
     }
 }
 
