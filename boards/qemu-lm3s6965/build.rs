@@ -3,7 +3,8 @@
 //! Inputs (paths relative to this crate, overridable for freshly exported models):
 //! `EMPF_BOARD_MODEL` (default `../models/fmnist-mcu.empf`), `EMPF_BOARD_IMAGES` (idx3, default
 //! `../models/fmnist-test32-images-idx3-ubyte`), `EMPF_BOARD_LABELS` (idx1, default
-//! `../models/fmnist-test32-labels-idx1-ubyte`).
+//! `../models/fmnist-test32-labels-idx1-ubyte`), `EMPF_BOARD_MEMORY` (linker memory map,
+//! default `memory.x`).
 //!
 //! A model that does not decode still builds: the firmware reports the decode error at run time
 //! (that is how a corrupted flash image behaves on a real board), with a minimal arena.
@@ -33,9 +34,12 @@ fn be32(b: &[u8], at: usize) -> usize {
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
-    fs::copy("memory.x", out.join("memory.x")).expect("copying memory.x");
+    // The memory map: `memory.x` (LM3S6965, 64 KiB RAM) unless `EMPF_BOARD_MEMORY` names
+    // another, e.g. `memory-mps2-an385.x` for QEMU's mps2-an385 (Cortex-M3, 4 MiB RAM).
+    let memory = input("EMPF_BOARD_MEMORY", "memory.x");
+    fs::copy(&memory, out.join("memory.x"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", memory.display()));
     println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
 
     let model_path = input("EMPF_BOARD_MODEL", "../models/fmnist-mcu.empf");
     let images_path = input(

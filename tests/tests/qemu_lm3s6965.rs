@@ -1,7 +1,8 @@
 //! The QEMU board (`boards/qemu-lm3s6965`, Cortex-M3, integer path): the firmware built with the
 //! committed Fashion-MNIST MCU model classifies 32 test images in `qemu-system-arm -machine
 //! lm3s6965evb`, and every logit it prints equals `empf-core`'s integer path on the host, bit for
-//! bit. A corrupted model in flash is reported and the firmware exits; it does not hang.
+//! bit; the same firmware linked for `mps2-an385` does the same with the bench model. A
+//! corrupted model in flash is reported and the firmware exits; it does not hang.
 //!
 //! Without `qemu-system-arm` the tests print `skipped: …` and return; `EMPF_REQUIRE_QEMU=1`
 //! (set by the README's test command) turns that into a failure.
@@ -23,12 +24,37 @@ fn qemu_available() -> bool {
 }
 
 #[test]
+fn bench_model_on_mps2_an385_equals_core_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    // The bench network's ~930 KiB arena needs more than the LM3S6965's 64 KiB: the same
+    // Cortex-M3 firmware, linked for QEMU's mps2-an385 (4 MiB RAM).
+    let (run, n, size) = board::qemu_check(
+        &Inputs::bench_model(),
+        &board::MPS2_AN385,
+        Duration::from_secs(900),
+    )
+    .expect("QEMU check");
+    assert_eq!(n, 32);
+    println!(
+        "{size} (bench model, {:.1} s in QEMU)",
+        run.elapsed.as_secs_f64()
+    );
+    assert!(size.arena > 64 * 1024, "the bench model is the large one");
+}
+
+#[test]
 fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
     if !qemu_available() {
         return;
     }
-    let (run, n, size) =
-        board::qemu_check(&Inputs::default(), Duration::from_secs(300)).expect("QEMU check");
+    let (run, n, size) = board::qemu_check(
+        &Inputs::default(),
+        &board::LM3S6965,
+        Duration::from_secs(300),
+    )
+    .expect("QEMU check");
     assert_eq!(n, 32, "the firmware embeds 32 test images");
     assert!(run.lines.iter().any(|l| l.text.starts_with("done: ")));
     println!("{size}");
@@ -52,8 +78,9 @@ fn run_with_model(tag: &str, corrupt: impl Fn(&mut Vec<u8>)) -> board::QemuRun {
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("model.empf");
     std::fs::write(&model, &bytes).unwrap();
-    let elf = board::build(&board::FIRMWARES[0], &Inputs { model, ..inputs }).expect("build");
-    let run = board::run_lm3s6965(&elf, Duration::from_secs(60)).expect("qemu");
+    let inputs = Inputs { model, ..inputs }.for_machine(&board::LM3S6965);
+    let elf = board::build(&board::FIRMWARES[0], &inputs).expect("build");
+    let run = board::run_qemu(&elf, &board::LM3S6965, Duration::from_secs(60)).expect("qemu");
     std::fs::remove_dir_all(&dir).ok();
     run
 }

@@ -56,6 +56,40 @@ pub const FIRMWARES: [Firmware; 3] = [
     },
 ];
 
+/// A QEMU Cortex-M3 machine the `qemu-lm3s6965` firmware runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// `qemu-system-arm -machine` name.
+    pub name: &'static str,
+    /// Linker memory map in `boards/qemu-lm3s6965/`.
+    pub memory_x: &'static str,
+    /// What it is.
+    pub board: &'static str,
+}
+
+/// LM3S6965: 256 KiB flash, 64 KiB RAM (the MCU model).
+pub const LM3S6965: Machine = Machine {
+    name: "lm3s6965evb",
+    memory_x: "memory.x",
+    board: "LM3S6965 (Cortex-M3, QEMU lm3s6965evb)",
+};
+/// MPS2 AN385: Cortex-M3 with 4 MiB code and 4 MiB data RAM (the bench model).
+pub const MPS2_AN385: Machine = Machine {
+    name: "mps2-an385",
+    memory_x: "memory-mps2-an385.x",
+    board: "MPS2-AN385 (Cortex-M3, QEMU mps2-an385)",
+};
+
+impl Machine {
+    /// By `-machine` name.
+    pub fn by_name(name: &str) -> Result<Machine> {
+        [LM3S6965, MPS2_AN385]
+            .into_iter()
+            .find(|m| m.name == name)
+            .with_context(|| format!("unknown machine {name:?} (lm3s6965evb or mps2-an385)"))
+    }
+}
+
 /// The repository root (this crate lives in `xtask/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,6 +107,33 @@ pub struct Inputs {
     pub images: PathBuf,
     /// idx1 labels.
     pub labels: PathBuf,
+    /// Linker memory map (`None`: the firmware's own `memory.x`).
+    pub memory_x: Option<PathBuf>,
+}
+
+impl Inputs {
+    /// The committed inputs with the model replaced.
+    pub fn with_model(model: PathBuf) -> Inputs {
+        Inputs {
+            model,
+            ..Inputs::default()
+        }
+    }
+    /// The committed Fashion-MNIST bench model (5 epochs) and the 32 test images.
+    pub fn bench_model() -> Inputs {
+        Inputs::with_model(repo_root().join("boards/models/fmnist-bench.empf"))
+    }
+    /// These inputs, linked for `machine`.
+    pub fn for_machine(self, machine: &Machine) -> Inputs {
+        Inputs {
+            memory_x: Some(
+                repo_root()
+                    .join("boards/qemu-lm3s6965")
+                    .join(machine.memory_x),
+            ),
+            ..self
+        }
+    }
 }
 
 impl Default for Inputs {
@@ -83,6 +144,7 @@ impl Default for Inputs {
             model: m.join("fmnist-mcu.empf"),
             images: m.join("fmnist-test32-images-idx3-ubyte"),
             labels: m.join("fmnist-test32-labels-idx1-ubyte"),
+            memory_x: None,
         }
     }
 }
@@ -107,13 +169,18 @@ fn build_in_place(fw: &Firmware, inputs: &Inputs) -> Result<PathBuf> {
         std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))
     };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(&dir)
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&dir)
         .args(["build", "--release", "--bin", fw.bin, "--target", fw.target])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("EMPF_BOARD_MODEL", abs(&inputs.model)?)
         .env("EMPF_BOARD_IMAGES", abs(&inputs.images)?)
-        .env("EMPF_BOARD_LABELS", abs(&inputs.labels)?)
+        .env("EMPF_BOARD_LABELS", abs(&inputs.labels)?);
+    match &inputs.memory_x {
+        Some(m) => cmd.env("EMPF_BOARD_MEMORY", abs(m)?),
+        None => cmd.env_remove("EMPF_BOARD_MEMORY"),
+    };
+    let out = cmd
         .stdout(Stdio::inherit())
         .output()
         .with_context(|| format!("running cargo build in {}", dir.display()))?;
@@ -196,8 +263,8 @@ pub fn qemu_binary() -> Result<PathBuf> {
         })
 }
 
-/// Boots `elf` on QEMU's `lm3s6965evb` (Cortex-M3) with semihosting, kills it after `timeout`.
-pub fn run_lm3s6965(elf: &Path, timeout: Duration) -> Result<QemuRun> {
+/// Boots `elf` on a QEMU Cortex-M3 `machine` with semihosting, kills it after `timeout`.
+pub fn run_qemu(elf: &Path, machine: &Machine, timeout: Duration) -> Result<QemuRun> {
     let qemu = qemu_binary()?;
     let elf_bytes = std::fs::read(elf).with_context(|| format!("{}", elf.display()))?;
     let start = Instant::now();
@@ -206,7 +273,7 @@ pub fn run_lm3s6965(elf: &Path, timeout: Duration) -> Result<QemuRun> {
             "-cpu",
             "cortex-m3",
             "-machine",
-            "lm3s6965evb",
+            machine.name,
             "-nographic",
             "-monitor",
             "none",
@@ -425,7 +492,10 @@ pub fn size_report(
         .iter()
         .map(|s| size(s))
         .sum::<u64>();
-    let memory_x = repo_root().join("boards").join(fw.dir).join("memory.x");
+    let memory_x = inputs
+        .memory_x
+        .clone()
+        .unwrap_or_else(|| repo_root().join("boards").join(fw.dir).join("memory.x"));
     let (flash_total, ram_total) = memory_lengths(
         &std::fs::read_to_string(&memory_x).with_context(|| format!("{}", memory_x.display()))?,
     )?;
@@ -513,14 +583,20 @@ pub fn stack_used(lines: &[LogLine]) -> Option<u64> {
     })
 }
 
-/// Builds the QEMU firmware with `inputs`, runs it, checks every logit against `empf-core`
-/// on the host and returns the run and the number of images checked. Fails on any difference.
-pub fn qemu_check(inputs: &Inputs, timeout: Duration) -> Result<(QemuRun, usize, SizeReport)> {
+/// Builds the QEMU firmware with `inputs` for `machine`, runs it, checks every logit against
+/// `empf-core` on the host and returns the run and the number of images checked. Fails on any
+/// difference.
+pub fn qemu_check(
+    inputs: &Inputs,
+    machine: &Machine,
+    timeout: Duration,
+) -> Result<(QemuRun, usize, SizeReport)> {
     let fw = &FIRMWARES[0];
-    let elf = build(fw, inputs)?;
-    let run = run_lm3s6965(&elf, timeout)?;
+    let inputs = inputs.clone().for_machine(machine);
+    let elf = build(fw, &inputs)?;
+    let run = run_qemu(&elf, machine, timeout)?;
     for l in &run.lines {
-        println!("[qemu] {l}");
+        println!("[qemu {}] {l}", machine.name);
     }
     match run.exit {
         Some(0) => {}
@@ -553,7 +629,8 @@ pub fn qemu_check(inputs: &Inputs, timeout: Duration) -> Result<(QemuRun, usize,
             );
         }
     }
-    let mut size = size_report(fw, &elf, inputs, true)?;
+    let mut size = size_report(fw, &elf, &inputs, true)?;
+    size.board = machine.board;
     size.stack_used = stack_used(&run.lines);
     let n = got.len();
     Ok((run, n, size))

@@ -163,34 +163,49 @@ fn ci() -> Result<()> {
     Ok(())
 }
 
-/// `--model`, `--images`, `--labels` overrides of the committed board inputs.
-fn board_inputs(args: &[String]) -> Result<board::Inputs> {
-    let mut inputs = board::Inputs::default();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it.next().with_context(|| format!("{flag} needs a path"))?;
-        let slot = match flag.as_str() {
-            "--model" => &mut inputs.model,
-            "--images" => &mut inputs.images,
-            "--labels" => &mut inputs.labels,
-            other => bail!("unknown option {other:?} (expected --model, --images, --labels)"),
-        };
-        *slot = PathBuf::from(value);
-    }
-    Ok(inputs)
+/// Options of `qemu` and `size`: `--model`, `--images`, `--labels` (board inputs),
+/// `--machine` (QEMU machine), `--bench-model` (the model for the mps2-an385 row of `size`).
+struct BoardArgs {
+    inputs: board::Inputs,
+    machine: board::Machine,
+    bench_model: PathBuf,
 }
 
-const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+fn board_args(args: &[String]) -> Result<BoardArgs> {
+    let mut a = BoardArgs {
+        inputs: board::Inputs::default(),
+        machine: board::LM3S6965,
+        bench_model: board::Inputs::bench_model().model,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--model" => a.inputs.model = PathBuf::from(value),
+            "--images" => a.inputs.images = PathBuf::from(value),
+            "--labels" => a.inputs.labels = PathBuf::from(value),
+            "--bench-model" => a.bench_model = PathBuf::from(value),
+            "--machine" => a.machine = board::Machine::by_name(value)?,
+            other => bail!(
+                "unknown option {other:?} (expected --model, --images, --labels, --machine, --bench-model)"
+            ),
+        }
+    }
+    Ok(a)
+}
+
+const QEMU_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn qemu(args: &[String]) -> Result<()> {
-    let inputs = board_inputs(args)?;
-    let (run, n, size) = board::qemu_check(&inputs, QEMU_TIMEOUT)?;
+    let a = board_args(args)?;
+    let (run, n, size) = board::qemu_check(&a.inputs, &a.machine, QEMU_TIMEOUT)?;
     let correct = board::parse_predictions(&run.lines)?
         .iter()
         .filter(|p| p.class == usize::from(p.label))
         .count();
     println!(
-        "qemu lm3s6965: {n} images, {correct} correct, every logit equal to empf-core on the host ({:.1} s in QEMU)",
+        "qemu {}: {n} images, {correct} correct, every logit equal to empf-core on the host ({:.1} s in QEMU)",
+        a.machine.name,
         run.elapsed.as_secs_f64()
     );
     println!("{size}");
@@ -198,10 +213,13 @@ fn qemu(args: &[String]) -> Result<()> {
 }
 
 fn qemu_run(args: &[String]) -> Result<()> {
-    let elf = args
-        .first()
-        .context("usage: cargo xtask qemu-run <firmware ELF>")?;
-    let run = board::run_lm3s6965(std::path::Path::new(elf), QEMU_TIMEOUT)?;
+    let usage = "usage: cargo xtask qemu-run [--machine lm3s6965evb|mps2-an385] <firmware ELF>";
+    let (machine, elf) = match args {
+        [flag, name, elf] if flag == "--machine" => (board::Machine::by_name(name)?, elf),
+        [elf] => (board::LM3S6965, elf),
+        _ => bail!(usage),
+    };
+    let run = board::run_qemu(std::path::Path::new(elf), &machine, QEMU_TIMEOUT)?;
     for l in &run.lines {
         println!("{l}");
     }
@@ -211,18 +229,36 @@ fn qemu_run(args: &[String]) -> Result<()> {
     }
 }
 
+/// Every firmware with the MCU model, plus the QEMU Cortex-M3 firmware with the bench model on
+/// mps2-an385 (the bench model's arena does not fit any of the small boards).
 fn size(args: &[String]) -> Result<()> {
-    let inputs = board_inputs(args)?;
-    println!("firmware size report (model {})", inputs.model.display());
+    let a = board_args(args)?;
+    println!(
+        "firmware size report (MCU model {}, bench model {})",
+        a.inputs.model.display(),
+        a.bench_model.display()
+    );
+    let qemu_ok = board::qemu_binary().is_ok();
     for (i, fw) in board::FIRMWARES.iter().enumerate() {
+        let inputs = if i == 0 {
+            a.inputs.clone().for_machine(&board::LM3S6965)
+        } else {
+            a.inputs.clone()
+        };
         let elf = board::build(fw, &inputs)?;
         let mut r = board::size_report(fw, &elf, &inputs, i == 0)?;
-        if i == 0 && board::qemu_binary().is_ok() {
-            let run = board::run_lm3s6965(&elf, QEMU_TIMEOUT)?;
+        if i == 0 && qemu_ok {
+            let run = board::run_qemu(&elf, &board::LM3S6965, QEMU_TIMEOUT)?;
             r.stack_used = board::stack_used(&run.lines);
         }
         println!("{r}");
     }
+    let bench = board::Inputs::with_model(a.bench_model.clone()).for_machine(&board::MPS2_AN385);
+    let fw = &board::FIRMWARES[0];
+    let elf = board::build(fw, &bench)?;
+    let mut r = board::size_report(fw, &elf, &bench, true)?;
+    r.board = board::MPS2_AN385.board;
+    println!("{r} (bench model)");
     Ok(())
 }
 

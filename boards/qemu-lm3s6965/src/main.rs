@@ -27,7 +27,7 @@ fn main() -> ! {
     static mut ARENA: [u32; ARENA_WORDS] = [0; ARENA_WORDS];
     let stack = stack::paint();
     defmt::info!(
-        "empf on lm3s6965 (Cortex-M3): model {=usize} B in flash, {=usize} images, arena {=usize} B",
+        "empf on Cortex-M3: model {=usize} B in flash, {=usize} images, arena {=usize} B",
         MODEL.0.len(),
         IMAGE_COUNT,
         ARENA_WORDS * 4
