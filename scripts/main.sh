@@ -3,7 +3,8 @@
 # (CPU, online EM-PF, random BP), exports it to an empf-core model (bit-packed signs, folded
 # BatchNorm, calibrated integer path), evaluates the exported file through empf-core (float and
 # integer) next to the checkpoint's own accuracy, exports ONNX and runs the test set through ONNX
-# Runtime (edge-infer), then benchmarks edge-infer and empf-core. Last, the microcontroller
+# Runtime (edge-infer), benchmarks edge-infer and empf-core, and runs the exported model on the
+# QEMU Cortex-M3 firmware (mps2-an385, 4 MiB RAM) with every logit checked. Last, the microcontroller
 # network (--arch mcu, 10 epochs) is trained, exported, run on the QEMU Cortex-M3 board with every
 # logit checked against empf-core, and every firmware's flash/RAM is reported.
 # Re-running continues the same run directory (a finished run is not retrained).
@@ -30,6 +31,8 @@ echo "[main] edge-infer bench $RUN/model.empf"
 target/release/edge-infer bench "$RUN/model.empf" --seconds 8
 echo "[main] empf-core benchmark"
 cargo run --release -q -p empf-core --features std --example bench
+echo "[main] cargo xtask qemu --machine mps2-an385 --model $RUN/model.empf (bench model on a QEMU Cortex-M3, logits vs empf-core)"
+cargo xtask qemu --machine mps2-an385 --model "$RUN/model.empf"
 MCU=${EMPF_MCU_RUN_DIR:-$RUN-mcu}
 resume=()
 [ -f "$MCU/checkpoint.safetensors" ] && resume=(--resume)
@@ -41,4 +44,4 @@ echo "[main] $bin export $MCU/checkpoint.safetensors -o $MCU/model.empf --calib 
 echo "[main] cargo xtask qemu --model $MCU/model.empf (lm3s6965 firmware in QEMU, logits vs empf-core)"
 cargo xtask qemu --model "$MCU/model.empf"
 echo "[main] cargo xtask size --model $MCU/model.empf"
-cargo xtask size --model "$MCU/model.empf"
+cargo xtask size --model "$MCU/model.empf" --bench-model "$RUN/model.empf"
