@@ -4,7 +4,8 @@
 //! `EMPF_BOARD_MODEL` (default `../models/fmnist-mcu.empf`), `EMPF_BOARD_IMAGES` (idx3, default
 //! `../models/fmnist-test32-images-idx3-ubyte`), `EMPF_BOARD_LABELS` (idx1, default
 //! `../models/fmnist-test32-labels-idx1-ubyte`), `EMPF_BOARD_MEMORY` (linker memory map,
-//! default `memory.x`).
+//! default `memory.x`), `EMPF_BOARD_PATH` (`integer` | `float`), `EMPF_BOARD_MODE`
+//! (`sequential` | `parallel`).
 //!
 //! A model that does not decode still builds: the firmware reports the decode error at run time
 //! (that is how a corrupted flash image behaves on a real board), with a minimal arena.
@@ -72,6 +73,18 @@ fn main() {
         );
     }
 
+    println!("cargo:rerun-if-env-changed=EMPF_BOARD_PATH");
+    println!("cargo:rerun-if-env-changed=EMPF_BOARD_MODE");
+    let path = match env::var("EMPF_BOARD_PATH").as_deref() {
+        Err(_) | Ok("integer") => Path::Integer,
+        Ok("float") => Path::Float,
+        Ok(other) => panic!("EMPF_BOARD_PATH={other:?}: expected integer or float"),
+    };
+    let mode = match env::var("EMPF_BOARD_MODE").as_deref() {
+        Err(_) | Ok("sequential") => Mode::Sequential,
+        Ok("parallel") => Mode::Parallel,
+        Ok(other) => panic!("EMPF_BOARD_MODE={other:?}: expected sequential or parallel"),
+    };
     let arena_words = match Model::decode(&model) {
         Ok(m) => {
             if m.input_shape().numel() != h * w {
@@ -82,7 +95,7 @@ fn main() {
                     images_path.display()
                 );
             }
-            Classifier::arena_words(&m, Path::Integer, Mode::Sequential)
+            Classifier::arena_words(&m, path, mode)
         }
         Err(e) => {
             println!(
@@ -104,7 +117,11 @@ fn main() {
              /// Embedded test images.\n\
              pub const IMAGE_COUNT: usize = {n};\n\
              /// Pixels per image.\n\
-             pub const IMAGE_PIXELS: usize = {};\n",
+             pub const IMAGE_PIXELS: usize = {};\n\
+             /// Arithmetic (`EMPF_BOARD_PATH`).\n\
+             pub const PATH: empf_board_app::Path = empf_board_app::Path::{path:?};\n\
+             /// Execution order (`EMPF_BOARD_MODE`).\n\
+             pub const MODE: empf_board_app::Mode = empf_board_app::Mode::{mode:?};\n",
             h * w
         ),
     )

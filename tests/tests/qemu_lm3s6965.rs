@@ -8,7 +8,7 @@
 //! (set by the README's test command) turns that into a failure.
 
 use std::time::Duration;
-use xtask::board::{self, Inputs};
+use xtask::board::{self, Inputs, Mode, NumPath as Path};
 
 fn qemu_available() -> bool {
     match board::qemu_binary() {
@@ -33,6 +33,8 @@ fn bench_model_on_mps2_an385_equals_core_bit_for_bit() {
     let (run, n, size) = board::qemu_check(
         &Inputs::bench_model(),
         &board::MPS2_AN385,
+        Path::Integer,
+        Mode::Sequential,
         Duration::from_secs(900),
     )
     .expect("QEMU check");
@@ -52,6 +54,8 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
     let (run, n, size) = board::qemu_check(
         &Inputs::default(),
         &board::LM3S6965,
+        Path::Integer,
+        Mode::Sequential,
         Duration::from_secs(300),
     )
     .expect("QEMU check");
@@ -67,6 +71,33 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
         "stack {used} of {}",
         size.stack_free
     );
+}
+
+/// The paths and mode the real boards run (float parallel on the M4F, integer parallel on the
+/// RP2040), on a Cortex-M3 with enough RAM for the parallel arena: integers equal, and the float
+/// path's soft-float results equal the host's f32 bit for bit (IEEE-754 on both).
+#[test]
+fn parallel_mode_and_float_path_on_cortex_m3_equal_core_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    for path in [Path::Integer, Path::Float] {
+        let (run, n, size) = board::qemu_check(
+            &Inputs::default(),
+            &board::MPS2_AN385,
+            path,
+            Mode::Parallel,
+            Duration::from_secs(600),
+        )
+        .unwrap_or_else(|e| panic!("{path:?} parallel: {e:#}"));
+        assert_eq!(n, 32);
+        println!("{size} ({:.1} s in QEMU)", run.elapsed.as_secs_f64());
+        let preds = board::parse_predictions(&run.lines).unwrap();
+        assert!(preds.iter().all(|p| match path {
+            Path::Integer => p.logits.len() == 10 && p.float_bits.is_empty(),
+            Path::Float => p.float_bits.len() == 10 && p.logits.is_empty(),
+        }));
+    }
 }
 
 /// Corrupts the model, builds the firmware with it, and returns what the firmware said.

@@ -3,7 +3,8 @@
 //! flash and RAM use from the ELF.
 
 use anyhow::{bail, Context, Result};
-use empf_board_app::{Classifier, Mode, Path as NumPath};
+use empf_board_app::Classifier;
+pub use empf_board_app::{Mode, Path as NumPath};
 use empf_core::{Model, PixelNorm};
 use std::fmt;
 use std::io::Read;
@@ -87,6 +88,22 @@ impl Machine {
             .into_iter()
             .find(|m| m.name == name)
             .with_context(|| format!("unknown machine {name:?} (lm3s6965evb or mps2-an385)"))
+    }
+}
+
+/// `integer` / `float`.
+pub fn path_name(p: NumPath) -> &'static str {
+    match p {
+        NumPath::Integer => "integer",
+        NumPath::Float => "float",
+    }
+}
+
+/// `sequential` / `parallel`.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Sequential => "sequential",
+        Mode::Parallel => "parallel",
     }
 }
 
@@ -180,6 +197,9 @@ fn build_in_place(fw: &Firmware, inputs: &Inputs) -> Result<PathBuf> {
         Some(m) => cmd.env("EMPF_BOARD_MEMORY", abs(m)?),
         None => cmd.env_remove("EMPF_BOARD_MEMORY"),
     };
+    // Read by the QEMU firmware's build.rs; the real boards have their path and mode fixed.
+    cmd.env("EMPF_BOARD_PATH", path_name(fw.path))
+        .env("EMPF_BOARD_MODE", mode_name(fw.mode));
     let out = cmd
         .stdout(Stdio::inherit())
         .output()
@@ -335,11 +355,14 @@ pub struct Prediction {
     pub label: u8,
     /// Predicted class.
     pub class: usize,
-    /// Integer-path summed logits.
+    /// Integer-path summed logits (empty on the float path).
     pub logits: Vec<i32>,
+    /// Float-path logits as their IEEE-754 bits (empty on the integer path).
+    pub float_bits: Vec<u32>,
 }
 
-/// Parses `image I label L class K logits [a, b, …]` lines; other lines are skipped.
+/// Parses `image I label L class K logits [a, b, …]` (integer) and `… logit-bits [..]` (float,
+/// exact bits) lines; other lines are skipped.
 pub fn parse_predictions(lines: &[LogLine]) -> Result<Vec<Prediction>> {
     let mut out = Vec::new();
     for l in lines {
@@ -347,23 +370,43 @@ pub fn parse_predictions(lines: &[LogLine]) -> Result<Vec<Prediction>> {
             continue;
         };
         let bad = || format!("unparsable prediction line {:?}", l.text);
-        let (head, logits) = rest.split_once(" logits [").with_context(bad)?;
+        let (head, list, float) = match rest.split_once(" logit-bits [") {
+            Some((h, v)) => (h, v, true),
+            None => {
+                let (h, v) = rest.split_once(" logits [").with_context(bad)?;
+                (h, v, false)
+            }
+        };
         let f: Vec<&str> = head.split(' ').collect();
         if f.len() != 5 || f[1] != "label" || f[3] != "class" {
             bail!(bad());
         }
-        let logits = logits
+        let values: Vec<&str> = list
             .strip_suffix(']')
             .with_context(bad)?
             .split(", ")
-            .map(|v| v.parse::<i32>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(bad)?;
+            .collect();
+        let (logits, float_bits) = if float {
+            let bits = values
+                .iter()
+                .map(|v| v.parse::<u32>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(bad)?;
+            (Vec::new(), bits)
+        } else {
+            let ints = values
+                .iter()
+                .map(|v| v.parse::<i32>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(bad)?;
+            (ints, Vec::new())
+        };
         out.push(Prediction {
             image: f[0].parse().with_context(bad)?,
             label: f[2].parse().with_context(bad)?,
             class: f[4].parse().with_context(bad)?,
             logits,
+            float_bits,
         });
     }
     Ok(out)
@@ -387,29 +430,53 @@ pub fn read_idx(images: &Path, labels: &Path) -> Result<(usize, Vec<u8>, Vec<u8>
     Ok((px, im[16..].to_vec(), lb[8..].to_vec()))
 }
 
-/// `empf-core` on the host, integer path, exactly as the firmware calls it: pixel table,
-/// [`Model::infer_fixed`] in `mode`, argmax by `top_k`. Returns (logits, class) per image.
+/// `empf-core` on the host, exactly as the firmware calls it: integer path through the pixel
+/// table and [`Model::infer_fixed`], float path through [`PixelNorm::apply_all`] and
+/// [`Model::infer_float`], in `mode`, argmax by `top_k`. Returns what the firmware prints: the
+/// expected [`Prediction`] per image (image index and label filled in).
 pub fn host_predictions(
     model: &[u8],
     pixels: usize,
     images: &[u8],
+    labels: &[u8],
+    path: NumPath,
     mode: Mode,
-) -> Result<Vec<(Vec<i32>, usize)>> {
+) -> Result<Vec<Prediction>> {
     let m = Model::decode(model).map_err(|e| anyhow::anyhow!("model: {e}"))?;
-    let table = m
-        .pixel_table(PixelNorm::FASHION_MNIST)
-        .map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    let norm = PixelNorm::FASHION_MNIST;
+    let err = |e: empf_core::Error| anyhow::anyhow!("{e}");
     let mut arena = vec![0u32; m.arena_words_for(mode)];
-    let mut x = vec![0i8; pixels];
     images
         .chunks_exact(pixels)
-        .map(|img| {
-            Model::quantize_pixels(&table, img, &mut x).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut out = vec![0i32; m.classes()];
-            m.infer_fixed(&x, mode, &mut arena, &mut out)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let class = empf_core::top_k::<1, i32>(&out)[0].0;
-            Ok((out, class))
+        .zip(labels)
+        .enumerate()
+        .map(|(image, (img, &label))| {
+            let (logits, float_bits, class) = match path {
+                NumPath::Integer => {
+                    let table = m.pixel_table(norm).map_err(err)?;
+                    let mut x = vec![0i8; pixels];
+                    Model::quantize_pixels(&table, img, &mut x).map_err(err)?;
+                    let mut out = vec![0i32; m.classes()];
+                    m.infer_fixed(&x, mode, &mut arena, &mut out).map_err(err)?;
+                    let class = empf_core::top_k::<1, i32>(&out)[0].0;
+                    (out, Vec::new(), class)
+                }
+                NumPath::Float => {
+                    let mut x = vec![0f32; pixels];
+                    norm.apply_all(img, &mut x).map_err(err)?;
+                    let mut out = vec![0f32; m.classes()];
+                    m.infer_float(&x, mode, &mut arena, &mut out).map_err(err)?;
+                    let class = empf_core::top_k::<1, f32>(&out)[0].0;
+                    (Vec::new(), out.iter().map(|v| v.to_bits()).collect(), class)
+                }
+            };
+            Ok(Prediction {
+                image,
+                label,
+                class,
+                logits,
+                float_bits,
+            })
         })
         .collect()
 }
@@ -514,17 +581,7 @@ pub fn size_report(
     };
     Ok(SizeReport {
         board: fw.board,
-        run: format!(
-            "{} {}",
-            match fw.path {
-                NumPath::Integer => "integer",
-                NumPath::Float => "float",
-            },
-            match fw.mode {
-                Mode::Sequential => "sequential",
-                Mode::Parallel => "parallel",
-            }
-        ),
+        run: format!("{} {}", path_name(fw.path), mode_name(fw.mode)),
         flash_total,
         ram_total,
         flash_used,
@@ -583,17 +640,23 @@ pub fn stack_used(lines: &[LogLine]) -> Option<u64> {
     })
 }
 
-/// Builds the QEMU firmware with `inputs` for `machine`, runs it, checks every logit against
-/// `empf-core` on the host and returns the run and the number of images checked. Fails on any
-/// difference.
+/// Builds the QEMU firmware with `inputs` for `machine` on `path` in `mode`, runs it, checks
+/// every logit against `empf-core` on the host (integers equal, floats equal bit for bit) and
+/// returns the run, the number of images checked and the size report. Fails on any difference.
 pub fn qemu_check(
     inputs: &Inputs,
     machine: &Machine,
+    path: NumPath,
+    mode: Mode,
     timeout: Duration,
 ) -> Result<(QemuRun, usize, SizeReport)> {
-    let fw = &FIRMWARES[0];
+    let fw = Firmware {
+        path,
+        mode,
+        ..FIRMWARES[0]
+    };
     let inputs = inputs.clone().for_machine(machine);
-    let elf = build(fw, &inputs)?;
+    let elf = build(&fw, &inputs)?;
     let run = run_qemu(&elf, machine, timeout)?;
     for l in &run.lines {
         println!("[qemu {}] {l}", machine.name);
@@ -612,7 +675,7 @@ pub fn qemu_check(
     let got = parse_predictions(&run.lines)?;
     let (px, images, labels) = read_idx(&inputs.images, &inputs.labels)?;
     let model = std::fs::read(&inputs.model)?;
-    let want = host_predictions(&model, px, &images, fw.mode)?;
+    let want = host_predictions(&model, px, &images, &labels, path, mode)?;
     if got.len() != want.len() {
         bail!(
             "firmware reported {} predictions for {} images",
@@ -620,16 +683,12 @@ pub fn qemu_check(
             want.len()
         );
     }
-    for (i, (g, (logits, class))) in got.iter().zip(&want).enumerate() {
-        if g.image != i || g.label != labels[i] || g.logits != *logits || g.class != *class {
-            bail!(
-                "image {i}: firmware class {} logits {:?}, host empf-core class {class} logits {logits:?}",
-                g.class,
-                g.logits
-            );
+    for (g, w) in got.iter().zip(&want) {
+        if g != w {
+            bail!("firmware printed {g:?}\nhost empf-core gives {w:?}");
         }
     }
-    let mut size = size_report(fw, &elf, &inputs, true)?;
+    let mut size = size_report(&fw, &elf, &inputs, true)?;
     size.board = machine.board;
     size.stack_used = stack_used(&run.lines);
     let n = got.len();

@@ -3,8 +3,9 @@
 //! * `ci`          — fmt check, clippy -D warnings, all tests, docs -D warnings, no_std builds
 //! * `check-nostd` — builds empf-core for the three Cortex-M targets, per feature set
 //! * `bench-core`  — the empf-core float/integer/dense benchmark
-//! * `qemu`        — builds the lm3s6965 firmware with a model, runs it in QEMU, checks every
-//!   logit against empf-core on the host, prints the size report
+//! * `qemu`        — builds the Cortex-M3 firmware with a model (`--machine lm3s6965evb|mps2-an385`,
+//!   `--path integer|float`, `--mode sequential|parallel`), runs it in QEMU, checks every logit
+//!   against empf-core on the host, prints the size report
 //! * `qemu-run`    — runs a firmware ELF in QEMU and decodes its defmt output (cargo runner)
 //! * `size`        — builds every firmware in `boards/` and prints flash and RAM use
 
@@ -169,6 +170,8 @@ struct BoardArgs {
     inputs: board::Inputs,
     machine: board::Machine,
     bench_model: PathBuf,
+    path: empf_board_app::Path,
+    mode: empf_board_app::Mode,
 }
 
 fn board_args(args: &[String]) -> Result<BoardArgs> {
@@ -176,6 +179,8 @@ fn board_args(args: &[String]) -> Result<BoardArgs> {
         inputs: board::Inputs::default(),
         machine: board::LM3S6965,
         bench_model: board::Inputs::bench_model().model,
+        path: empf_board_app::Path::Integer,
+        mode: empf_board_app::Mode::Sequential,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -186,8 +191,22 @@ fn board_args(args: &[String]) -> Result<BoardArgs> {
             "--labels" => a.inputs.labels = PathBuf::from(value),
             "--bench-model" => a.bench_model = PathBuf::from(value),
             "--machine" => a.machine = board::Machine::by_name(value)?,
+            "--path" => {
+                a.path = match value.as_str() {
+                    "integer" => empf_board_app::Path::Integer,
+                    "float" => empf_board_app::Path::Float,
+                    other => bail!("--path {other:?}: expected integer or float"),
+                }
+            }
+            "--mode" => {
+                a.mode = match value.as_str() {
+                    "sequential" => empf_board_app::Mode::Sequential,
+                    "parallel" => empf_board_app::Mode::Parallel,
+                    other => bail!("--mode {other:?}: expected sequential or parallel"),
+                }
+            }
             other => bail!(
-                "unknown option {other:?} (expected --model, --images, --labels, --machine, --bench-model)"
+                "unknown option {other:?} (expected --model, --images, --labels, --machine, --path, --mode, --bench-model)"
             ),
         }
     }
@@ -198,14 +217,16 @@ const QEMU_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn qemu(args: &[String]) -> Result<()> {
     let a = board_args(args)?;
-    let (run, n, size) = board::qemu_check(&a.inputs, &a.machine, QEMU_TIMEOUT)?;
+    let (run, n, size) = board::qemu_check(&a.inputs, &a.machine, a.path, a.mode, QEMU_TIMEOUT)?;
     let correct = board::parse_predictions(&run.lines)?
         .iter()
         .filter(|p| p.class == usize::from(p.label))
         .count();
     println!(
-        "qemu {}: {n} images, {correct} correct, every logit equal to empf-core on the host ({:.1} s in QEMU)",
+        "qemu {} ({} {}): {n} images, {correct} correct, every logit equal to empf-core on the host, bit for bit ({:.1} s in QEMU)",
         a.machine.name,
+        board::path_name(a.path),
+        board::mode_name(a.mode),
         run.elapsed.as_secs_f64()
     );
     println!("{size}");

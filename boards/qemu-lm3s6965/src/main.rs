@@ -1,12 +1,14 @@
-//! Classifies the embedded Fashion-MNIST test images with the embedded model on the integer
-//! path (Cortex-M3: no FPU) and reports each prediction with its summed logits over defmt
-//! (semihosting transport). Exit code: 0 done, 2 model rejected, 3 an image failed.
+//! Classifies the embedded Fashion-MNIST test images with the embedded model and reports each
+//! prediction with its summed logits over defmt (semihosting transport). Integer path,
+//! sequential mode by default (Cortex-M3: no FPU); `EMPF_BOARD_PATH=float` /
+//! `EMPF_BOARD_MODE=parallel` at build time select the others (float logits are printed as
+//! their exact bits). Exit code: 0 done, 2 model rejected, 3 an image failed.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use defmt_semihosting as _;
-use empf_board_app::{Classifier, Mode, Path, PixelNorm};
+use empf_board_app::{Classifier, Path, PixelNorm};
 
 include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
 
@@ -27,18 +29,14 @@ fn main() -> ! {
     static mut ARENA: [u32; ARENA_WORDS] = [0; ARENA_WORDS];
     let stack = stack::paint();
     defmt::info!(
-        "empf on Cortex-M3: model {=usize} B in flash, {=usize} images, arena {=usize} B",
+        "empf on Cortex-M3: model {=usize} B in flash, {=usize} images, arena {=usize} B, {} path, {} mode",
         MODEL.0.len(),
         IMAGE_COUNT,
-        ARENA_WORDS * 4
+        ARENA_WORDS * 4,
+        PATH,
+        MODE
     );
-    let mut clf = match Classifier::new(
-        &MODEL.0,
-        Path::Integer,
-        Mode::Sequential,
-        PixelNorm::FASHION_MNIST,
-        ARENA,
-    ) {
+    let mut clf = match Classifier::new(&MODEL.0, PATH, MODE, PixelNorm::FASHION_MNIST, ARENA) {
         Ok(c) => c,
         Err(e) => {
             defmt::error!("model rejected: {}", e);
@@ -51,13 +49,29 @@ fn main() -> ! {
         match clf.classify(pixels) {
             Ok(s) => {
                 correct += usize::from(s.class == usize::from(LABELS[i]));
-                defmt::info!(
-                    "image {=usize} label {=u8} class {=usize} logits {=[?]}",
-                    i,
-                    LABELS[i],
-                    s.class,
-                    s.integer()
-                );
+                match PATH {
+                    Path::Integer => defmt::info!(
+                        "image {=usize} label {=u8} class {=usize} logits {=[?]}",
+                        i,
+                        LABELS[i],
+                        s.class,
+                        s.integer()
+                    ),
+                    // The exact f32 bits, so the host can compare bit for bit.
+                    Path::Float => {
+                        let mut bits = [0u32; empf_board_app::MAX_CLASSES];
+                        for (b, v) in bits.iter_mut().zip(s.float()) {
+                            *b = v.to_bits();
+                        }
+                        defmt::info!(
+                            "image {=usize} label {=u8} class {=usize} logit-bits {=[?]}",
+                            i,
+                            LABELS[i],
+                            s.class,
+                            bits[..s.float().len()]
+                        )
+                    }
+                }
             }
             Err(e) => {
                 defmt::error!("image {=usize}: {}", i, e);
