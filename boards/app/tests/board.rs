@@ -197,3 +197,52 @@ fn a_uart_error_is_returned_not_swallowed() {
     serial.done();
     led.done();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever bytes precede a frame (short of the sync word itself), the board classifies the
+    /// frame's image and nothing else.
+    #[test]
+    fn any_noise_before_the_sync_word_is_skipped(
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        index in 0usize..32,
+    ) {
+        proptest::prop_assume!(!noise.windows(3).any(|w| w == b"IMG"));
+        let mode = Mode::Sequential;
+        let m = Model::decode(MODEL).unwrap();
+        let ready = format!(
+            "empf ready T={} classes=10 input=1x28x28 path=integer mode=sequential arena={}\n",
+            m.time_steps(),
+            4 * Classifier::arena_words(&m, Path::Integer, mode)
+        );
+        let (want, class) = core_fixed(image(index), mode);
+        let mut line = format!("class {class} scores");
+        for v in &want {
+            line += &format!(" {v}");
+        }
+        line.push('\n');
+        let mut tx = vec![SerialTx::write_many(ready.as_bytes()), SerialTx::flush()];
+        if !noise.is_empty() {
+            tx.push(SerialTx::read_many(&noise));
+        }
+        tx.push(SerialTx::read_many(b"IMG"));
+        tx.push(SerialTx::read_many(image(index)));
+        tx.push(SerialTx::write_many(line.as_bytes()));
+        tx.push(SerialTx::flush());
+        let serial = SerialMock::new(&tx);
+        let led = PinMock::new(&[
+            PinTx::set(State::Low),
+            PinTx::set(State::High),
+            PinTx::set(State::Low),
+        ]);
+        let mut board = Board::new(serial, led);
+        let mut a = arena(Path::Integer, mode);
+        let mut c = board.load(MODEL, Path::Integer, mode, NORM, &mut a).unwrap();
+        let mut buf = [0u8; 784];
+        let s = board.serve_one(&mut c, &mut buf).unwrap();
+        proptest::prop_assert_eq!(s.integer(), &want[..]);
+        let (mut serial, mut led) = board.release();
+        serial.done();
+        led.done();
+    }
+}
