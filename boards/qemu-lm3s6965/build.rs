@@ -10,7 +10,7 @@
 //! A model that does not decode still builds: the firmware reports the decode error at run time
 //! (that is how a corrupted flash image behaves on a real board), with a minimal arena.
 
-use empf_board_app::{Classifier, Mode, Path};
+use empf_board_app::{Classifier, Mode, Path, PixelNorm};
 use empf_core::Model;
 use std::env;
 use std::fs;
@@ -85,6 +85,8 @@ fn main() {
         Ok("parallel") => Mode::Parallel,
         Ok(other) => panic!("EMPF_BOARD_MODE={other:?}: expected sequential or parallel"),
     };
+    // The integer path's pixel table, computed here so the firmware needs no float code.
+    let mut pixel_table = [0i8; 256];
     let arena_words = match Model::decode(&model) {
         Ok(m) => {
             if m.input_shape().numel() != h * w {
@@ -94,6 +96,9 @@ fn main() {
                     m.input_shape().numel(),
                     images_path.display()
                 );
+            }
+            if let Ok(t) = m.pixel_table(PixelNorm::FASHION_MNIST) {
+                pixel_table = t;
             }
             Classifier::arena_words(&m, path, mode)
         }
@@ -121,7 +126,9 @@ fn main() {
              /// Arithmetic (`EMPF_BOARD_PATH`).\n\
              pub const PATH: empf_board_app::Path = empf_board_app::Path::{path:?};\n\
              /// Execution order (`EMPF_BOARD_MODE`).\n\
-             pub const MODE: empf_board_app::Mode = empf_board_app::Mode::{mode:?};\n",
+             pub const MODE: empf_board_app::Mode = empf_board_app::Mode::{mode:?};\n\
+             /// `Model::pixel_table(PixelNorm::FASHION_MNIST)` of the embedded model.\n\
+             pub const PIXEL_TABLE: [i8; 256] = {pixel_table:?};\n",
             h * w
         ),
     )

@@ -6,7 +6,7 @@
 //! A model that does not decode still builds: the firmware reports the decode error on the UART
 //! at run time (as a corrupted flash image would), with a minimal arena.
 
-use empf_board_app::{Classifier, Mode, Path};
+use empf_board_app::{Classifier, Mode, Path, PixelNorm};
 use empf_core::Model;
 use std::env;
 use std::fs;
@@ -30,11 +30,19 @@ fn main() {
     let model =
         fs::read(&model_path).unwrap_or_else(|e| panic!("reading {}: {e}", model_path.display()));
 
+    // The pixel table is computed here, on the host: the firmware then contains no float code
+    // (the RP2040 has no FPU).
+    let mut pixel_table = [0i8; 256];
     let (arena_words, pixels) = match Model::decode(&model) {
-        Ok(m) => (
-            Classifier::arena_words(&m, PATH, MODE),
-            m.input_shape().numel(),
-        ),
+        Ok(m) => {
+            if let Ok(t) = m.pixel_table(PixelNorm::FASHION_MNIST) {
+                pixel_table = t;
+            }
+            (
+                Classifier::arena_words(&m, PATH, MODE),
+                m.input_shape().numel(),
+            )
+        }
         Err(e) => {
             println!(
                 "cargo:warning={} does not decode ({e}); the firmware will report it",
@@ -51,7 +59,9 @@ fn main() {
             "/// Words of the static arena: `Classifier::arena_words` of the embedded model.\n\
              pub const ARENA_WORDS: usize = {arena_words};\n\
              /// Pixels per image (`C·H·W` of the embedded model).\n\
-             pub const INPUT_PIXELS: usize = {pixels};\n"
+             pub const INPUT_PIXELS: usize = {pixels};\n\
+             /// `Model::pixel_table(PixelNorm::FASHION_MNIST)` of the embedded model.\n\
+             pub const PIXEL_TABLE: [i8; 256] = {pixel_table:?};\n"
         ),
     )
     .unwrap();

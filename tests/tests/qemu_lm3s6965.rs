@@ -60,6 +60,12 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
     )
     .expect("QEMU check");
     assert_eq!(n, 32, "the firmware embeds 32 test images");
+    // Integer path on an FPU-less core: no float kernel, no soft-float routine was linked.
+    let float = board::float_symbols(&run.elf).unwrap();
+    assert!(
+        float.is_empty(),
+        "float code in the integer firmware: {float:?}"
+    );
     assert!(run.lines.iter().any(|l| l.text.starts_with("done: ")));
     println!("{size}");
     assert!(size.flash_used <= size.flash_total && size.ram_static <= size.ram_total);
@@ -92,6 +98,13 @@ fn parallel_mode_and_float_path_on_cortex_m3_equal_core_bit_for_bit() {
         .unwrap_or_else(|e| panic!("{path:?} parallel: {e:#}"));
         assert_eq!(n, 32);
         println!("{size} ({:.1} s in QEMU)", run.elapsed.as_secs_f64());
+        // The float build does contain float code (so the integer check above can fail).
+        let float = board::float_symbols(&run.elf).unwrap();
+        assert_eq!(
+            path == Path::Float,
+            float.iter().any(|n| n.contains("FloatKernels")),
+            "{path:?}: {float:?}"
+        );
         let preds = board::parse_predictions(&run.lines).unwrap();
         assert!(preds.iter().all(|p| match path {
             Path::Integer => p.logits.len() == 10 && p.float_bits.is_empty(),

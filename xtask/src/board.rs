@@ -266,6 +266,8 @@ pub struct QemuRun {
     pub lines: Vec<LogLine>,
     /// What QEMU itself printed (start-up errors; one harmless timer notice).
     pub stderr: String,
+    /// The firmware that ran.
+    pub elf: PathBuf,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -342,6 +344,7 @@ pub fn run_qemu(elf: &Path, machine: &Machine, timeout: Duration) -> Result<Qemu
         exit,
         lines,
         stderr,
+        elf: elf.to_path_buf(),
         elapsed: start.elapsed(),
     })
 }
@@ -630,6 +633,40 @@ impl fmt::Display for SizeReport {
         }
         Ok(())
     }
+}
+
+/// Symbols of floating-point code in `elf`: empf-core's float kernels and the compiler's
+/// soft-float / conversion routines (`__aeabi_fadd`, `__adddf3`, `__aeabi_i2f`, …). Integer-path
+/// firmware for FPU-less cores should have none.
+pub fn float_symbols(elf: &Path) -> Result<Vec<String>> {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(elf).with_context(|| format!("{}", elf.display()))?;
+    let file = object::File::parse(&*bytes).context("parsing the firmware ELF")?;
+    let is_float = |n: &str| {
+        n.contains("FloatKernels")
+            || n.contains("compiler_builtins5float")
+            || [
+                "__aeabi_f",
+                "__aeabi_d",
+                "__aeabi_i2f",
+                "__aeabi_ui2f",
+                "__aeabi_l2f",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
+            || (n.starts_with("__")
+                && ["sf3", "df3", "sf2", "df2", "sfdi", "dfdi", "sisf", "sidf"]
+                    .iter()
+                    .any(|s| n.ends_with(s)))
+    };
+    let mut names: Vec<String> = file
+        .symbols()
+        .filter_map(|s| s.name().ok().map(str::to_owned))
+        .filter(|n| is_float(n))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 /// Parses the firmware's closing line for the measured stack high-water mark.

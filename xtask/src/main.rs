@@ -268,11 +268,27 @@ fn size(args: &[String]) -> Result<()> {
         };
         let elf = board::build(fw, &inputs)?;
         let mut r = board::size_report(fw, &elf, &inputs, i == 0)?;
+        // FPU-less integer firmware must not carry float code (kernels or soft-float).
+        let float = board::float_symbols(&elf)?;
+        if fw.path == empf_board_app::Path::Integer && !float.is_empty() {
+            bail!(
+                "{}: float code linked into integer firmware: {float:?}",
+                fw.dir
+            );
+        }
         if i == 0 && qemu_ok {
             let run = board::run_qemu(&elf, &board::LM3S6965, QEMU_TIMEOUT)?;
             r.stack_used = board::stack_used(&run.lines);
         }
         println!("{r}");
+        println!(
+            "  float code: {}",
+            if float.is_empty() {
+                "none (integer path, pixel table precomputed)".to_string()
+            } else {
+                format!("{} symbols (float path)", float.len())
+            }
+        );
     }
     let bench = board::Inputs::with_model(a.bench_model.clone()).for_machine(&board::MPS2_AN385);
     let fw = &board::FIRMWARES[0];

@@ -107,7 +107,7 @@ impl fmt::Display for AppError {
 }
 
 /// The scores of one classified image.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Scores {
     /// Index of the largest score (lowest index on ties), as `empf_core::top_k` defines it.
     pub class: usize,
@@ -115,6 +115,33 @@ pub struct Scores {
     int: [i32; MAX_CLASSES],
     float: [f32; MAX_CLASSES],
     path: Path,
+    // Set by the path that produced the scores, so integer-only firmware links no float
+    // formatting.
+    list: fn(&Scores, &mut fmt::Formatter<'_>) -> fmt::Result,
+}
+
+impl PartialEq for Scores {
+    fn eq(&self, other: &Self) -> bool {
+        self.class == other.class
+            && self.path == other.path
+            && self.integer() == other.integer()
+            && self.float() == other.float()
+    }
+}
+
+fn list_integer(s: &Scores, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.integer().iter().try_for_each(|v| write!(f, " {v}"))
+}
+
+fn list_float(s: &Scores, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.float().iter().try_for_each(|v| write!(f, " {v}"))
+}
+
+/// The scores separated by spaces, each preceded by one: ` s0 s1 …`.
+impl fmt::Display for Scores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.list)(self, f)
+    }
 }
 
 impl Scores {
@@ -143,7 +170,13 @@ pub struct Classifier<'m, 'a> {
     table: [i8; 256],
     input_words: usize,
     arena: &'a mut [u32],
+    // The path's kernel entry, chosen once by the constructor: a firmware that only calls
+    // [`Classifier::new_integer`] never references the float kernels, so the linker drops them
+    // (and all soft-float code on an FPU-less core).
+    run: RunFn<'m, 'a>,
 }
+
+type RunFn<'m, 'a> = fn(&mut Classifier<'m, 'a>, &[u8]) -> Result<Scores, AppError>;
 
 fn input_words(model: &Model<'_>, path: Path) -> usize {
     let n = model.input_shape().numel();
@@ -162,6 +195,8 @@ impl<'m, 'a> Classifier<'m, 'a> {
     }
 
     /// Decodes `bytes` (zero-copy; they stay in flash) and checks that `arena` is large enough.
+    /// On the integer path the pixel table is computed here with `f32` arithmetic (once); see
+    /// [`Classifier::new_integer`] for firmware that must not contain float code.
     pub fn new(
         bytes: &'m [u8],
         path: Path,
@@ -170,17 +205,71 @@ impl<'m, 'a> Classifier<'m, 'a> {
         arena: &'a mut [u32],
     ) -> Result<Self, AppError> {
         let model = Model::decode(bytes)?;
+        match path {
+            Path::Integer => {
+                let table = model
+                    .pixel_table(norm)
+                    .map_err(|_| AppError::NoIntegerPath)?;
+                Self::build(
+                    model,
+                    Path::Integer,
+                    mode,
+                    norm,
+                    table,
+                    arena,
+                    Self::run_integer,
+                )
+            }
+            Path::Float => Self::build(
+                model,
+                Path::Float,
+                mode,
+                norm,
+                [0; 256],
+                arena,
+                Self::run_float,
+            ),
+        }
+    }
+
+    /// The integer path with a pixel table computed ahead of time (on the host, by the build
+    /// script: `Model::pixel_table`). Nothing reachable from here uses floating point, so a
+    /// firmware built on it links no float kernels and no soft-float routines.
+    pub fn new_integer(
+        bytes: &'m [u8],
+        mode: Mode,
+        table: [i8; 256],
+        arena: &'a mut [u32],
+    ) -> Result<Self, AppError> {
+        let model = Model::decode(bytes)?;
+        if model.fixed_meta().is_none() {
+            return Err(AppError::NoIntegerPath);
+        }
+        Self::build(
+            model,
+            Path::Integer,
+            mode,
+            PixelNorm::UNIT,
+            table,
+            arena,
+            Self::run_integer,
+        )
+    }
+
+    fn build(
+        model: Model<'m>,
+        path: Path,
+        mode: Mode,
+        norm: PixelNorm,
+        table: [i8; 256],
+        arena: &'a mut [u32],
+        run: RunFn<'m, 'a>,
+    ) -> Result<Self, AppError> {
         if model.classes() > MAX_CLASSES {
             return Err(AppError::TooManyClasses {
                 classes: model.classes(),
             });
         }
-        let table = match path {
-            Path::Integer => model
-                .pixel_table(norm)
-                .map_err(|_| AppError::NoIntegerPath)?,
-            Path::Float => [0; 256],
-        };
         let need = Self::arena_words(&model, path, mode);
         if arena.len() < need {
             return Err(AppError::ArenaTooSmall {
@@ -196,6 +285,7 @@ impl<'m, 'a> Classifier<'m, 'a> {
             norm,
             table,
             arena,
+            run,
         })
     }
 
@@ -221,31 +311,39 @@ impl<'m, 'a> Classifier<'m, 'a> {
                 got: pixels.len(),
             });
         }
-        let classes = self.model.classes();
-        let (input, arena) = self.arena.split_at_mut(self.input_words);
-        let mut scores = Scores {
+        (self.run)(self, pixels)
+    }
+
+    fn empty_scores(&self, list: fn(&Scores, &mut fmt::Formatter<'_>) -> fmt::Result) -> Scores {
+        Scores {
             class: 0,
-            len: classes,
+            len: self.model.classes(),
             int: [0; MAX_CLASSES],
             float: [0.0; MAX_CLASSES],
             path: self.path,
-        };
-        match self.path {
-            Path::Integer => {
-                let x: &mut [i8] = &mut bytemuck::cast_slice_mut(input)[..want];
-                Model::quantize_pixels(&self.table, pixels, x)?;
-                let out = &mut scores.int[..classes];
-                self.model.infer_fixed(x, self.mode, arena, out)?;
-                scores.class = argmax(out);
-            }
-            Path::Float => {
-                let x: &mut [f32] = &mut bytemuck::cast_slice_mut(input)[..want];
-                self.norm.apply_all(pixels, x)?;
-                let out = &mut scores.float[..classes];
-                self.model.infer_float(x, self.mode, arena, out)?;
-                scores.class = argmax(out);
-            }
+            list,
         }
+    }
+
+    fn run_integer(&mut self, pixels: &[u8]) -> Result<Scores, AppError> {
+        let mut scores = self.empty_scores(list_integer);
+        let (input, arena) = self.arena.split_at_mut(self.input_words);
+        let x: &mut [i8] = &mut bytemuck::cast_slice_mut(input)[..pixels.len()];
+        Model::quantize_pixels(&self.table, pixels, x)?;
+        let out = &mut scores.int[..scores.len];
+        self.model.infer_fixed(x, self.mode, arena, out)?;
+        scores.class = argmax(out);
+        Ok(scores)
+    }
+
+    fn run_float(&mut self, pixels: &[u8]) -> Result<Scores, AppError> {
+        let mut scores = self.empty_scores(list_float);
+        let (input, arena) = self.arena.split_at_mut(self.input_words);
+        let x: &mut [f32] = &mut bytemuck::cast_slice_mut(input)[..pixels.len()];
+        self.norm.apply_all(pixels, x)?;
+        let out = &mut scores.float[..scores.len];
+        self.model.infer_float(x, self.mode, arena, out)?;
+        scores.class = argmax(out);
         Ok(scores)
     }
 }
@@ -316,8 +414,30 @@ where
         norm: PixelNorm,
         arena: &'a mut [u32],
     ) -> Result<Classifier<'m, 'a>, AppError> {
-        match Classifier::new(bytes, path, mode, norm, arena) {
+        let c = Classifier::new(bytes, path, mode, norm, arena);
+        self.announce(c)
+    }
+
+    /// [`Board::load`] on the integer path with a pixel table computed ahead of time
+    /// ([`Classifier::new_integer`]): firmware without any float code.
+    pub fn load_integer<'m, 'a>(
+        &mut self,
+        bytes: &'m [u8],
+        mode: Mode,
+        table: [i8; 256],
+        arena: &'a mut [u32],
+    ) -> Result<Classifier<'m, 'a>, AppError> {
+        let c = Classifier::new_integer(bytes, mode, table, arena);
+        self.announce(c)
+    }
+
+    fn announce<'m, 'a>(
+        &mut self,
+        c: Result<Classifier<'m, 'a>, AppError>,
+    ) -> Result<Classifier<'m, 'a>, AppError> {
+        match c {
             Ok(c) => {
+                let (path, mode) = (c.path(), c.mode());
                 self.led.set_low().map_err(|_| AppError::Led)?;
                 let m = c.model();
                 let s = m.input_shape();
@@ -399,18 +519,6 @@ where
     }
 
     fn reply(&mut self, s: &Scores) -> Result<(), AppError> {
-        struct List<'s>(&'s Scores);
-        impl fmt::Display for List<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for v in self.0.integer() {
-                    write!(f, " {v}")?;
-                }
-                for v in self.0.float() {
-                    write!(f, " {v}")?;
-                }
-                Ok(())
-            }
-        }
-        self.line(format_args!("class {} scores{}", s.class, List(s)))
+        self.line(format_args!("class {} scores{}", s.class, s))
     }
 }

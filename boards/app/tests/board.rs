@@ -246,3 +246,28 @@ proptest::proptest! {
         led.done();
     }
 }
+
+/// The float-free constructor (pixel table computed ahead of time) gives the same scores as the
+/// general one, and refuses a model without an integer path.
+#[test]
+fn new_integer_with_a_precomputed_table_equals_new() {
+    let m = Model::decode(MODEL).unwrap();
+    let table = m.pixel_table(NORM).unwrap();
+    for mode in [Mode::Sequential, Mode::Parallel] {
+        let (mut a, mut b) = (arena(Path::Integer, mode), arena(Path::Integer, mode));
+        let mut general = Classifier::new(MODEL, Path::Integer, mode, NORM, &mut a).unwrap();
+        let mut lean = Classifier::new_integer(MODEL, mode, table, &mut b).unwrap();
+        assert_eq!(lean.path(), Path::Integer);
+        for i in 0..32 {
+            assert_eq!(
+                lean.classify(image(i)).unwrap(),
+                general.classify(image(i)).unwrap()
+            );
+        }
+    }
+    // A wrong table changes the result: the table is really used.
+    let mut a = arena(Path::Integer, Mode::Sequential);
+    let mut wrong = Classifier::new_integer(MODEL, Mode::Sequential, [0; 256], &mut a).unwrap();
+    let (want, _) = core_fixed(image(0), Mode::Sequential);
+    assert_ne!(wrong.classify(image(0)).unwrap().integer(), &want[..]);
+}

@@ -36,7 +36,12 @@ fn main() -> ! {
         PATH,
         MODE
     );
-    let mut clf = match Classifier::new(&MODEL.0, PATH, MODE, PixelNorm::FASHION_MNIST, ARENA) {
+    // The integer path takes the build script's pixel table: no float code in that firmware.
+    let loaded = match PATH {
+        Path::Integer => Classifier::new_integer(&MODEL.0, MODE, PIXEL_TABLE, ARENA),
+        Path::Float => Classifier::new(&MODEL.0, PATH, MODE, PixelNorm::FASHION_MNIST, ARENA),
+    };
+    let mut clf = match loaded {
         Ok(c) => c,
         Err(e) => {
             defmt::error!("model rejected: {}", e);

@@ -7,7 +7,7 @@
 #![no_main]
 
 use defmt_rtt as _;
-use empf_board_app::{Board, Mode, Path, PixelNorm};
+use empf_board_app::{Board, Mode};
 use panic_probe as _;
 use rp2040_hal::{
     self as hal,
@@ -84,13 +84,8 @@ fn main() -> ! {
         ARENA_WORDS * 4
     );
     let mut board = Board::new(serial, led);
-    let mut clf = match board.load(
-        &MODEL.0,
-        Path::Integer,
-        Mode::Parallel,
-        PixelNorm::FASHION_MNIST,
-        ARENA,
-    ) {
+    // Pixel table from the build script: nothing float is linked into this firmware.
+    let mut clf = match board.load_integer(&MODEL.0, Mode::Parallel, PIXEL_TABLE, ARENA) {
         Ok(c) => c,
         Err(e) => {
             // Already reported on the UART, and the LED is on.
