@@ -2,41 +2,52 @@
 //! empf-core's float path: input `x` `[N, C, H, W]` (f32, `N` dynamic), output `y` `[N, classes]`
 //! = Σ over the `T` steps of the last layer's output.
 //!
-//! The graph is written layer by layer (the order of empf-core's `Mode::Parallel`), and each
-//! layer's output has one of three forms:
+//! The graph is written layer by layer, in the order of empf-core's `Mode::Parallel`: each layer
+//! processes all `T` steps before the next one, which is valid for every layer because layer
+//! `l`'s input at step `t` depends only on layer `l − 1`'s output at step `t` (a sequential
+//! neuron walks its own steps in order inside its layer). Each layer's output has one of three
+//! forms:
 //!
 //! - **once**: the same at every step — everything before the first neuron, with direct
 //!   encoding. One `[N, …]` tensor, computed once and used by every step.
 //! - **batched over `T`**: one `[T·N, …]` tensor holding the steps one after another on the batch
 //!   axis (rows `t·N .. (t+1)·N` are step `t`). The layer is applied once to all steps.
-//! - **per step**: `T` tensors `[N, …]`; the layer is emitted once per step (unrolled).
+//! - **per step**: `T` tensors `[N, …]`: only the output of a sequential neuron.
 //!
-//! Parallel neurons (Version III) have no state, so they always run batched (or once, below).
-//! Sequential neurons (EM-PF, Mem-BN) carry their membrane from step to step and are unrolled:
-//! `m = leak_t·v + (gain_t·I + bias_t)`, `s = Relu(m − θ_t)`, `v = m − s`, per step. Stateless
-//! layers (convolutions, linear layers, pools, `Flatten`, residual `Add`, SECA, which only mixes
-//! the channels of its own sample) take the form of their inputs: once if all of them are once;
-//! batched if one is batched or if the next neuron downstream is parallel (so the layers between
-//! a sequential neuron and a parallel one join its batched run); else per step. A model whose
-//! neurons are all parallel thus has each layer exactly once, and one whose neurons are all
-//! sequential is unrolled over `T` as a whole. Form changes are single nodes, made at most once
-//! per value: once → batched `Tile` (repeats `[T, 1, …]`), per step → batched `Concat` on axis 0,
-//! batched → per step `Split` on axis 0. With `T = 1` all three forms are the same tensor.
+//! Stateless layers (convolutions, linear layers, pools, `Flatten`, residual `Add`, SECA) are
+//! each written exactly once: once if all their inputs (the running tensor and, for `Add` and
+//! SECA_II, the residual slot) are once, else batched. Every one of them treats each row of the
+//! batch on its own — SECA too: it pools and mixes the channels of one sample at one step — so
+//! running them on `[T·N, …]` is running them on each step. Where a batched value meets a once
+//! residual slot (or the reverse), the once side is repeated over the steps with `Tile`, as
+//! empf-core broadcasts a time-invariant slot copy. `Save`/`Swap` only move values between the
+//! running tensor and the slots, in whatever form they have.
 //!
-//! A parallel neuron is `s = Relu(gain_t·I + bias_t − θ_t)`. If its parameters differ between
-//! steps, the batched input is viewed as `[T, N, C, H, W]` (`Reshape`; a once input is
-//! `Unsqueeze`d to `[1, N, C, H, W]` and broadcasting expands it over the steps), the parameters
-//! are `[T, 1, C, 1, 1]` tensors (`[T, 1, 1, 1, 1]` if not per-channel; `[T, 1, F]` for a flat
-//! `[N, F]` input), and the result is reshaped back to `[T·N, C, H, W]`. If they are the same at
-//! every step, step 0's `[1, C, 1, 1]` tensors broadcast over any batch and a once input stays
-//! once. The output sums the last layer over `T`: `Sum` of the step tensors, or `ReduceSum` over
-//! axis 0 of the batched output viewed as `[T, N, classes]`.
+//! Sequential neurons (EM-PF, Mem-BN) carry their membrane from step to step, so only their
+//! elementwise update is unrolled: the batched input is `Split` into the `T` steps on axis 0 (a
+//! once input is used by every step as it is), then per step `m = leak_t·v + (gain_t·I +
+//! bias_t)`, `s = Relu(m − θ_t)`, `v = m − s` (`v = 0` before step 0). The `T` spike tensors are
+//! joined back into one batched tensor with one `Concat` on axis 0 when a stateless or parallel
+//! layer needs them; a sequential neuron right after another takes its steps directly, and the
+//! output sum adds them with `Sum`. Every form change is a single node made at most once per
+//! value (once → batched `Tile`, per step → batched `Concat`, batched → per step `Split`), so a
+//! graph has at most one `Concat` and one `Split` per sequential neuron, and one `Conv` node per
+//! convolution layer whatever the neurons. With `T = 1` all three forms are the same tensor.
+//!
+//! Parallel neurons (Version III) have no state and run batched (or once, below):
+//! `s = Relu(gain_t·I + bias_t − θ_t)`. If the parameters differ between steps, the batched input
+//! is viewed as `[T, N, C, H, W]` (`Reshape`; a once input is `Unsqueeze`d to `[1, N, C, H, W]`
+//! and broadcasting expands it over the steps), the parameters are `[T, 1, C, 1, 1]` tensors
+//! (`[T, 1, 1, 1, 1]` if not per-channel; `[T, 1, F]` for a flat `[N, F]` input), and the result
+//! is reshaped back to `[T·N, C, H, W]`. If they are the same at every step, step 0's
+//! `[1, C, 1, 1]` tensors broadcast over any batch and a once input stays once. The output sums
+//! the last layer over `T`: `Sum` of the step tensors (`T` times the once tensor), or `ReduceSum`
+//! over axis 0 of the batched output viewed as `[T, N, classes]`.
 //!
 //! Binary layers keep their structure: a convolution/matmul with a ±1 weight tensor, then `Mul` by
-//! the per-channel gain and `Add` of the bias. Every weight is one initializer, shared by the
-//! steps. Nodes are named after their layer (`l3.Conv_7`, `l5.t2.Relu_19` for step 2 of an
-//! unrolled layer). Only float semantics are written; the integer (`fixed`) parts of the model
-//! are ignored.
+//! the per-channel gain and `Add` of the bias. Every weight is one initializer. Nodes are named
+//! after their layer (`l3.Conv_7`; `l5.t2.Relu_19` for step 2 of a sequential neuron's update).
+//! Only float semantics are written; the integer (`fixed`) parts of the model are ignored.
 
 use std::collections::HashMap;
 
@@ -131,7 +142,7 @@ enum Val {
     Once(Tensor),
     /// All steps in one `[T·N, …]` tensor, step-major on the batch axis.
     Batched(Tensor),
-    /// One `[N, …]` tensor per step.
+    /// One `[N, …]` tensor per step: the output of a sequential neuron.
     Steps(Vec<Tensor>),
 }
 
@@ -151,7 +162,7 @@ struct Builder {
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     consts: HashMap<String, String>,
-    /// Layer weights by hint, so that the steps of an unrolled layer share them.
+    /// Layer weights by hint, each made once.
     params: HashMap<String, String>,
     /// Batched form of a once/per-step value, by the value's tensor names.
     batched: HashMap<String, String>,
@@ -869,16 +880,6 @@ pub fn to_onnx_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError> {
         w: inp.w as usize,
         rank2: false,
     };
-    // Whether the next neuron at or after each layer is parallel: stateless layers before it join
-    // its batched run.
-    let mut next_parallel = vec![false; layers.len()];
-    let mut par = false;
-    for (li, layer) in layers.iter().enumerate().rev() {
-        if let Layer::Neuron(n) = layer {
-            par = n.mode == NeuronMode::Parallel;
-        }
-        next_parallel[li] = par;
-    }
     let mut cur = Val::Once(x.clone());
     let mut slots: [Option<Val>; empf_core::MAX_SLOTS] = Default::default();
     for (li, layer) in layers.iter().enumerate() {
@@ -913,24 +914,16 @@ pub fn to_onnx_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError> {
                     Layer::Seca(s) => s.add_slot.map(|s| slot_val(&slots, s)).transpose()?,
                     _ => None,
                 };
+                // Once if every input is once, else batched over T (even next to unrolled
+                // sequential neurons: each row of the batch is one sample at one step).
                 let inputs = || std::iter::once(&cur).chain(saved.as_ref());
                 if inputs().all(|v| matches!(v, Val::Once(_))) {
                     let s = saved.as_ref().map(|s| s.first().clone());
                     Val::Once(stateless(&mut b, li, layer, cur.first(), s.as_ref())?)
-                } else if next_parallel[li] || inputs().any(|v| matches!(v, Val::Batched(_))) {
+                } else {
                     let x = b.batched(&cur);
                     let s = saved.as_ref().map(|s| b.batched(s));
                     Val::Batched(stateless(&mut b, li, layer, &x, s.as_ref())?)
-                } else {
-                    let xs = b.steps(&cur);
-                    let ss = saved.as_ref().map(|s| b.steps(s));
-                    let mut out = Vec::with_capacity(t_steps);
-                    for (t, x) in xs.iter().enumerate() {
-                        b.scope = format!("l{li}.t{t}.");
-                        let s = ss.as_ref().map(|s| &s[t]);
-                        out.push(stateless(&mut b, li, layer, x, s)?);
-                    }
-                    Val::Steps(out)
                 }
             }
         };
@@ -1082,21 +1075,27 @@ mod tests {
                 .filter(|n| n.op_type.as_deref() == Some(op))
                 .count()
         };
-        // The FP conv is time-invariant: once. The binary conv runs at each of the 2 steps.
+        // The FP conv is time-invariant: once. The sequential neuron is unrolled over the 2
+        // steps (its once input used by both), its spikes joined by one Concat; everything after
+        // it runs once on the batched [2·N, …] tensor, the once residual slot Tiled to meet it.
         assert_eq!(
             count("Conv"),
-            1 + 2 + 2,
-            "FP conv once, binary conv + SECA conv1d per step"
+            1 + 1 + 1,
+            "FP conv, binary conv, SECA conv1d"
         );
-        assert_eq!(count("Relu"), 2);
-        assert_eq!(count("Sigmoid"), 2);
-        assert_eq!(count("ReduceMean"), 2);
-        assert_eq!(count("AveragePool"), 2);
-        assert_eq!(count("GlobalAveragePool"), 2);
-        assert_eq!(count("Gemm"), 2);
-        assert_eq!(count("Sum"), 1);
-        assert!(count("Mul") >= 5, "gain Mul, SECA Mul, leak Mul");
-        assert!(count("Sub") >= 3);
+        assert_eq!(count("Relu"), 2, "the neuron at each step");
+        assert_eq!(count("Concat"), 1);
+        assert_eq!(count("Split"), 0, "the neuron's input is once");
+        assert_eq!(count("Tile"), 1, "the once slot added to the batched run");
+        assert_eq!(count("Sigmoid"), 1);
+        assert_eq!(count("ReduceMean"), 1);
+        assert_eq!(count("AveragePool"), 1);
+        assert_eq!(count("GlobalAveragePool"), 1);
+        assert_eq!(count("Gemm"), 1);
+        assert_eq!(count("Sum"), 0);
+        assert_eq!(count("ReduceSum"), 1);
+        assert_eq!(count("Mul"), 3, "binary conv gain, SECA, leak (step 1)");
+        assert_eq!(count("Sub"), 3, "θ at 2 steps, the membrane after step 0");
         assert_eq!(g.input[0].name.as_deref(), Some("x"));
         assert_eq!(g.output[0].name.as_deref(), Some("y"));
         assert_eq!(g.node.last().unwrap().output, vec!["y".to_string()]);
@@ -1310,48 +1309,90 @@ mod tests {
     }
 
     #[test]
-    fn mixed_model_batches_the_parallel_runs() {
+    fn every_neuron_mix_has_every_conv_once() {
         use NeuronMode::{Parallel as P, Sequential as S};
+        // Invariant, for every mix of the 4 neurons and every T: each conv layer is one Conv node
+        // (FP conv, 2 binary convs, SECA's conv1d), each linear layer one MatMul/Gemm node; a
+        // sequential neuron is T Relu nodes (its unrolled update), a parallel one a single Relu;
+        // Concat and Split nodes are at most one each per sequential neuron. Here every
+        // sequential neuron is followed by a stateless layer (one Concat each when T > 1), and
+        // every one but N1, whose input is the once FP conv output, has a batched input (one
+        // Split each).
+        for t_steps in [1, 3] {
+            for mix in 0..16u32 {
+                let modes = [0, 1, 2, 3].map(|i| if mix >> i & 1 == 1 { S } else { P });
+                let g = graph(&four_neuron_model(t_steps, modes));
+                assert_wired(&g);
+                let tag = format!("T={t_steps} {modes:?}");
+                let seq = modes.iter().filter(|&&m| m == S).count();
+                assert_eq!(count(&g, "Conv"), 4, "{tag}");
+                assert_eq!(count(&g, "MatMul"), 1, "{tag}");
+                assert_eq!(count(&g, "Gemm"), 1, "{tag}");
+                assert_eq!(count(&g, "AveragePool"), 1, "{tag}");
+                assert_eq!(count(&g, "Sigmoid"), 1, "{tag}");
+                assert_eq!(count(&g, "Relu"), 4 - seq + seq * t_steps, "{tag}");
+                assert!(count(&g, "Concat") <= seq, "{tag}");
+                assert!(count(&g, "Split") <= seq, "{tag}");
+                if t_steps > 1 {
+                    assert_eq!(count(&g, "Concat"), seq, "{tag}");
+                    let split = modes[1..].iter().filter(|&&m| m == S).count();
+                    assert_eq!(count(&g, "Split"), split, "{tag}");
+                    assert_eq!(
+                        count(&g, "Tile"),
+                        0,
+                        "{tag}: no once value meets a batched one"
+                    );
+                    assert_eq!(
+                        count(&g, "ReduceSum"),
+                        1,
+                        "{tag}: the Linear output is batched"
+                    );
+                } else {
+                    assert_eq!(count(&g, "Concat") + count(&g, "Split"), 0, "{tag}");
+                }
+                // Weights stored once, whatever the mix.
+                let signs = g
+                    .initializer
+                    .iter()
+                    .filter(|t| t.name.as_deref().unwrap().contains("_bconv_signs"))
+                    .count();
+                assert_eq!(signs, 2, "{tag}: one ±1 tensor per binary conv");
+            }
+        }
+    }
+
+    /// A sequential neuron right after another takes its steps directly (no Concat/Split between
+    /// them), and a sequential last layer is summed step by step.
+    #[test]
+    fn adjacent_sequential_neurons_share_steps() {
         let t_steps = 3;
-        // N1 sequential: unrolled. BConv (l2) leads to parallel N2: batched (one Concat of N1's
-        // steps). BConv (l5), Add, SECA lead to sequential N3: batched, then one Split. After N3
-        // no parallel neuron follows: BinaryLinear, N4 and Linear per step.
-        let g = graph(&four_neuron_model(t_steps, [S, P, S, S]));
+        let meta = ModelMeta {
+            time_steps: t_steps as u16,
+            input: Shape3 { c: 1, h: 2, w: 2 },
+            classes: 4,
+            encoding: InputEncoding::Direct,
+            fixed: None,
+        };
+        let layers = vec![
+            Layer::Flatten,
+            Layer::Save { slot: 0 },
+            neuron(NeuronMode::Sequential, true, t_steps, 4, false),
+            neuron(NeuronMode::Sequential, false, t_steps, 4, false),
+            Layer::Add {
+                slot: 0,
+                fixed: None,
+            },
+            neuron(NeuronMode::Sequential, true, t_steps, 4, false),
+        ];
+        let g = graph(&encode_model(&meta, &layers).unwrap());
         assert_wired(&g);
-        let unrolled = 1 + 3 * t_steps;
-        assert_eq!(count(&g, "Conv"), 1 + 1 + 1 + 1);
-        assert!(count(&g, "Conv") < unrolled);
+        // N1 → N2 per step; Add joins N2's steps (Concat) with the Tiled once slot; N3 splits
+        // the sum and its steps are summed directly.
+        assert_eq!(count(&g, "Relu"), 3 * t_steps);
         assert_eq!(count(&g, "Concat"), 1);
         assert_eq!(count(&g, "Split"), 1);
-        assert_eq!(count(&g, "Relu"), 3 * t_steps + 1);
-        assert_eq!(count(&g, "MatMul"), t_steps);
-        assert_eq!(count(&g, "Gemm"), t_steps);
+        assert_eq!(count(&g, "Tile"), 1);
         assert_eq!(count(&g, "Sum"), 1);
-        // All sequential: fully unrolled after the once FP conv, weights still stored once.
-        let g = graph(&four_neuron_model(t_steps, [S; 4]));
-        assert_wired(&g);
-        assert_eq!(count(&g, "Conv"), unrolled);
-        assert_eq!(
-            count(&g, "Concat") + count(&g, "Split") + count(&g, "Tile"),
-            0
-        );
-        let signs = g
-            .initializer
-            .iter()
-            .filter(|t| t.name.as_deref().unwrap().contains("_bconv_signs"))
-            .count();
-        assert_eq!(
-            signs, 2,
-            "one ±1 tensor per binary conv, shared by the steps"
-        );
-        // Alternating: N1 batched, Split for N2, Concat for the run BConv..N3..BinaryLinear,
-        // Split for N4, Linear per step.
-        let g = graph(&four_neuron_model(t_steps, [P, S, P, S]));
-        assert_wired(&g);
-        assert_eq!(count(&g, "Conv"), 4);
-        assert_eq!(count(&g, "Split"), 2);
-        assert_eq!(count(&g, "Concat"), 1);
-        assert_eq!(count(&g, "Tile"), 0);
-        assert_eq!(count(&g, "Gemm"), t_steps);
+        assert_eq!(count(&g, "ReduceSum"), 0);
     }
 }

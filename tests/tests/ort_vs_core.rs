@@ -1,8 +1,9 @@
 //! ONNX export (`empf_edge_infer::onnx::to_onnx`) run through ONNX Runtime agrees with `core`
 //! float inference, and every exported graph passes `onnx.checker.check_model(full_check=True)`.
 //!
-//! Cases cover every neuron mix: all sequential, all parallel (the export then has every layer
-//! once, batched over `T`), and mixed, where batched runs meet unrolled sequential neurons.
+//! Cases cover every neuron mix: all sequential, all parallel and mixed. The export runs every
+//! stateless layer once on all `T` steps (one `[T·N, …]` tensor) and unrolls only the update of
+//! the sequential neurons, whose steps are split from and joined back into the batched tensor;
 //! `batched_export_has_no_per_step_convs` checks that structure and needs no ONNX Runtime.
 //!
 //! Needs `ORT_DYLIB_PATH` (libonnxruntime) and `EMPF_PYTHON` (a Python with `onnx`), both set by
@@ -439,26 +440,18 @@ fn trainer_parallel_and_mixed_cases_ort_equals_core_float() {
     }
 }
 
-/// Conv layers of a model (FP, binary and SECA's conv1d): those before the first neuron (computed
-/// once) and the rest.
-fn conv_layers(bytes: &[u8]) -> (usize, usize) {
+/// Conv layers of a model (FP, binary and SECA's conv1d) and its sequential neuron layers.
+fn conv_and_sequential_layers(bytes: &[u8]) -> (usize, usize) {
     let model = Model::decode(bytes).unwrap();
-    let (mut prefix, mut rest, mut seen_neuron) = (0, 0, false);
+    let (mut convs, mut seq) = (0, 0);
     for l in model.layers() {
-        let l = l.unwrap();
-        seen_neuron |= matches!(l, Layer::Neuron(_));
-        if matches!(
-            l,
-            Layer::Conv2d(_) | Layer::BinaryConv2d(_) | Layer::Seca(_)
-        ) {
-            if seen_neuron {
-                rest += 1;
-            } else {
-                prefix += 1;
-            }
+        match l.unwrap() {
+            Layer::Conv2d(_) | Layer::BinaryConv2d(_) | Layer::Seca(_) => convs += 1,
+            Layer::Neuron(n) if n.mode == NeuronMode::Sequential => seq += 1,
+            _ => {}
         }
     }
-    (prefix, rest)
+    (convs, seq)
 }
 
 /// Count of each op type in the exported graph of `bytes`.
@@ -472,96 +465,81 @@ fn op_counts(bytes: &[u8]) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
+/// Every stateless layer runs once on all `T` steps (batched), whatever the neurons; only the
+/// sequential neurons' elementwise update is unrolled. Invariant, for every neuron mix:
+/// `Conv` nodes = conv layers (FP, binary, SECA's conv1d), and `Concat` ≤ sequential neuron
+/// layers, `Split` ≤ sequential neuron layers (one of each at most per sequential neuron: join
+/// its spikes into the batched run, split its batched input; the output sum adds a sequential
+/// last layer's steps with `Sum`, so it needs no `Concat`). A model without sequential neurons
+/// has neither.
 #[test]
 fn batched_export_has_no_per_step_convs() {
     use NeuronKind::{EmPf, MemBn, Parallel};
     let t = 4;
-    // All parallel: one Conv node per conv layer, whatever T.
-    let mut all_parallel: Vec<(String, Vec<u8>)> = vec![
-        ("bench".into(), bench_model(t, 28, false, [Parallel; 4], 1)),
-        (
-            "bench+SECA".into(),
-            bench_model(t, 28, true, [Parallel; 4], 2),
-        ),
-    ];
+    let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, neurons) in [
+        [Parallel; 4],
+        [EmPf; 4],
+        [MemBn; 4],
+        [EmPf, Parallel, EmPf, Parallel],
+        [Parallel, MemBn, Parallel, EmPf],
+        [MemBn, EmPf, Parallel, EmPf],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for seca in [false, true] {
+            let tag = format!("bench{} {neurons:?}", if seca { "+SECA" } else { "" });
+            cases.push((tag, bench_model(t, 28, seca, neurons, 1 + i as u64)));
+        }
+    }
     for seed in 0..8u64 {
-        let config = random_case(seed).config().clone();
-        all_parallel.push((
+        let case = random_case(seed);
+        cases.push((
             format!("random_case({seed})"),
+            export_float(&case).expect("export"),
+        ));
+        let config = case.config().clone();
+        cases.push((
+            format!("random_case({seed}) parallel"),
             trainer_model(&config, seed, |_| Parallel),
         ));
-        all_parallel.push((
-            format!("handmade({seed})"),
+        cases.push((format!("handmade({seed})"), handmade(seed)));
+        cases.push((
+            format!("handmade({seed}) parallel"),
             handmade_with(seed, Some([NeuronMode::Parallel; 4]), seed % 2 == 0),
         ));
+        cases.push((
+            format!("handmade({seed}) sequential"),
+            handmade_with(seed, Some([NeuronMode::Sequential; 4]), seed % 2 == 1),
+        ));
+        let modes = mixed_modes(&mut Rng(seed ^ 0x0D0E5));
+        cases.push((
+            format!("handmade({seed}) {modes:?}"),
+            handmade_with(seed, Some(modes), false),
+        ));
     }
-    for (tag, bytes) in &all_parallel {
+    let mut seen_seq_t = false;
+    for (tag, bytes) in &cases {
+        let steps = Model::decode(bytes).unwrap().time_steps();
         let ops = op_counts(bytes);
-        let (prefix, rest) = conv_layers(bytes);
-        let convs = ops.get("Conv").copied().unwrap_or(0);
-        assert_eq!(convs, prefix + rest, "{tag}: {ops:?}");
+        let (convs, seq) = conv_and_sequential_layers(bytes);
+        let n = |op: &str| ops.get(op).copied().unwrap_or(0);
+        assert_eq!(n("Conv"), convs, "{tag}, T={steps}: {ops:?}");
         assert!(
-            !ops.contains_key("Split"),
-            "{tag}: nothing to unroll: {ops:?}"
+            n("Concat") <= seq,
+            "{tag}, T={steps}: {seq} sequential, {ops:?}"
         );
-        if tag == "bench" {
-            println!("bench, all parallel, T={t}: {ops:?}");
+        assert!(
+            n("Split") <= seq,
+            "{tag}, T={steps}: {seq} sequential, {ops:?}"
+        );
+        seen_seq_t |= seq > 0 && steps > 1;
+        if tag.starts_with("bench") && !tag.contains("SECA") {
+            println!("{tag}, T={steps}: {ops:?}");
         }
     }
-    // Mixed: the parallel runs are batched, so fewer Conv nodes than the full unroll
-    // (prefix once + T × the rest); all sequential stays fully unrolled.
-    let mixed: Vec<(String, Vec<u8>, bool)> = vec![
-        (
-            "bench EmPf".into(),
-            bench_model(t, 28, false, [EmPf; 4], 3),
-            false,
-        ),
-        (
-            "bench 50% parallel".into(),
-            bench_model(t, 28, false, [EmPf, Parallel, EmPf, Parallel], 4),
-            true,
-        ),
-        (
-            "bench+SECA mixed".into(),
-            bench_model(t, 28, true, [Parallel, MemBn, Parallel, EmPf], 5),
-            true,
-        ),
-        (
-            "handmade mixed".into(),
-            handmade_with(
-                // A seed with T > 1 and neurons (seed % 5 == 4 has none but the last).
-                (0..)
-                    .find(|&s| s % 5 != 4 && Model::decode(&handmade(s)).unwrap().time_steps() > 1)
-                    .unwrap(),
-                Some([
-                    NeuronMode::Sequential,
-                    NeuronMode::Parallel,
-                    NeuronMode::Sequential,
-                    NeuronMode::Sequential,
-                ]),
-                false,
-            ),
-            true,
-        ),
-    ];
-    for (tag, bytes, has_parallel) in &mixed {
-        let model = Model::decode(bytes).unwrap();
-        let t = model.time_steps();
-        let ops = op_counts(bytes);
-        let (prefix, rest) = conv_layers(bytes);
-        let convs = ops.get("Conv").copied().unwrap_or(0);
-        let unrolled = prefix + t * rest;
-        if *has_parallel {
-            assert!(t > 1, "{tag}");
-            assert!(
-                convs < unrolled,
-                "{tag}: {convs} Conv nodes, unrolled {unrolled}: {ops:?}"
-            );
-        } else {
-            assert_eq!(convs, unrolled, "{tag}: {ops:?}");
-        }
-        println!("{tag}, T={t}: {convs} Conv nodes (unrolled: {unrolled}), {ops:?}");
-    }
+    assert!(seen_seq_t, "some case has sequential neurons over T > 1");
 }
 
 #[test]
