@@ -596,16 +596,24 @@ fn parallel_neuron(b: &mut Builder, li: usize, n: &Neuron<&[u8]>, cur: &Val) -> 
     })
 }
 
-/// A sequential neuron, unrolled over the steps: `m = leak_t·v + (gain_t·I + bias_t)`,
-/// `s = Relu(m − θ_t)`, `v = m − s` (`v = 0` before step 0).
+/// A sequential neuron: only its update is unrolled over the steps, on the `T` step tensors of
+/// its input (`Split` of a batched input, the once input at every step): `m = leak_t·v +
+/// (gain_t·I + bias_t)`, `s = Relu(m − θ_t)`, `v = m − s` (`v = 0` before step 0). Returns the
+/// `T` spike tensors, joined into a batched tensor only where a later layer needs one.
 fn sequential_neuron(b: &mut Builder, li: usize, n: &Neuron<&[u8]>, cur: &Val) -> Val {
-    let xs = b.steps(cur);
+    // Reshaped (if at all) before the split, once for all steps.
+    let cur = match cur {
+        Val::Once(x) => Val::Once(neuron_input(b, x)),
+        Val::Batched(x) => Val::Batched(neuron_input(b, x)),
+        Val::Steps(xs) => Val::Steps(xs.iter().map(|x| neuron_input(b, x)).collect()),
+    };
+    let xs = b.steps(&cur);
+    let t_steps = xs.len();
     let pc = n.per_channel;
     let mut membrane: Option<String> = None;
     let mut out = Vec::with_capacity(xs.len());
-    for (t, x) in xs.iter().enumerate() {
+    for (t, x) in xs.into_iter().enumerate() {
         b.scope = format!("l{li}.t{t}.");
-        let x = neuron_input(b, x);
         let p = format!("l{li}_t{t}");
         let g = neuron_param(b, &format!("{p}_gain"), n.input_gain.bytes(), pc, t, &x);
         let bi = neuron_param(b, &format!("{p}_bias"), n.input_bias.bytes(), pc, t, &x);
@@ -631,7 +639,7 @@ fn sequential_neuron(b: &mut Builder, li: usize, n: &Neuron<&[u8]>, cur: &Val) -
         };
         let over = b.node("Sub", &[&m, &th], vec![]);
         let s = b.node("Relu", &[&over], vec![]);
-        if t + 1 < xs.len() {
+        if t + 1 < t_steps {
             membrane = Some(b.node("Sub", &[&m, &s], vec![]));
         }
         out.push(Tensor { name: s, ..x });
