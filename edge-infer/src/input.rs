@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use empf_core::Shape;
+use empf_core::{PixelNorm, Shape};
 
 /// How u8 IDX pixels become floats: `(p/255 − mean) / std`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,12 +19,12 @@ pub enum Normalize {
 }
 
 impl Normalize {
-    /// `(mean, std)` applied after scaling pixels to `[0, 1]`.
-    pub fn mean_std(self) -> (f32, f32) {
+    /// The pixel transform, as `empf-core` (and the firmware) define it.
+    pub fn pixel_norm(self) -> PixelNorm {
         match self {
-            Normalize::FashionMnist => (0.2860, 0.3530),
-            Normalize::Mnist => (0.1307, 0.3081),
-            Normalize::None => (0.0, 1.0),
+            Normalize::FashionMnist => PixelNorm::FASHION_MNIST,
+            Normalize::Mnist => PixelNorm::MNIST,
+            Normalize::None => PixelNorm::UNIT,
         }
     }
 }
@@ -245,10 +245,10 @@ fn parse_idx3(
         });
     }
     let i = check_index(path, index, n)?;
-    let (mean, std) = norm.mean_std();
+    let norm = norm.pixel_norm();
     Ok(b[16 + i * plane..16 + (i + 1) * plane]
         .iter()
-        .map(|&px| (px as f32 / 255.0 - mean) / std)
+        .map(|&px| norm.apply(px))
         .collect())
 }
 

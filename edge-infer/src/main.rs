@@ -377,15 +377,13 @@ fn eval_cmd(
         bail!("{} / {}: {dims:?} images with {ldims:?} labels do not fit the model's {numel}-value input", images.display(), labels.display());
     }
     let n = limit.unwrap_or(dims[0]).min(dims[0]);
-    let (mean, std) = match normalize {
-        NormArg::FashionMnist => Normalize::FashionMnist.mean_std(),
-        NormArg::Mnist => Normalize::Mnist.mean_std(),
-        NormArg::None => Normalize::None.mean_std(),
-    };
-    let x: Vec<f32> = pixels[..n * numel]
-        .iter()
-        .map(|&p| (p as f32 / 255.0 - mean) / std)
-        .collect();
+    let norm = match normalize {
+        NormArg::FashionMnist => Normalize::FashionMnist,
+        NormArg::Mnist => Normalize::Mnist,
+        NormArg::None => Normalize::None,
+    }
+    .pixel_norm();
+    let x: Vec<f32> = pixels[..n * numel].iter().map(|&p| norm.apply(p)).collect();
     let labels = &lab[..n];
     let classes = model.classes();
     let t0 = std::time::Instant::now();

@@ -183,13 +183,13 @@ pub struct Normalization {
 impl Normalization {
     /// Fashion-MNIST: mean 0.2860, std 0.3530.
     pub const FASHION_MNIST: Normalization = Normalization {
-        mean: 0.2860,
-        std: 0.3530,
+        mean: empf_core::PixelNorm::FASHION_MNIST.mean,
+        std: empf_core::PixelNorm::FASHION_MNIST.std,
     };
     /// MNIST: mean 0.1307, std 0.3081.
     pub const MNIST: Normalization = Normalization {
-        mean: 0.1307,
-        std: 0.3081,
+        mean: empf_core::PixelNorm::MNIST.mean,
+        std: empf_core::PixelNorm::MNIST.std,
     };
     /// Identity on `[0, 1]` (only scales by 1/255).
     pub const UNIT: Normalization = Normalization {
@@ -197,9 +197,18 @@ impl Normalization {
         std: 1.0,
     };
 
-    /// One pixel, computed as `(x / 255 − mean) / std` in `f32`.
+    /// One pixel, computed as `(x / 255 − mean) / std` in `f32` — by `empf-core`, so training,
+    /// export calibration, edge inference and firmware share one definition.
     pub fn apply(&self, pixel: u8) -> f32 {
-        (f32::from(pixel) / 255.0 - self.mean) / self.std
+        self.pixel_norm().apply(pixel)
+    }
+
+    /// The same transform as `empf-core`'s type.
+    pub fn pixel_norm(&self) -> empf_core::PixelNorm {
+        empf_core::PixelNorm {
+            mean: self.mean,
+            std: self.std,
+        }
     }
 
     /// Table of [`Normalization::apply`] for all 256 pixel values.
