@@ -223,6 +223,133 @@ pub(crate) fn conv_planes<E: bytemuck::Pod + Default, A: bytemuck::Pod + Default
     }
 }
 
+/// Accumulator of the ±1 kernels: `f32` (float path) or `i32` (integer path, wrapping: the
+/// validated bound keeps every final `Σ ±x` in range, and wrapping makes `2·part − total` exact
+/// even where `2·part` alone would not fit).
+pub(crate) trait PmAcc: bytemuck::Pod + Default {
+    fn add(&mut self, v: Self);
+    /// `2·part − total`: the ±sum from the sum over the `+1` taps.
+    fn from_plus(part: Self, total: Self) -> Self;
+    /// `total − 2·part`: the ±sum from the sum over the `−1` taps.
+    fn from_minus(part: Self, total: Self) -> Self;
+}
+
+impl PmAcc for f32 {
+    #[inline(always)]
+    fn add(&mut self, v: f32) {
+        *self += v;
+    }
+    #[inline(always)]
+    fn from_plus(part: f32, total: f32) -> f32 {
+        part + part - total
+    }
+    #[inline(always)]
+    fn from_minus(part: f32, total: f32) -> f32 {
+        total - part - part
+    }
+}
+
+impl PmAcc for i32 {
+    #[inline(always)]
+    fn add(&mut self, v: i32) {
+        *self = self.wrapping_add(v);
+    }
+    #[inline(always)]
+    fn from_plus(part: i32, total: i32) -> i32 {
+        part.wrapping_add(part).wrapping_sub(total)
+    }
+    #[inline(always)]
+    fn from_minus(part: i32, total: i32) -> i32 {
+        total.wrapping_sub(part).wrapping_sub(part)
+    }
+}
+
+/// One binary (±1) conv layer, any path. `Σ_t s_t·x_t = 2·Σ_{s=+1} x − Σ_all x`: the sum over
+/// all taps is computed once per layer and shared by every output channel, and each channel
+/// then adds only its minority-sign taps — at most half of them — instead of adding or
+/// subtracting every tap. `finish(o, acc)` maps the ±sum to the output.
+#[inline(always)]
+pub(crate) fn bconv_planes<E: PmAcc>(
+    g: &ConvGeom,
+    x: &[E],
+    y: &mut [E],
+    scratch: &mut [u32],
+    signs: &[u8],
+    finish: impl Fn(usize, E) -> E,
+) {
+    let plane = g.oh * g.ow;
+    let taps = g.taps();
+    let rb = crate::bits::row_bytes(taps);
+    // (taps with the minority sign, whether that sign is +1) for channel `o`.
+    let minority = |o: usize| {
+        let row = &signs[o * rb..(o + 1) * rb];
+        let plus = (0..taps).filter(|&t| crate::bits::sign_at(row, t)).count();
+        (row, plus <= taps - plus)
+    };
+    let combine = |part: E, total: E, plus: bool| {
+        if plus {
+            E::from_plus(part, total)
+        } else {
+            E::from_minus(part, total)
+        }
+    };
+    if let Some(w) = g.wide() {
+        let pad_len = g.input.c as usize * w.hp * w.wp;
+        let (xp, rest) = scratch.split_at_mut(pad_len);
+        let xp: &mut [E] = bytemuck::cast_slice_mut(xp);
+        // The model's plan reserves 2·OH·Wp (+1) words here: two 1-word accumulators of
+        // `w.len ≤ OH·Wp` elements.
+        let (total, part) = rest.split_at_mut(w.len);
+        let total: &mut [E] = bytemuck::cast_slice_mut(total);
+        let part: &mut [E] = &mut bytemuck::cast_slice_mut(part)[..w.len];
+        pad_into(g, &w, x, xp);
+        total.fill(E::default());
+        for_each_tap_wide(g, &w, xp, total, |_, d, s| {
+            d.iter_mut().zip(s).for_each(|(d, &v)| d.add(v))
+        });
+        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+            let (row, plus) = minority(o);
+            part.fill(E::default());
+            for_each_tap_wide(g, &w, xp, part, |t, d, s| {
+                if crate::bits::sign_at(row, t) == plus {
+                    d.iter_mut().zip(s).for_each(|(d, &v)| d.add(v));
+                }
+            });
+            for oy in 0..g.oh {
+                let r = oy * w.wp..oy * w.wp + g.ow;
+                for ((yv, &p), &t) in yo[oy * g.ow..(oy + 1) * g.ow]
+                    .iter_mut()
+                    .zip(&part[r.clone()])
+                    .zip(&total[r])
+                {
+                    *yv = finish(o, combine(p, t, plus));
+                }
+            }
+        }
+    } else {
+        // The plan reserves 2·plane (+1) words: two 1-word accumulator planes.
+        let (total, part) = scratch.split_at_mut(plane);
+        let total: &mut [E] = bytemuck::cast_slice_mut(total);
+        let part: &mut [E] = &mut bytemuck::cast_slice_mut(part)[..plane];
+        total.fill(E::default());
+        for_each_tap(g, x, total, |_, d, s, st| {
+            zip_apply(d, s, st, |d, v| d.add(v))
+        });
+        for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+            let (row, plus) = minority(o);
+            part.fill(E::default());
+            for_each_tap(g, x, part, |t, d, s, st| {
+                if crate::bits::sign_at(row, t) == plus {
+                    zip_apply(d, s, st, |d, v| d.add(v));
+                }
+            });
+            for ((yv, &p), &t) in yo.iter_mut().zip(part.iter()).zip(total.iter()) {
+                *yv = finish(o, combine(p, t, plus));
+            }
+        }
+    }
+}
+
 /// `Σ ±x[i]` over one packed sign row (+ where the bit is 1): the inner product of a binary
 /// linear layer, shared by the float and integer paths (same order of additions in both).
 #[inline(always)]

@@ -6,10 +6,10 @@
 //! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
 //! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
 
-use super::conv::{aligned, conv_planes, signed_sum, zip_apply, ConvGeom};
+use super::conv::{aligned, bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom};
 use super::float::{pool2, step_index};
 use super::Kernels;
-use crate::bits::{row_bytes, sign_at};
+use crate::bits::row_bytes;
 use crate::format::{
     BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Linear, Neuron, NeuronMode, Requant,
     ScalarRequant, Seca,
@@ -128,22 +128,9 @@ impl Kernels for FixedKernels<'_> {
     ) -> Result<(), Error> {
         let r = l.fixed.as_ref().ok_or_else(missing)?;
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        let rb = row_bytes(g.taps());
-        let signs = l.signs.bytes();
-        conv_planes(
-            &g,
-            x,
-            y,
-            scratch,
-            |o, t, dst: &mut [i32], src, st| {
-                if sign_at(&signs[o * rb..(o + 1) * rb], t) {
-                    zip_apply(dst, src, st, |d, v| *d += v);
-                } else {
-                    zip_apply(dst, src, st, |d, v| *d -= v);
-                }
-            },
-            |o, a| sat(channel_requant(r, o, a as i64), ACT_LIMIT),
-        );
+        bconv_planes(&g, x, y, scratch, l.signs.bytes(), |o, a| {
+            sat(channel_requant(r, o, a as i64), ACT_LIMIT)
+        });
         Ok(())
     }
 

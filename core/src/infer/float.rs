@@ -1,8 +1,8 @@
 //! The float path: the semantic reference. Each kernel is the spec's equation, in f32.
 
-use super::conv::{conv_planes, signed_sum, zip_apply, ConvGeom};
+use super::conv::{bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom};
 use super::Kernels;
-use crate::bits::{row_bytes, sign_at};
+use crate::bits::row_bytes;
 use crate::format::{
     BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Linear, Neuron, NeuronMode, Seca,
 };
@@ -101,22 +101,9 @@ impl Kernels for FloatKernels<'_> {
         scratch: &mut [u32],
     ) -> Result<(), Error> {
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        let rb = row_bytes(g.taps());
-        let signs = l.signs.bytes();
-        conv_planes(
-            &g,
-            x,
-            y,
-            scratch,
-            |o, tap, dst: &mut [f32], src, st| {
-                if sign_at(&signs[o * rb..(o + 1) * rb], tap) {
-                    zip_apply(dst, src, st, |d, v| *d += v);
-                } else {
-                    zip_apply(dst, src, st, |d, v| *d -= v);
-                }
-            },
-            |o, v| f32_at(l.gain.bytes(), o) * v + f32_at(l.bias.bytes(), o),
-        );
+        bconv_planes(&g, x, y, scratch, l.signs.bytes(), |o, v| {
+            f32_at(l.gain.bytes(), o) * v + f32_at(l.bias.bytes(), o)
+        });
         Ok(())
     }
 
