@@ -367,3 +367,133 @@ pub(crate) fn signed_sum<E: Copy + Default + core::ops::AddAssign + core::ops::S
     }
     acc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Plain ±1 convolution in i64: the reference of [`bconv_planes`].
+    fn naive(g: &ConvGeom, x: &[i64], signs: &[u8], cout: usize) -> Vec<i64> {
+        let (c, h, w) = (g.input.c as usize, g.input.h as usize, g.input.w as usize);
+        let mut y = vec![0i64; cout * g.oh * g.ow];
+        for o in 0..cout {
+            let row = &signs[o * crate::bits::row_bytes(g.taps())..];
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = 0i64;
+                    for ci in 0..c {
+                        for ky in 0..g.kernel {
+                            for kx in 0..g.kernel {
+                                let iy = (oy * g.stride + ky) as i64 - g.pad as i64;
+                                let ix = (ox * g.stride + kx) as i64 - g.pad as i64;
+                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                    continue;
+                                }
+                                let v = x[(ci * h + iy as usize) * w + ix as usize];
+                                let t = (ci * g.kernel + ky) * g.kernel + kx;
+                                acc += if crate::bits::sign_at(row, t) { v } else { -v };
+                            }
+                        }
+                    }
+                    y[(o * g.oh + oy) * g.ow + ox] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    /// Integer and float ±1 convs equal the plain loops on random geometries (wide and row
+    /// paths), sign patterns (all +1, all −1, random, majority either way) and inputs up to the
+    /// magnitude where `2·Σ_{+1}` overflows i32 but the ±sum does not.
+    #[test]
+    fn bconv_planes_equals_plain_loops() {
+        let mut rng = Rng(7);
+        for case in 0..300 {
+            let c = 1 + rng.below(5) as u32;
+            let (h, w) = (1 + rng.below(9) as u32, 1 + rng.below(9) as u32);
+            let k = [1u8, 3, 5][rng.below(3) as usize];
+            let stride = 1 + rng.below(3) as u8;
+            let pad = rng.below(k as u64 / 2 + 1) as u8;
+            if (h + 2 * pad as u32) < k as u32 || (w + 2 * pad as u32) < k as u32 {
+                continue;
+            }
+            let g = ConvGeom::new(Shape { c, h, w }, k, stride, pad);
+            let cout = 1 + rng.below(4) as usize;
+            let taps = g.taps();
+            let rb = crate::bits::row_bytes(taps);
+            let mut signs = vec![0u8; cout * rb];
+            for o in 0..cout {
+                let p_plus = [0, 100, 50, 20, 80][(case + o) % 5];
+                for t in 0..taps {
+                    if rng.below(100) < p_plus {
+                        signs[o * rb + t / 8] |= 1 << (t % 8);
+                    }
+                }
+            }
+            // Large inputs: |Σ±x| stays in i32, Σ_all x may not.
+            let big = (i32::MAX as u64 / taps as u64).max(1);
+            let xi: Vec<i32> = (0..(c * h * w) as usize)
+                .map(|i| {
+                    let m = if case % 3 == 0 { big } else { 255 };
+                    let v = rng.below(m + 1) as i32;
+                    if i % 7 == 3 && case % 2 == 0 {
+                        -v
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let want = naive(
+                &g,
+                &xi.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+                &signs,
+                cout,
+            );
+            let plane = g.oh * g.ow;
+            let words = 2
+                * (c as usize * (h as usize + 2 * pad as usize) * (w as usize + 2 * pad as usize))
+                + 4 * plane
+                + 8;
+            let mut scratch = vec![0u32; words];
+            let mut y = vec![0i32; cout * plane];
+            bconv_planes(&g, &xi, &mut y, &mut scratch, &signs, |_, a| a);
+            for (j, (&got, &w)) in y.iter().zip(&want).enumerate() {
+                if i32::try_from(w).is_ok() {
+                    assert_eq!(got as i64, w, "case {case} element {j} {g:?}");
+                }
+            }
+            let xf: Vec<f32> = xi.iter().map(|&v| (v % 1000) as f32 / 7.0).collect();
+            let wantf = naive(
+                &g,
+                &xi.iter().map(|&v| (v % 1000) as i64).collect::<Vec<_>>(),
+                &signs,
+                cout,
+            );
+            let mut yf = vec![0f32; cout * plane];
+            bconv_planes(&g, &xf, &mut yf, &mut scratch, &signs, |_, a| a);
+            let scale = taps as f64 * 1000.0 / 7.0;
+            for (&got, &w) in yf.iter().zip(&wantf) {
+                assert!(
+                    (got as f64 - w as f64 / 7.0).abs() <= 1e-6 * scale,
+                    "case {case}: {got} vs {}",
+                    w as f64 / 7.0
+                );
+            }
+        }
+    }
+}
