@@ -105,6 +105,13 @@ pub fn random_case(seed: u64) -> Net {
         layers,
     };
     let mut net = Net::new(config, seed).expect("valid random net");
+    randomize(&mut net, &mut rng);
+    net
+}
+
+/// Sets every parameter of `net` at random: BN statistics, neuron parameters, binary and FP
+/// weights each in their own range (what [`random_case`] does to its networks).
+pub fn randomize(net: &mut Net, rng: &mut Rng) {
     for p in net.params_mut() {
         let name = p.name.clone();
         for v in p.value.iter_mut() {
@@ -127,5 +134,4 @@ pub fn random_case(seed: u64) -> Net {
             };
         }
     }
-    net
 }

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use empf_conformance::{random_case, Rng, HOST_VS_CORE_REL};
+use empf_conformance::{random_case, randomize, Rng, HOST_VS_CORE_REL};
 use empf_core::format::{
     encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear,
     ModelMeta, Neuron, NeuronMode, Seca, Shape3,
@@ -22,7 +22,6 @@ use empf_edge_infer::onnx::{to_onnx, to_onnx_proto};
 use empf_edge_infer::ort_engine::{ExecutionProvider, OrtError, OrtModel};
 use empf_host_train::export::export_float;
 use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
-use empf_host_train::tensor::{ParamKind, ParamRole};
 
 /// What the ORT tests need, or why they are skipped.
 struct Env {
@@ -233,33 +232,6 @@ fn handmade_with(seed: u64, modes: Option<[NeuronMode; 4]>, same_steps: bool) ->
         fixed: None,
     };
     encode_model(&meta, &layers).expect("encode handmade model")
-}
-
-/// Sets every parameter of `net` at random, as [`random_case`] does (BN statistics, neuron
-/// parameters, binary and FP weights in their own ranges).
-fn randomize(net: &mut Net, rng: &mut Rng) {
-    for p in net.params_mut() {
-        let name = p.name.clone();
-        for v in p.value.iter_mut() {
-            *v = if name.ends_with("running_var") {
-                rng.range(0.3, 2.0)
-            } else if name.ends_with("running_mean") {
-                rng.range(-0.5, 0.5)
-            } else if name.ends_with("bn_weight")
-                || (p.role == ParamRole::BatchNorm && name.ends_with(".weight"))
-            {
-                rng.range(0.5, 1.5)
-            } else if p.role == ParamRole::Neuron {
-                rng.range(-2.0, 2.0)
-            } else if p.role == ParamRole::BinaryWeight {
-                rng.range(-1.0, 1.0)
-            } else if p.kind == ParamKind::Trainable {
-                rng.range(-0.6, 0.6)
-            } else {
-                rng.range(-0.3, 0.3)
-            };
-        }
-    }
 }
 
 /// `config` with the neuron kinds `kind(i)` (i-th neuron), built and randomized from `seed`.
