@@ -29,6 +29,9 @@ use embedded_hal::digital::OutputPin;
 use embedded_hal_nb::serial::{Read, Write};
 pub use empf_core::{Error as CoreError, Mode, Model, PixelNorm};
 
+#[cfg(feature = "build")]
+pub mod build_support;
+
 /// Most classes a board reports (scores live on the stack).
 pub const MAX_CLASSES: usize = 32;
 /// Sync bytes that start an image frame.

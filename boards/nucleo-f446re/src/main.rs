@@ -8,7 +8,7 @@
 
 use cortex_m_rt::entry;
 use defmt_rtt as _;
-use empf_board_app::{Board, Mode, Path, PixelNorm};
+use empf_board_app::{Board, PixelNorm};
 use panic_probe as _;
 use stm32f4xx_hal::{pac, prelude::*, rcc::Config};
 
@@ -51,13 +51,8 @@ fn main() -> ! {
         ARENA_WORDS * 4
     );
     let mut board = Board::new(serial, led);
-    let mut clf = match board.load(
-        &MODEL.0,
-        Path::Float,
-        Mode::Parallel,
-        PixelNorm::FASHION_MNIST,
-        ARENA,
-    ) {
+    // PATH and MODE come from build.rs, which sized ARENA for them.
+    let mut clf = match board.load(&MODEL.0, PATH, MODE, PixelNorm::FASHION_MNIST, ARENA) {
         Ok(c) => c,
         Err(e) => {
             // Already reported on the UART, and LD2 is on.

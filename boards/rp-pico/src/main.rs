@@ -7,7 +7,7 @@
 #![no_main]
 
 use defmt_rtt as _;
-use empf_board_app::{Board, Mode};
+use empf_board_app::Board;
 use panic_probe as _;
 use rp2040_hal::{
     self as hal,
@@ -85,7 +85,7 @@ fn main() -> ! {
     );
     let mut board = Board::new(serial, led);
     // Pixel table from the build script: nothing float is linked into this firmware.
-    let mut clf = match board.load_integer(&MODEL.0, Mode::Parallel, PIXEL_TABLE, ARENA) {
+    let mut clf = match board.load_integer(&MODEL.0, MODE, PIXEL_TABLE, ARENA) {
         Ok(c) => c,
         Err(e) => {
             // Already reported on the UART, and the LED is on.
