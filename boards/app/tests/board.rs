@@ -42,6 +42,30 @@ fn core_float(pixels: &[u8], mode: Mode) -> Vec<f32> {
     out
 }
 
+/// The line `Board::load` announces for the committed model on the integer path.
+fn ready_line(mode: Mode) -> String {
+    let m = Model::decode(MODEL).unwrap();
+    format!(
+        "empf ready T={} classes=10 input=1x28x28 path=integer mode={} arena={}\n",
+        m.time_steps(),
+        match mode {
+            Mode::Sequential => "sequential",
+            Mode::Parallel => "parallel",
+        },
+        4 * Classifier::arena_words(&m, Path::Integer, mode)
+    )
+}
+
+/// The reply `Board::serve_one` sends for integer scores `want`.
+fn reply_line(want: &[i32]) -> String {
+    let mut line = format!("class {} scores", empf_core::top_k::<1, i32>(want)[0].0);
+    for v in want {
+        line += &format!(" {v}");
+    }
+    line.push('\n');
+    line
+}
+
 #[test]
 fn classifier_equals_core_on_every_path_and_mode() {
     for path in [Path::Integer, Path::Float] {
@@ -97,14 +121,7 @@ fn classifier_refuses_small_arena_bad_bytes_and_wrong_image_size() {
 #[test]
 fn serial_session_announces_skips_noise_and_replies_with_core_scores() {
     let mode = Mode::Sequential;
-    let ready = {
-        let m = Model::decode(MODEL).unwrap();
-        format!(
-            "empf ready T={} classes=10 input=1x28x28 path=integer mode=sequential arena={}\n",
-            m.time_steps(),
-            4 * Classifier::arena_words(&m, Path::Integer, mode)
-        )
-    };
+    let ready = ready_line(mode);
     let (want0, class0) = core_fixed(image(0), mode);
     let (want1, _) = core_fixed(image(1), mode);
     let mut tx = vec![SerialTx::write_many(ready.as_bytes()), SerialTx::flush()];
@@ -113,14 +130,7 @@ fn serial_session_announces_skips_noise_and_replies_with_core_scores() {
     for (i, want) in [(0, &want0), (1, &want1)] {
         tx.push(SerialTx::read_many(b"IMG"));
         tx.push(SerialTx::read_many(image(i)));
-        let mut line = String::from("class ");
-        line += &empf_core::top_k::<1, i32>(want)[0].0.to_string();
-        line += " scores";
-        for v in want.iter() {
-            line += &format!(" {v}");
-        }
-        line.push('\n');
-        tx.push(SerialTx::write_many(line.as_bytes()));
+        tx.push(SerialTx::write_many(reply_line(want).as_bytes()));
         tx.push(SerialTx::flush());
     }
     let serial = SerialMock::new(&tx);
@@ -170,12 +180,7 @@ fn malformed_model_is_reported_on_the_uart_and_lights_the_led() {
 fn a_uart_error_is_returned_not_swallowed() {
     use embedded_hal_nb::serial::ErrorKind;
     let mode = Mode::Sequential;
-    let m = Model::decode(MODEL).unwrap();
-    let ready = format!(
-        "empf ready T={} classes=10 input=1x28x28 path=integer mode=sequential arena={}\n",
-        m.time_steps(),
-        4 * Classifier::arena_words(&m, Path::Integer, mode)
-    );
+    let ready = ready_line(mode);
     let serial = SerialMock::new(&[
         SerialTx::write_many(ready.as_bytes()),
         SerialTx::flush(),
@@ -209,18 +214,9 @@ proptest::proptest! {
     ) {
         proptest::prop_assume!(!noise.windows(3).any(|w| w == b"IMG"));
         let mode = Mode::Sequential;
-        let m = Model::decode(MODEL).unwrap();
-        let ready = format!(
-            "empf ready T={} classes=10 input=1x28x28 path=integer mode=sequential arena={}\n",
-            m.time_steps(),
-            4 * Classifier::arena_words(&m, Path::Integer, mode)
-        );
-        let (want, class) = core_fixed(image(index), mode);
-        let mut line = format!("class {class} scores");
-        for v in &want {
-            line += &format!(" {v}");
-        }
-        line.push('\n');
+        let ready = ready_line(mode);
+        let (want, _) = core_fixed(image(index), mode);
+        let line = reply_line(&want);
         let mut tx = vec![SerialTx::write_many(ready.as_bytes()), SerialTx::flush()];
         if !noise.is_empty() {
             tx.push(SerialTx::read_many(&noise));
