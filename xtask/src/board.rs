@@ -731,3 +731,52 @@ pub fn qemu_check(
     let n = got.len();
     Ok((run, n, size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_x_lengths_in_k_m_and_hex() {
+        let lm3s = "MEMORY\n{\n  FLASH : ORIGIN = 0x00000000, LENGTH = 256K\n  RAM   : ORIGIN = 0x20000000, LENGTH = 64K\n}\n";
+        assert_eq!(memory_lengths(lm3s).unwrap(), (256 * 1024, 64 * 1024));
+        let rp = "  BOOT2 : ORIGIN = 0x10000000, LENGTH = 0x100\n  FLASH : ORIGIN = 0x10000100, LENGTH = 0x1FFF00\n  RAM   : ORIGIN = 0x20000000, LENGTH = 256K\n";
+        assert_eq!(memory_lengths(rp).unwrap(), (0x1F_FF00, 256 * 1024));
+        let mps2 = "FLASH : ORIGIN = 0x0, LENGTH = 4M\nRAM : ORIGIN = 0x20000000, LENGTH = 4M\n";
+        assert_eq!(memory_lengths(mps2).unwrap(), (4 << 20, 4 << 20));
+        let err = memory_lengths("FLASH : ORIGIN = 0, LENGTH = 1K\n").unwrap_err();
+        assert!(err.to_string().contains("no RAM region"), "{err}");
+    }
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            level: "INFO".into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn prediction_lines_parse_and_bad_ones_are_named() {
+        let p = parse_predictions(&[
+            line("empf on Cortex-M3: model 7357 B in flash"),
+            line("image 3 label 1 class 1 logits [-5, 7, 0]"),
+            line("image 4 label 2 class 0 logit-bits [1065353216, 0]"),
+        ])
+        .unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].image, p[0].label, p[0].class, &p[0].logits[..]),
+            (3, 1, 1, &[-5, 7, 0][..])
+        );
+        assert!(p[0].float_bits.is_empty());
+        assert_eq!(p[1].float_bits, vec![1.0f32.to_bits(), 0]);
+        for bad in [
+            "image 3 label 1 class 1 logits [-5, x]",
+            "image 3 label 1 klass 1 logits [1]",
+            "image 3 label 1 class 1",
+        ] {
+            let e = parse_predictions(&[line(bad)]).unwrap_err();
+            assert!(e.to_string().contains("unparsable prediction line"), "{e}");
+        }
+    }
+}
