@@ -423,8 +423,11 @@ pub fn read_idx(images: &Path, labels: &Path) -> Result<(usize, Vec<u8>, Vec<u8>
     if im.len() < 16 || be(&im, 0) != 2051 {
         bail!("{}: not an idx3 image file", images.display());
     }
-    let (n, px) = (be(&im, 4) as usize, (be(&im, 8) * be(&im, 12)) as usize);
-    if im.len() != 16 + n * px {
+    let (n, px) = (
+        be(&im, 4) as usize,
+        be(&im, 8) as usize * be(&im, 12) as usize,
+    );
+    if n.checked_mul(px).and_then(|b| b.checked_add(16)) != Some(im.len()) {
         bail!("{}: truncated ({} bytes)", images.display(), im.len());
     }
     if lb.len() != 8 + n || be(&lb, 0) != 2049 {
@@ -449,6 +452,8 @@ pub fn host_predictions(
     let norm = PixelNorm::FASHION_MNIST;
     let err = |e: empf_core::Error| anyhow::anyhow!("{e}");
     let mut arena = vec![0u32; m.arena_words_for(mode)];
+    // Once per model, as the firmware does at start-up (or its build script).
+    let table = m.pixel_table(norm);
     images
         .chunks_exact(pixels)
         .zip(labels)
@@ -456,9 +461,9 @@ pub fn host_predictions(
         .map(|(image, (img, &label))| {
             let (logits, float_bits, class) = match path {
                 NumPath::Integer => {
-                    let table = m.pixel_table(norm).map_err(err)?;
+                    let table = table.as_ref().map_err(|&e| err(e))?;
                     let mut x = vec![0i8; pixels];
-                    Model::quantize_pixels(&table, img, &mut x).map_err(err)?;
+                    Model::quantize_pixels(table, img, &mut x).map_err(err)?;
                     let mut out = vec![0i32; m.classes()];
                     m.infer_fixed(&x, mode, &mut arena, &mut out).map_err(err)?;
                     let class = empf_core::top_k::<1, i32>(&out)[0].0;
@@ -576,8 +581,7 @@ pub fn size_report(
         Err(_) => 0,
     };
     let images = if embeds_images {
-        let (px, im, lb) = read_idx(&inputs.images, &inputs.labels)?;
-        let _ = px;
+        let (_, im, lb) = read_idx(&inputs.images, &inputs.labels)?;
         (im.len() + lb.len()) as u64
     } else {
         0
@@ -746,6 +750,37 @@ mod tests {
         assert_eq!(memory_lengths(mps2).unwrap(), (4 << 20, 4 << 20));
         let err = memory_lengths("FLASH : ORIGIN = 0, LENGTH = 1K\n").unwrap_err();
         assert!(err.to_string().contains("no RAM region"), "{err}");
+    }
+
+    #[test]
+    fn idx_files_with_bad_headers_are_named_errors() {
+        let dir = std::env::temp_dir().join(format!("empf-xtask-idx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (im, lb) = (dir.join("im"), dir.join("lb"));
+        let header = |magic: u32, dims: &[u32]| -> Vec<u8> {
+            let mut v = magic.to_be_bytes().to_vec();
+            dims.iter().for_each(|d| v.extend(d.to_be_bytes()));
+            v
+        };
+        std::fs::write(&lb, [header(2049, &[2]), vec![1, 2]].concat()).unwrap();
+        let good = [header(2051, &[2, 2, 2]), vec![0; 8]].concat();
+        std::fs::write(&im, &good).unwrap();
+        let (px, pixels, labels) = read_idx(&im, &lb).unwrap();
+        assert_eq!((px, pixels.len(), labels), (4, 8, vec![1, 2]));
+        for (bytes, want) in [
+            (good[..20].to_vec(), "truncated"),
+            (header(2051, &[u32::MAX, u32::MAX, u32::MAX]), "truncated"),
+            (header(2049, &[2, 2, 2]), "not an idx3"),
+            (vec![0; 3], "not an idx3"),
+        ] {
+            std::fs::write(&im, &bytes).unwrap();
+            let e = read_idx(&im, &lb).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        std::fs::write(&im, &good).unwrap();
+        std::fs::write(&lb, header(2049, &[3])).unwrap();
+        assert!(read_idx(&im, &lb).unwrap_err().to_string().contains("idx1"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     fn line(text: &str) -> LogLine {
