@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-# The QEMU board test must run here, not skip (setup.sh installs qemu-system-arm).
-export EMPF_REQUIRE_QEMU=1
+# The QEMU board test and the ONNX Runtime tests must run here, not skip (setup.sh installs
+# qemu-system-arm and the onnxruntime wheel); a missing part fails CI instead of passing quietly.
+export EMPF_REQUIRE_QEMU=1 EMPF_REQUIRE_ORT=1
 exec cargo xtask ci
