@@ -4,6 +4,8 @@
 set -euo pipefail
 
 say() { echo "[setup] $*"; }
+# shellcheck source=scripts/apt-wait.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-wait.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "[setup] cargo not found: install Rust with rustup first (https://rustup.rs)" >&2
@@ -35,9 +37,9 @@ dpkg -s fonts-dejavu-core >/dev/null 2>&1 || apt_pkgs+=(fonts-dejavu-core)
 command -v qemu-system-arm >/dev/null 2>&1 || apt_pkgs+=(qemu-system-arm)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    say "apt-get install ${apt_pkgs[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+    say "apt-get install ${apt_pkgs[*]} (waits up to ${EMPF_APT_LOCK_WAIT_S} s for another apt/dpkg to finish)"
+    apt_get_waiting update -qq >/dev/null
+    apt_get_waiting install -y -qq "${apt_pkgs[@]}" >/dev/null
   else
     say "missing Debian packages ${apt_pkgs[*]} (need root and apt-get); tests that need them will say 'skipped' (or fail where EMPF_REQUIRE_* is set)"
   fi
