@@ -190,3 +190,36 @@ fn pixel_table_is_quantize_input_of_normalised_pixels() {
         );
     }
 }
+
+/// The per-layer hook changes no output and fires once per layer and step (sequential) or once
+/// per layer (parallel), in layer order.
+#[test]
+fn layer_hook_sees_every_layer_and_changes_nothing() {
+    for seed in 0..8 {
+        let (dm, bytes, mut rng) = calibrated(seed, false);
+        let m = Model::decode(&bytes).unwrap();
+        let x = random_input(&mut rng, &dm);
+        let mut xq = vec![0i8; x.len()];
+        m.quantize_input(&x, &mut xq).unwrap();
+        let layers = m.layer_count();
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let steps = match mode {
+                Mode::Sequential => m.time_steps(),
+                Mode::Parallel => 1,
+            };
+            let want: Vec<usize> = (0..steps).flat_map(|_| 0..layers).collect();
+            let mut arena = vec![0u32; m.arena_words_for(mode)];
+            let (mut seen, mut out) = (Vec::new(), vec![0i32; m.classes()]);
+            m.infer_fixed_hooked(&xq, mode, &mut arena, &mut out, &mut |li| seen.push(li))
+                .unwrap();
+            assert_eq!(seen, want, "seed {seed} {mode:?}");
+            assert_eq!(out, run_fixed(&m, &x, mode));
+            let (mut seen, mut outf) = (Vec::new(), vec![0f32; m.classes()]);
+            m.infer_float_hooked(&x, mode, &mut arena, &mut outf, &mut |li| seen.push(li))
+                .unwrap();
+            assert_eq!(seen, want);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&outf), bits(&run_float(&m, &x, mode)));
+        }
+    }
+}

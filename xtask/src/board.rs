@@ -57,7 +57,7 @@ pub const FIRMWARES: [Firmware; 3] = [
     },
 ];
 
-/// A QEMU Cortex-M3 machine the `qemu-lm3s6965` firmware runs on.
+/// A QEMU machine the `qemu-lm3s6965` firmware runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Machine {
     /// `qemu-system-arm -machine` name.
@@ -66,6 +66,10 @@ pub struct Machine {
     pub memory_x: &'static str,
     /// What it is.
     pub board: &'static str,
+    /// `qemu-system-arm -cpu` name.
+    pub cpu: &'static str,
+    /// Rust target the firmware is built for on this machine.
+    pub target: &'static str,
 }
 
 /// LM3S6965: 256 KiB flash, 64 KiB RAM (the MCU model).
@@ -73,12 +77,33 @@ pub const LM3S6965: Machine = Machine {
     name: "lm3s6965evb",
     memory_x: "memory.x",
     board: "LM3S6965 (Cortex-M3, QEMU lm3s6965evb)",
+    cpu: "cortex-m3",
+    target: "thumbv7m-none-eabi",
 };
 /// MPS2 AN385: Cortex-M3 with 4 MiB code and 4 MiB data RAM (the bench model).
 pub const MPS2_AN385: Machine = Machine {
     name: "mps2-an385",
     memory_x: "memory-mps2-an385.x",
     board: "MPS2-AN385 (Cortex-M3, QEMU mps2-an385)",
+    cpu: "cortex-m3",
+    target: "thumbv7m-none-eabi",
+};
+/// MPS2 AN386: Cortex-M4F, same memory map as AN385 (`cargo xtask mcu-bench`).
+pub const MPS2_AN386: Machine = Machine {
+    name: "mps2-an386",
+    memory_x: "memory-mps2-an386.x",
+    board: "MPS2-AN386 (Cortex-M4F, QEMU mps2-an386)",
+    cpu: "cortex-m4",
+    target: "thumbv7em-none-eabihf",
+};
+/// MPS2 AN505: Cortex-M33 (with FPU and DSP), secure boot at 0x10000000
+/// (`cargo xtask mcu-bench`).
+pub const MPS2_AN505: Machine = Machine {
+    name: "mps2-an505",
+    memory_x: "memory-mps2-an505.x",
+    board: "MPS2-AN505 (Cortex-M33, QEMU mps2-an505)",
+    cpu: "cortex-m33",
+    target: "thumbv8m.main-none-eabihf",
 };
 
 impl Machine {
@@ -285,15 +310,25 @@ pub fn qemu_binary() -> Result<PathBuf> {
         })
 }
 
-/// Boots `elf` on a QEMU Cortex-M3 `machine` with semihosting, kills it after `timeout`.
+/// Boots `elf` on a QEMU `machine` with semihosting, kills it after `timeout`.
 pub fn run_qemu(elf: &Path, machine: &Machine, timeout: Duration) -> Result<QemuRun> {
+    run_qemu_with(elf, machine, timeout, &[])
+}
+
+/// [`run_qemu`] with extra QEMU arguments (e.g. `-icount shift=0`).
+pub fn run_qemu_with(
+    elf: &Path,
+    machine: &Machine,
+    timeout: Duration,
+    extra: &[&str],
+) -> Result<QemuRun> {
     let qemu = qemu_binary()?;
     let elf_bytes = std::fs::read(elf).with_context(|| format!("{}", elf.display()))?;
     let start = Instant::now();
     let mut child = Command::new(qemu)
         .args([
             "-cpu",
-            "cortex-m3",
+            machine.cpu,
             "-machine",
             machine.name,
             "-nographic",
@@ -303,8 +338,9 @@ pub fn run_qemu(elf: &Path, machine: &Machine, timeout: Duration) -> Result<Qemu
             "none",
             "-semihosting-config",
             "enable=on,target=native",
-            "-kernel",
         ])
+        .args(extra)
+        .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -8,6 +8,8 @@
 //!   against empf-core on the host, prints the size report
 //! * `qemu-run`    — runs a firmware ELF in QEMU and decodes its defmt output (cargo runner)
 //! * `size`        — builds every firmware in `boards/` and prints flash and RAM use
+//! * `mcu-bench`   — instructions per inference, per layer and per MAC, under QEMU `-icount` on
+//!   Cortex-M3/M4F/M33 (`--model M`, `--machine mps2-an385|mps2-an386|mps2-an505`, repeatable)
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -308,6 +310,7 @@ fn main() -> Result<()> {
         "qemu" => qemu(rest),
         "qemu-run" => qemu_run(rest),
         "size" => size(rest),
+        "mcu-bench" => xtask::mcu_bench::main(rest),
         "check-nostd" => check_nostd(),
         "bench-core" => cargo(
             &[
@@ -324,7 +327,7 @@ fn main() -> Result<()> {
         ),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | check-nostd | bench-core | qemu | qemu-run | size>"
+                "usage: cargo xtask <ci | check-nostd | bench-core | qemu | qemu-run | size | mcu-bench>"
             );
             std::process::exit(2)
         }

@@ -119,6 +119,9 @@ impl conv::ConvGeom {
 /// Observer of every layer's output (calibration); `()` observes nothing.
 pub(crate) type Observer<'o, E> = Option<&'o mut dyn FnMut(usize, &[E])>;
 
+/// Called once each time a layer finishes (its index), for per-layer timing on a device.
+pub(crate) type LayerHook<'h> = Option<&'h mut dyn FnMut(usize)>;
+
 struct Regions<'r, E> {
     a: &'r mut [E],
     b: &'r mut [E],
@@ -169,6 +172,7 @@ pub(crate) fn run<K: Kernels>(
     arena: &mut [u32],
     out: &mut [K::O],
     mut obs: Observer<'_, K::E>,
+    mut hook: LayerHook<'_>,
 ) -> Result<(), Error> {
     if out.len() != model.classes() {
         return Err(Error::InferOutputLength);
@@ -180,12 +184,12 @@ pub(crate) fn run<K: Kernels>(
     match mode {
         Mode::Sequential => {
             for t in 0..t_steps {
-                let n = run_step(k, model, t, &mut r, &mut obs)?;
+                let n = run_step(k, model, t, &mut r, &mut obs, &mut hook)?;
                 k.accumulate(&r.a[..n], out);
             }
         }
         Mode::Parallel => {
-            let (n, steps) = run_layer_major(k, model, &mut r, &mut obs)?;
+            let (n, steps) = run_layer_major(k, model, &mut r, &mut obs, &mut hook)?;
             for t in 0..t_steps {
                 let s = t.min(steps - 1);
                 k.accumulate(&r.a[s * n..(s + 1) * n], out);
@@ -202,6 +206,7 @@ fn run_step<K: Kernels>(
     t: usize,
     r: &mut Regions<'_, K::E>,
     obs: &mut Observer<'_, K::E>,
+    hook: &mut LayerHook<'_>,
 ) -> Result<usize, Error> {
     let mut shape = model.input_shape();
     k.load_input(&mut r.a[..shape.numel()]);
@@ -278,6 +283,9 @@ fn run_step<K: Kernels>(
         if let Some(f) = obs.as_mut() {
             f(li, &r.a[..on]);
         }
+        if let Some(h) = hook.as_mut() {
+            h(li);
+        }
     }
     Ok(shape.numel())
 }
@@ -290,6 +298,7 @@ fn run_layer_major<K: Kernels>(
     model: &Model<'_>,
     r: &mut Regions<'_, K::E>,
     obs: &mut Observer<'_, K::E>,
+    hook: &mut LayerHook<'_>,
 ) -> Result<(usize, usize), Error> {
     let t_steps = model.time_steps();
     let mut shape = model.input_shape();
@@ -402,6 +411,9 @@ fn run_layer_major<K: Kernels>(
                 f(li, &r.a[s * on..(s + 1) * on]);
             }
         }
+        if let Some(h) = hook.as_mut() {
+            h(li);
+        }
     }
     Ok((shape.numel(), steps))
 }
@@ -461,7 +473,33 @@ impl Model<'_> {
         if input.len() != self.input_shape().numel() {
             return Err(Error::InferInputLength);
         }
-        run(&float::FloatKernels { input }, self, mode, arena, out, None)
+        run(
+            &float::FloatKernels { input },
+            self,
+            mode,
+            arena,
+            out,
+            None,
+            None,
+        )
+    }
+
+    /// [`Model::infer_float`] that calls `after_layer(i)` each time layer `i` finishes: once
+    /// per layer and step in [`Mode::Sequential`], once per layer in [`Mode::Parallel`]. Same
+    /// outputs; for per-layer timing on a device (`cargo xtask mcu-bench`).
+    pub fn infer_float_hooked(
+        &self,
+        input: &[f32],
+        mode: Mode,
+        arena: &mut [u32],
+        out: &mut [f32],
+        after_layer: &mut dyn FnMut(usize),
+    ) -> Result<(), Error> {
+        if input.len() != self.input_shape().numel() {
+            return Err(Error::InferInputLength);
+        }
+        let k = float::FloatKernels { input };
+        run(&k, self, mode, arena, out, None, Some(after_layer))
     }
 
     /// Integer-path inference of one quantised input (`x ≈ input_scale · x_q`, see
@@ -480,7 +518,35 @@ impl Model<'_> {
         if input.len() != self.input_shape().numel() {
             return Err(Error::InferInputLength);
         }
-        run(&fixed::FixedKernels { input }, self, mode, arena, out, None)
+        run(
+            &fixed::FixedKernels { input },
+            self,
+            mode,
+            arena,
+            out,
+            None,
+            None,
+        )
+    }
+
+    /// [`Model::infer_fixed`] that calls `after_layer(i)` each time layer `i` finishes (see
+    /// [`Model::infer_float_hooked`]). Same outputs.
+    pub fn infer_fixed_hooked(
+        &self,
+        input: &[i8],
+        mode: Mode,
+        arena: &mut [u32],
+        out: &mut [i32],
+        after_layer: &mut dyn FnMut(usize),
+    ) -> Result<(), Error> {
+        if self.fixed_meta().is_none() {
+            return Err(Error::InferNoFixedPoint);
+        }
+        if input.len() != self.input_shape().numel() {
+            return Err(Error::InferInputLength);
+        }
+        let k = fixed::FixedKernels { input };
+        run(&k, self, mode, arena, out, None, Some(after_layer))
     }
 
     /// Quantises a float input for [`Model::infer_fixed`]: `x_q = clamp(round(x / input_scale),
@@ -515,6 +581,7 @@ impl Model<'_> {
             arena,
             out,
             Some(obs),
+            None,
         )
     }
 }
