@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod gemm;
 #[cfg(test)]
 mod gradcheck;
 pub mod layers;

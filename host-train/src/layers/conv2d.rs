@@ -18,8 +18,9 @@
 
 use rayon::prelude::*;
 
-use crate::backend::cpu::{col2im_acc, im2col, sgemm, MatMut, MatRef};
+use super::im2col::{col2im_acc, im2col};
 use crate::error::{check_len, Error, Result};
+use crate::gemm::{sgemm, MatMut, MatRef};
 
 /// Geometry of one convolution call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,8 +11,8 @@
 //!
 //! Forward `y = x·wᵀ + b`; backward `dw += dyᵀ·x`, `db += Σ_b dy`, `dx += dy·w`.
 
-use crate::backend::cpu::{sgemm, MatMut, MatRef};
 use crate::error::{check_len, Error, Result};
+use crate::gemm::{sgemm, MatMut, MatRef};
 
 /// Geometry of one linear call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub mod binary_linear;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod gap;
+pub mod im2col;
 pub mod linear;
 pub mod membn_neuron;
 pub mod neuron;
