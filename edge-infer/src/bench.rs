@@ -1,5 +1,5 @@
-//! `edge-infer bench`: batch-1 latency and batch-64 throughput of the native float and integer
-//! paths in both [`Mode`]s, plus peak RSS.
+//! `edge-infer bench`: batch-1 latency and batch-64 throughput (on 1 thread and on every
+//! thread asked for) of the native float and integer paths in both [`Mode`]s, plus peak RSS.
 
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,12 @@ pub struct Measurement {
     pub p99_ms: f64,
     /// Single calls timed.
     pub calls: usize,
-    /// Batch-64 throughput over rayon threads, images/s.
+    /// Batch-64 throughput on one thread, images/s.
+    pub images_per_s_1: f64,
+    /// Batch-64 throughput over `threads` threads (one arena each), images/s.
     pub images_per_s: f64,
+    /// Threads of `images_per_s`.
+    pub threads: usize,
 }
 
 /// Deterministic pseudo-random inputs in `[-1, 1]`.
@@ -71,13 +75,52 @@ fn one(
     }
 }
 
-/// Measures one (path, mode) for about `budget` (latency half, throughput half).
+/// Images/s of batches of [`BATCH`] on `pool` for about `budget`, one arena per worker.
+#[allow(clippy::too_many_arguments)]
+fn throughput(
+    model: &Model<'_>,
+    path: Path,
+    mode: Mode,
+    inputs: &[Vec<f32>],
+    quant: &[Vec<i8>],
+    words: usize,
+    pool: &rayon::ThreadPool,
+    budget: Duration,
+) -> Result<f64, empf_core::Error> {
+    let classes = model.classes();
+    pool.install(|| {
+        let start = Instant::now();
+        let mut images = 0usize;
+        while images == 0 || start.elapsed() < budget {
+            (0..BATCH).into_par_iter().try_for_each_init(
+                || {
+                    (
+                        vec![0u32; words],
+                        vec![0.0f32; classes],
+                        vec![0i32; classes],
+                    )
+                },
+                |(a, f, q), k| {
+                    let i = k % inputs.len();
+                    one(model, path, mode, &inputs[i], &quant[i], a, f, q)
+                },
+            )?;
+            images += BATCH;
+        }
+        Ok(images as f64 / start.elapsed().as_secs_f64())
+    })
+}
+
+/// Measures one (path, mode) for about `budget`: half batch-1 latency, a quarter throughput on
+/// one thread (`single`), a quarter on every thread of `all`.
 pub fn measure(
     model: &Model<'_>,
     path: Path,
     mode: Mode,
     inputs: &[Vec<f32>],
     budget: Duration,
+    single: &rayon::ThreadPool,
+    all: &rayon::ThreadPool,
 ) -> Result<Measurement, empf_core::Error> {
     let quant: Vec<Vec<i8>> = match path {
         Path::Float => vec![Vec::new(); inputs.len()],
@@ -112,33 +155,18 @@ pub fn measure(
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
     let (p50_ms, p99_ms) = (pct(0.50), pct(0.99));
-    // Batch-64 throughput: one arena per rayon worker.
-    let start = Instant::now();
-    let mut images = 0usize;
-    while images == 0 || start.elapsed() < half {
-        (0..BATCH).into_par_iter().try_for_each_init(
-            || {
-                (
-                    vec![0u32; words],
-                    vec![0.0f32; classes],
-                    vec![0i32; classes],
-                )
-            },
-            |(a, f, q), k| {
-                let i = k % inputs.len();
-                one(model, path, mode, &inputs[i], &quant[i], a, f, q)
-            },
-        )?;
-        images += BATCH;
-    }
-    let images_per_s = images as f64 / start.elapsed().as_secs_f64();
+    let quarter = budget / 4;
+    let images_per_s_1 = throughput(model, path, mode, inputs, &quant, words, single, quarter)?;
+    let images_per_s = throughput(model, path, mode, inputs, &quant, words, all, quarter)?;
     Ok(Measurement {
         path,
         mode,
         p50_ms,
         p99_ms,
         calls: lat.len(),
+        images_per_s_1,
         images_per_s,
+        threads: all.current_num_threads(),
     })
 }
 
@@ -150,21 +178,28 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Every native measurement: float then integer (when calibrated), sequential then parallel.
-pub fn run_native(model: &Model<'_>, seconds: f64) -> Result<Vec<Measurement>, ModelError> {
+/// Every native measurement: float then integer (when calibrated), sequential then parallel;
+/// throughput on 1 thread and on `threads` threads.
+pub fn run_native(
+    model: &Model<'_>,
+    seconds: f64,
+    threads: usize,
+) -> Result<Vec<Measurement>, crate::BenchError> {
     let inputs = synthetic_inputs(model.input_shape().numel(), BATCH);
     let paths: &[Path] = if model.fixed_meta().is_some() {
         &[Path::Float, Path::Integer]
     } else {
         &[Path::Float]
     };
+    let single = crate::thread_pool(1)?;
+    let all = crate::thread_pool(threads)?;
     let n = (paths.len() * 2) as f64;
     let budget = Duration::from_secs_f64((seconds.max(0.0)) / n);
     let mut out = Vec::new();
     for &p in paths {
         for mode in [Mode::Sequential, Mode::Parallel] {
             out.push(
-                measure(model, p, mode, &inputs, budget)
+                measure(model, p, mode, &inputs, budget, &single, &all)
                     .map_err(|source| ModelError::Infer { source })?,
             );
         }

@@ -101,6 +101,44 @@ pub enum InputError {
         /// Bytes expected.
         expected: usize,
     },
+    /// The gzip stream is corrupt (bad deflate data or CRC).
+    #[error("{path}: corrupt gzip data: {source}")]
+    CorruptGzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+    /// The header announces more data than the reader accepts.
+    #[error("{path}: the idx header announces {announced} bytes of data, more than the limit of {cap} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Bytes announced (saturated).
+        announced: u64,
+        /// The limit.
+        cap: u64,
+    },
+    /// Data continues past what the header announces.
+    #[error("{path}: trailing data after the {expected} bytes of data the idx header announces")]
+    TrailingData {
+        /// The file.
+        path: PathBuf,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// A value is NaN or infinite.
+    #[error(
+        "{path}: value {value} at element {index} is not finite (inputs must be finite numbers)"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Index of the first bad element in the file's data.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// `--index` is past the last image.
     #[error("{path}: index {index} out of range (file holds {count} images)")]
     IndexOutOfRange {
@@ -397,7 +435,24 @@ fn parse_npy(
         });
     }
     let i = check_index(path, index, n)?;
-    Ok(le_f32s(&data[i * numel * 4..(i + 1) * numel * 4]))
+    finite(
+        path,
+        le_f32s(&data[i * numel * 4..(i + 1) * numel * 4]),
+        i * numel,
+    )
+}
+
+/// `x` if every value is finite, else [`InputError::NonFinite`] naming the first bad one
+/// (`offset` = index of `x[0]` in the file's data).
+fn finite(path: &Path, x: Vec<f32>, offset: usize) -> Result<Vec<f32>, InputError> {
+    match x.iter().position(|v| !v.is_finite()) {
+        None => Ok(x),
+        Some(j) => Err(InputError::NonFinite {
+            path: path.to_path_buf(),
+            index: offset + j,
+            value: x[j],
+        }),
+    }
 }
 
 fn le_f32s(b: &[u8]) -> Vec<f32> {
@@ -421,7 +476,127 @@ fn parse_raw(
         });
     }
     check_index(path, index, 1)?;
-    Ok(le_f32s(b))
+    finite(path, le_f32s(b), 0)
+}
+
+/// Largest idx data `read_idx` accepts by default (1 GiB; Fashion-MNIST's train set is 47 MB).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// An idx file: its dimensions and data bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idx {
+    /// Dimensions from the header.
+    pub dims: Vec<usize>,
+    /// `Π dims` bytes.
+    pub data: Vec<u8>,
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at the end of the stream.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads an idx file (raw, or gzip by its `.gz` name) with magic `magic`: the header first, then
+/// exactly the `Π dims` bytes it announces (refused above `max_bytes` before anything is
+/// allocated), then checks that the data ends there. A gzip stream is decompressed only as far
+/// as that (plus a bounded look past it to tell trailing data from a corrupt stream); its CRC is
+/// checked at its end.
+pub fn read_idx(path: &Path, magic: u32, max_bytes: u64) -> Result<Idx, InputError> {
+    use std::io::Read;
+    let p = || path.to_path_buf();
+    let file = std::fs::File::open(path).map_err(|source| InputError::Io { path: p(), source })?;
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    let mut r: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let err = |source: std::io::Error| {
+        if gz {
+            InputError::CorruptGzip { path: p(), source }
+        } else {
+            InputError::Io { path: p(), source }
+        }
+    };
+    let mut m = [0u8; 4];
+    let got = read_full(&mut r, &mut m).map_err(err)?;
+    if got < 4 {
+        return Err(InputError::WrongSize {
+            path: p(),
+            found: got,
+            expected: 4,
+        });
+    }
+    let found = u32::from_be_bytes(m);
+    if found != magic {
+        return Err(InputError::BadMagic {
+            path: p(),
+            detail: format!("0x{found:08x} (expected 0x{magic:08x})"),
+        });
+    }
+    let nd = (magic & 0xFF) as usize;
+    let mut hd = vec![0u8; 4 * nd];
+    let got = read_full(&mut r, &mut hd).map_err(err)?;
+    if got < hd.len() {
+        return Err(InputError::BadHeader {
+            path: p(),
+            detail: format!("truncated: {} of {} dimension bytes", got, hd.len()),
+        });
+    }
+    let dims: Vec<usize> = hd
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let n = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    if n > max_bytes {
+        return Err(InputError::TooLarge {
+            path: p(),
+            announced: n,
+            cap: max_bytes,
+        });
+    }
+    // Grows with what arrives, so a short file allocates no more than it holds.
+    let mut data = Vec::new();
+    (&mut r).take(n).read_to_end(&mut data).map_err(err)?;
+    if (data.len() as u64) < n {
+        return Err(InputError::WrongSize {
+            path: p(),
+            found: data.len(),
+            expected: n as usize,
+        });
+    }
+    let mut probe = [0u8; 1];
+    if read_full(&mut r, &mut probe).map_err(err)? > 0 {
+        // More data: read on (at most 64 MiB, into a small buffer) in case the stream is
+        // corrupt, which is the better report.
+        let mut sink = vec![0u8; 1 << 16];
+        let mut left = 64u64 << 20;
+        while left > 0 {
+            match r.read(&mut sink) {
+                Ok(0) => break,
+                Ok(k) => left = left.saturating_sub(k as u64),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(e)),
+            }
+        }
+        return Err(InputError::TrailingData {
+            path: p(),
+            expected: n,
+        });
+    }
+    Ok(Idx { dims, data })
 }
 
 #[cfg(test)]

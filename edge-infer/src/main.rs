@@ -6,8 +6,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use empf_core::Mode;
 use empf_edge_infer::bench::{self, Measurement};
-use empf_edge_infer::input::{load_input, Normalize};
-use empf_edge_infer::{decode_model, infer_native, read_model, Scores};
+use empf_edge_infer::input::{load_input, read_idx, Normalize, MAX_IDX_BYTES};
+use empf_edge_infer::{
+    arena_words_capped, check_threads, decode_model, infer_many, infer_native, read_model,
+    thread_pool, Scores,
+};
 
 #[derive(Parser)]
 #[command(name = "edge-infer", version, about = "Run and benchmark empf models")]
@@ -71,6 +74,9 @@ enum Cmd {
         /// Normalisation of IDX3 u8 pixels (float inputs are used as they are).
         #[arg(long, value_enum, default_value = "fashion-mnist")]
         normalize: NormArg,
+        /// Cap on the inference arena, MiB.
+        #[arg(long, default_value_t = empf_edge_infer::DEFAULT_MAX_ARENA_MIB)]
+        max_arena_mib: u64,
     },
     /// Test-set accuracy through every engine: native float, native integer and ONNX Runtime.
     Eval {
@@ -90,9 +96,15 @@ enum Cmd {
         labels: PathBuf,
         #[arg(long, value_enum, default_value = "fashion-mnist")]
         normalize: NormArg,
-        /// Use only the first N images.
+        /// Use only the first N images (at least 1).
         #[arg(long)]
         limit: Option<usize>,
+        /// Native threads (default: every core; at most the available parallelism).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Cap on the inference arenas of all threads together, MiB.
+        #[arg(long, default_value_t = empf_edge_infer::DEFAULT_MAX_ARENA_MIB)]
+        max_arena_mib: u64,
     },
     /// Latency, throughput and peak memory of the native paths.
     Bench {
@@ -101,14 +113,24 @@ enum Cmd {
         /// Total measuring time in seconds.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Threads of the "all threads" measurements (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Cap on the inference arenas of all threads together, MiB.
+        #[arg(long, default_value_t = empf_edge_infer::DEFAULT_MAX_ARENA_MIB)]
+        max_arena_mib: u64,
     },
-    /// Export the float path as an ONNX model.
+    /// Export the model as an ONNX graph: the float path, or with --integer the integer path.
     ToOnnx {
         /// Model file (.empf).
         model: PathBuf,
         /// Output file (.onnx).
         #[arg(short, long)]
         output: PathBuf,
+        /// Write the integer path (8-bit spikes, int8 ±1 weights, ConvInteger/MatMulInteger,
+        /// int64 requantisation): int32 logits equal to empf-core's integer path.
+        #[arg(long)]
+        integer: bool,
     },
 }
 
@@ -123,20 +145,54 @@ fn main() -> Result<()> {
             path,
             mode,
             normalize,
-        } => run(model, input, index, engine, ep, path, mode, normalize),
-        Cmd::Bench { model, seconds } => bench_cmd(model, seconds),
+            max_arena_mib,
+        } => run(
+            model,
+            input,
+            index,
+            engine,
+            ep,
+            path,
+            mode,
+            normalize,
+            max_arena_mib,
+        ),
+        Cmd::Bench {
+            model,
+            seconds,
+            threads,
+            max_arena_mib,
+        } => bench_cmd(model, seconds, threads, max_arena_mib),
         Cmd::Eval {
             model,
             images,
             labels,
             normalize,
             limit,
-        } => eval_cmd(model, images, labels, normalize, limit),
-        Cmd::ToOnnx { model, output } => {
+            threads,
+            max_arena_mib,
+        } => eval_cmd(
+            model,
+            images,
+            labels,
+            normalize,
+            limit,
+            threads,
+            max_arena_mib,
+        ),
+        Cmd::ToOnnx {
+            model,
+            output,
+            integer,
+        } => {
             let bytes = read_model(&model)?;
             let m = decode_model(&model, &bytes)?;
-            let onnx = empf_edge_infer::onnx::to_onnx(&m)
-                .with_context(|| format!("{}: cannot export to ONNX", model.display()))?;
+            let onnx = if integer {
+                empf_edge_infer::onnx::to_onnx_integer(&m)
+            } else {
+                empf_edge_infer::onnx::to_onnx(&m)
+            }
+            .with_context(|| format!("{}: cannot export to ONNX", model.display()))?;
             std::fs::write(&output, &onnx)
                 .with_context(|| format!("{}: cannot write ONNX file", output.display()))?;
             println!("wrote {} ({} bytes)", output.display(), onnx.len());
@@ -155,47 +211,43 @@ fn run(
     path: PathArg,
     mode: ModeArg,
     normalize: NormArg,
+    max_arena_mib: u64,
 ) -> Result<()> {
     let bytes = read_model(&model_path)?;
     let model = decode_model(&model_path, &bytes)?;
-    let norm = match normalize {
-        NormArg::FashionMnist => Normalize::FashionMnist,
-        NormArg::Mnist => Normalize::Mnist,
-        NormArg::None => Normalize::None,
-    };
+    let norm = norm_of(normalize);
     let x = load_input(&input, index, model.input_shape(), norm)?;
     let mode = match mode {
         ModeArg::Sequential => Mode::Sequential,
         ModeArg::Parallel => Mode::Parallel,
     };
     if let Engine::Ort = engine {
-        if matches!(path, PathArg::Integer) {
-            bail!("--path integer runs natively only: the ONNX graph is the float path");
-        }
-        let logits = ort_logits(&model_path, &model, &x, 1, ep)?;
-        println!(
-            "model: {} (engine: ort, ep: {})",
-            model_path.display(),
-            ep_name(ep)
-        );
-        let scores = Scores::Float(logits);
-        println!("class: {}", scores.class());
-        println!("scores:");
-        if let Scores::Float(v) = &scores {
-            for (i, x) in v.iter().enumerate() {
-                println!("  {i}: {x:.6}");
+        let integer = matches!(path, PathArg::Integer);
+        let scores = if integer {
+            let fm = model.fixed_meta().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: model has no integer path (not calibrated/quantised)",
+                    model_path.display()
+                )
+            })?;
+            Scores::Integer {
+                logits: ort_logits_integer(&model_path, &model, &x, 1, ep, None)?,
+                logit_scale: fm.logit_scale,
             }
-        }
-        let top: Vec<String> = scores
-            .top3()
-            .iter()
-            .map(|(i, v)| format!("{i} ({v:.4})"))
-            .collect();
-        println!("top-3: {}", top.join(", "));
+        } else {
+            Scores::Float(ort_logits(&model_path, &model, &x, 1, ep, None)?)
+        };
+        println!(
+            "model: {} (engine: ort, ep: {}, path: {})",
+            model_path.display(),
+            ep_name(ep),
+            if integer { "integer" } else { "float" }
+        );
+        print_scores(&scores);
         return Ok(());
     }
     let integer = matches!(path, PathArg::Integer);
-    let scores = infer_native(&model_path, &model, &x, integer, mode)
+    let scores = infer_native(&model_path, &model, &x, integer, mode, max_arena_mib)
         .with_context(|| format!("running {}", model_path.display()))?;
     let s = model.input_shape();
     println!(
@@ -212,6 +264,11 @@ fn run(
         if integer { "integer" } else { "float" },
         mode
     );
+    print_scores(&scores);
+    Ok(())
+}
+
+fn print_scores(scores: &Scores) {
     println!("class: {}", scores.class());
     println!("scores:");
     match &scores {
@@ -236,7 +293,6 @@ fn run(
         .map(|(i, v)| format!("{i} ({v:.4})"))
         .collect();
     println!("top-3: {}", top.join(", "));
-    Ok(())
 }
 
 fn ep_name(ep: Ep) -> &'static str {
@@ -247,6 +303,40 @@ fn ep_name(ep: Ep) -> &'static str {
     }
 }
 
+/// Which ONNX graph ORT runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Graph {
+    Float,
+    Integer,
+}
+
+/// A session of the model's float or integer graph (`threads`: ORT intra-op threads).
+#[cfg(feature = "ort")]
+fn ort_session(
+    path: &std::path::Path,
+    model: &empf_core::Model<'_>,
+    graph: Graph,
+    ep: Ep,
+    threads: Option<usize>,
+) -> Result<empf_edge_infer::ort_engine::OrtModel> {
+    use empf_edge_infer::ort_engine::{ExecutionProvider, OrtModel};
+    let onnx = match graph {
+        Graph::Float => empf_edge_infer::onnx::to_onnx(model),
+        Graph::Integer => empf_edge_infer::onnx::to_onnx_integer(model),
+    }
+    .with_context(|| format!("{}: cannot export to ONNX", path.display()))?;
+    let ep = match ep {
+        Ep::Cpu => ExecutionProvider::Cpu,
+        Ep::Cuda => ExecutionProvider::Cuda,
+        Ep::Tensorrt => ExecutionProvider::TensorRt,
+    };
+    match threads {
+        Some(t) => OrtModel::load_with_threads(&onnx, ep, t),
+        None => OrtModel::load(&onnx, ep),
+    }
+    .context("loading the model into ONNX Runtime")
+}
+
 /// Σ_t logits of `n` inputs through ONNX Runtime (the model exported with `to_onnx`).
 #[cfg(feature = "ort")]
 fn ort_logits(
@@ -255,25 +345,38 @@ fn ort_logits(
     x: &[f32],
     n: usize,
     ep: Ep,
+    threads: Option<usize>,
 ) -> Result<Vec<f32>> {
-    use empf_edge_infer::ort_engine::{ExecutionProvider, OrtModel};
-    let onnx = empf_edge_infer::onnx::to_onnx(model)
-        .with_context(|| format!("{}: cannot export to ONNX", path.display()))?;
-    let ep = match ep {
-        Ep::Cpu => ExecutionProvider::Cpu,
-        Ep::Cuda => ExecutionProvider::Cuda,
-        Ep::Tensorrt => ExecutionProvider::TensorRt,
-    };
-    let mut m = OrtModel::load(&onnx, ep).context("loading the model into ONNX Runtime")?;
-    // One session, batches of at most ORT_BATCH so activations stay small for any n.
+    let mut m = ort_session(path, model, Graph::Float, ep, threads)?;
+    ort_batches(x, n, |xb, b| Ok(m.run(xb, b)?))
+}
+
+/// Integer logits of `n` inputs through ONNX Runtime (the graph of `to_onnx_integer`).
+#[cfg(feature = "ort")]
+fn ort_logits_integer(
+    path: &std::path::Path,
+    model: &empf_core::Model<'_>,
+    x: &[f32],
+    n: usize,
+    ep: Ep,
+    threads: Option<usize>,
+) -> Result<Vec<i32>> {
+    let mut m = ort_session(path, model, Graph::Integer, ep, threads)?;
+    ort_batches(x, n, |xb, b| Ok(m.run_integer(xb, b)?))
+}
+
+/// Runs `n` inputs in batches of at most ORT_BATCH so activations stay small for any n.
+#[cfg(feature = "ort")]
+fn ort_batches<T>(
+    x: &[f32],
+    n: usize,
+    mut run: impl FnMut(&[f32], usize) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
     let per = x.len() / n.max(1);
     let mut out = Vec::new();
     for start in (0..n).step_by(ORT_BATCH) {
         let b = ORT_BATCH.min(n - start);
-        out.extend(
-            m.run(&x[start * per..(start + b) * per], b)
-                .context("running ONNX Runtime")?,
-        );
+        out.extend(run(&x[start * per..(start + b) * per], b).context("running ONNX Runtime")?);
     }
     Ok(out)
 }
@@ -283,14 +386,30 @@ fn ort_logits(
 const ORT_BATCH: usize = 100;
 
 #[cfg(not(feature = "ort"))]
+const NO_ORT: &str = "this binary was built without the `ort` feature (cargo build -p empf-edge-infer --features ort)";
+
+#[cfg(not(feature = "ort"))]
 fn ort_logits(
     _: &std::path::Path,
     _: &empf_core::Model<'_>,
     _: &[f32],
     _: usize,
     _: Ep,
+    _: Option<usize>,
 ) -> Result<Vec<f32>> {
-    bail!("engine ort: this binary was built without the `ort` feature (cargo build -p empf-edge-infer --features ort)")
+    bail!("engine ort: {NO_ORT}")
+}
+
+#[cfg(not(feature = "ort"))]
+fn ort_logits_integer(
+    _: &std::path::Path,
+    _: &empf_core::Model<'_>,
+    _: &[f32],
+    _: usize,
+    _: Ep,
+    _: Option<usize>,
+) -> Result<Vec<i32>> {
+    bail!("engine ort: {NO_ORT}")
 }
 
 /// ORT images/s on batches of `bench::BATCH` synthetic inputs (session created once, untimed).
@@ -298,144 +417,149 @@ fn ort_logits(
 fn ort_throughput(
     path: &std::path::Path,
     model: &empf_core::Model<'_>,
+    graph: Graph,
     seconds: f64,
+    threads: usize,
 ) -> Result<f64> {
-    use empf_edge_infer::ort_engine::{ExecutionProvider, OrtModel};
-    let onnx = empf_edge_infer::onnx::to_onnx(model)
-        .with_context(|| format!("{}: cannot export to ONNX", path.display()))?;
-    let mut m = OrtModel::load(&onnx, ExecutionProvider::Cpu)
-        .context("loading the model into ONNX Runtime")?;
+    let mut m = ort_session(path, model, graph, Ep::Cpu, Some(threads))?;
     let x: Vec<f32> = bench::synthetic_inputs(model.input_shape().numel(), bench::BATCH).concat();
-    m.run(&x, bench::BATCH)?; // warm-up
+    let once = |m: &mut empf_edge_infer::ort_engine::OrtModel| -> Result<()> {
+        match graph {
+            Graph::Float => drop(m.run(&x, bench::BATCH)?),
+            Graph::Integer => drop(m.run_integer(&x, bench::BATCH)?),
+        }
+        Ok(())
+    };
+    once(&mut m)?; // warm-up
     let (t0, mut images) = (std::time::Instant::now(), 0usize);
     while images == 0 || t0.elapsed().as_secs_f64() < seconds.max(0.05) {
-        m.run(&x, bench::BATCH)?;
+        once(&mut m)?;
         images += bench::BATCH;
     }
     Ok(images as f64 / t0.elapsed().as_secs_f64())
 }
 
 #[cfg(not(feature = "ort"))]
-fn ort_throughput(_: &std::path::Path, _: &empf_core::Model<'_>, _: f64) -> Result<f64> {
-    bail!("this binary was built without the `ort` feature")
+fn ort_throughput(
+    _: &std::path::Path,
+    _: &empf_core::Model<'_>,
+    _: Graph,
+    _: f64,
+    _: usize,
+) -> Result<f64> {
+    bail!("{NO_ORT}")
 }
 
-/// Reads an idx file (raw or gzip by its `.gz` name), checks magic and length, returns (dims, data).
-fn read_idx(path: &std::path::Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
-    use std::io::Read;
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .with_context(|| format!("{}: not valid gzip", path.display()))?;
-        out
-    } else {
-        raw
-    };
-    if bytes.len() < 4 || u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != magic {
-        bail!(
-            "{}: not an idx file with magic {magic:#010x}",
-            path.display()
-        );
+fn norm_of(normalize: NormArg) -> Normalize {
+    match normalize {
+        NormArg::FashionMnist => Normalize::FashionMnist,
+        NormArg::Mnist => Normalize::Mnist,
+        NormArg::None => Normalize::None,
     }
-    let nd = (magic & 0xFF) as usize;
-    if bytes.len() < 4 + 4 * nd {
-        bail!("{}: truncated idx header", path.display());
-    }
-    let dims: Vec<usize> = (0..nd)
-        .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize
-        })
-        .collect();
-    let n: usize = dims.iter().product();
-    let data = &bytes[4 + 4 * nd..];
-    if data.len() != n {
-        bail!(
-            "{}: header says {n} bytes of data, file has {}",
-            path.display(),
-            data.len()
-        );
-    }
-    Ok((dims, data.to_vec()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn eval_cmd(
     model_path: PathBuf,
     images: PathBuf,
     labels: PathBuf,
     normalize: NormArg,
     limit: Option<usize>,
+    threads: Option<usize>,
+    max_arena_mib: u64,
 ) -> Result<()> {
-    use rayon::prelude::*;
+    if limit == Some(0) {
+        bail!("--limit 0: nothing to evaluate (give at least 1)");
+    }
+    let threads = check_threads(threads)?;
     let bytes = read_model(&model_path)?;
     let model = decode_model(&model_path, &bytes)?;
-    let (dims, pixels) = read_idx(&images, 0x0803)?;
-    let (ldims, lab) = read_idx(&labels, 0x0801)?;
+    let img = read_idx(&images, 0x0803, MAX_IDX_BYTES)?;
+    let lab = read_idx(&labels, 0x0801, MAX_IDX_BYTES)?;
+    let (dims, ldims) = (&img.dims, &lab.dims);
     let numel = model.input_shape().numel();
     if dims.len() != 3 || dims[1] * dims[2] != numel || ldims[0] != dims[0] {
         bail!("{} / {}: {dims:?} images with {ldims:?} labels do not fit the model's {numel}-value input", images.display(), labels.display());
     }
-    let n = limit.unwrap_or(dims[0]).min(dims[0]);
-    let norm = match normalize {
-        NormArg::FashionMnist => Normalize::FashionMnist,
-        NormArg::Mnist => Normalize::Mnist,
-        NormArg::None => Normalize::None,
+    if dims[0] == 0 {
+        bail!("{}: the file holds no images", images.display());
     }
-    .pixel_norm();
-    let x: Vec<f32> = pixels[..n * numel].iter().map(|&p| norm.apply(p)).collect();
-    let labels = &lab[..n];
     let classes = model.classes();
-    let t0 = std::time::Instant::now();
-    let native: Vec<(usize, Option<usize>)> = (0..n)
-        .into_par_iter()
-        .map_init(
-            || {
-                (
-                    vec![0u32; model.arena_bytes() / 4],
-                    vec![0.0f32; classes],
-                    vec![0i32; classes],
-                    vec![0i8; numel],
-                )
-            },
-            |(arena, out, q, xq), i| {
-                let xi = &x[i * numel..(i + 1) * numel];
-                let f = model
-                    .infer_float(xi, Mode::Sequential, arena, out)
-                    .map(|_| empf_core::top_k::<1, f32>(out)[0].0)
-                    .unwrap_or(usize::MAX);
-                let int = model.fixed_meta().and_then(|_| {
-                    model.quantize_input(xi, xq).ok()?;
-                    model.infer_fixed(xq, Mode::Sequential, arena, q).ok()?;
-                    Some(empf_core::top_k::<1, i32>(q)[0].0)
-                });
-                (f, int)
-            },
-        )
+    if let Some((i, &l)) = lab
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        bail!(
+            "{}: label {l} of image {i} is outside the model's {classes} classes (0..={})",
+            labels.display(),
+            classes - 1
+        );
+    }
+    let n = limit.unwrap_or(dims[0]).min(dims[0]);
+    let norm = norm_of(normalize).pixel_norm();
+    let x: Vec<f32> = img.data[..n * numel]
+        .iter()
+        .map(|&p| norm.apply(p))
         .collect();
+    let labels = &lab.data[..n];
+    let words = arena_words_capped(
+        &model_path,
+        &model,
+        Mode::Sequential,
+        threads,
+        max_arena_mib,
+    )?;
+    let pool = thread_pool(threads)?;
+    let t0 = std::time::Instant::now();
+    let float = infer_many(
+        &model_path,
+        &model,
+        &x,
+        false,
+        Mode::Sequential,
+        &pool,
+        words,
+    )?;
     let native_s = t0.elapsed().as_secs_f64();
-    let acc = |pred: &mut dyn Iterator<Item = Option<usize>>| -> f64 {
-        100.0
-            * pred
-                .zip(labels)
-                .filter(|(p, &l)| *p == Some(l as usize))
-                .count() as f64
-            / n as f64
+    let float: Vec<usize> = float.iter().map(Scores::class).collect();
+    let integer = if model.fixed_meta().is_some() {
+        let t = std::time::Instant::now();
+        let s = infer_many(
+            &model_path,
+            &model,
+            &x,
+            true,
+            Mode::Sequential,
+            &pool,
+            words,
+        )?;
+        Some((s, t.elapsed().as_secs_f64()))
+    } else {
+        None
     };
-    println!("{}: {n} images", model_path.display());
+    let acc = |pred: &mut dyn Iterator<Item = usize>| -> f64 {
+        100.0 * pred.zip(labels).filter(|(p, &l)| *p == l as usize).count() as f64 / n as f64
+    };
     println!(
-        "native float:   {:.2}%  ({:.0} images/s, float and integer together)",
-        acc(&mut native.iter().map(|p| Some(p.0))),
+        "{}: {n} images, {threads} native threads",
+        model_path.display()
+    );
+    println!(
+        "native float:   {:.2}%  ({:.0} images/s)",
+        acc(&mut float.iter().copied()),
         n as f64 / native_s
     );
-    if model.fixed_meta().is_some() {
+    if let Some((s, secs)) = &integer {
         println!(
-            "native integer: {:.2}%",
-            acc(&mut native.iter().map(|p| p.1))
+            "native integer: {:.2}%  ({:.0} images/s)",
+            acc(&mut s.iter().map(Scores::class)),
+            n as f64 / secs
         );
     }
     let t1 = std::time::Instant::now();
-    let ort = ort_logits(&model_path, &model, &x, n, Ep::Cpu).map(|logits| {
+    let ort = ort_logits(&model_path, &model, &x, n, Ep::Cpu, Some(threads)).map(|logits| {
         logits
             .chunks(classes)
             .map(|r| empf_core::top_k::<1, f32>(r)[0].0)
@@ -443,19 +567,50 @@ fn eval_cmd(
     });
     match ort {
         Ok(ort_pred) => {
-            let differ = ort_pred
-                .iter()
-                .zip(&native)
-                .filter(|(o, p)| **o != p.0)
-                .count();
+            let differ = ort_pred.iter().zip(&float).filter(|(o, p)| o != p).count();
             println!(
                 "ort (cpu):      {:.2}%  ({:.0} images/s incl. one session setup)",
-                acc(&mut ort_pred.iter().map(|&p| Some(p))),
+                acc(&mut ort_pred.iter().copied()),
                 n as f64 / t1.elapsed().as_secs_f64()
             );
             println!("ort vs native float: {differ} of {n} predictions differ");
         }
         Err(e) => println!("ort: skipped: {e:#}"),
+    }
+    if let Some((native_int, _)) = &integer {
+        let t2 = std::time::Instant::now();
+        match ort_logits_integer(&model_path, &model, &x, n, Ep::Cpu, Some(threads)) {
+            Ok(logits) => {
+                let secs = t2.elapsed().as_secs_f64();
+                let pred: Vec<usize> = logits
+                    .chunks(classes)
+                    .map(|r| empf_core::top_k::<1, i32>(r)[0].0)
+                    .collect();
+                let mut logit_differ = 0usize;
+                let mut max_diff = 0i64;
+                for (o, s) in logits.chunks(classes).zip(native_int) {
+                    if let Scores::Integer { logits: q, .. } = s {
+                        let d = o
+                            .iter()
+                            .zip(q)
+                            .map(|(a, b)| (*a as i64 - *b as i64).abs())
+                            .max()
+                            .unwrap_or(0);
+                        logit_differ += usize::from(d != 0);
+                        max_diff = max_diff.max(d);
+                    }
+                }
+                println!(
+                    "ort 8-bit (cpu): {:.2}%  ({:.0} images/s incl. one session setup)",
+                    acc(&mut pred.iter().copied()),
+                    n as f64 / secs
+                );
+                println!(
+                    "ort 8-bit vs native integer: {logit_differ} of {n} images differ in some logit (max |diff| {max_diff})"
+                );
+            }
+            Err(e) => println!("ort 8-bit: skipped: {e:#}"),
+        }
     }
     Ok(())
 }
@@ -464,35 +619,42 @@ fn find(ms: &[Measurement], path: bench::Path, mode: Mode) -> Option<&Measuremen
     ms.iter().find(|m| m.path == path && m.mode == mode)
 }
 
-fn bench_cmd(model_path: PathBuf, seconds: f64) -> Result<()> {
+fn bench_cmd(
+    model_path: PathBuf,
+    seconds: f64,
+    threads: Option<usize>,
+    max_arena_mib: u64,
+) -> Result<()> {
     if !seconds.is_finite() || seconds < 0.0 {
         bail!("--seconds must be a non-negative number");
     }
+    let threads = check_threads(threads)?;
     let bytes = read_model(&model_path)?;
     let model = decode_model(&model_path, &bytes)?;
+    arena_words_capped(&model_path, &model, Mode::Parallel, threads, max_arena_mib)?;
     println!(
-        "bench: {} ({} rayon threads, batch {})",
+        "bench: {} ({} threads for \"all threads\", batch {})",
         model_path.display(),
-        rayon::current_num_threads(),
+        threads,
         bench::BATCH
     );
-    let ms = bench::run_native(&model, seconds)?;
+    // Native gets 3/4 of the time; ORT float and 8-bit 1/8 each.
+    let ms = bench::run_native(&model, seconds * 0.75, threads)?;
     for m in &ms {
         let name = match m.path {
             bench::Path::Float => "float",
             bench::Path::Integer => "integer",
         };
+        let mode = format!("{:?}", m.mode).to_lowercase();
         println!(
-            "{name:<7} {:<10} latency p50 {:.4} ms  p99 {:.4} ms  ({} calls)",
-            format!("{:?}", m.mode).to_lowercase(),
-            m.p50_ms,
-            m.p99_ms,
-            m.calls
+            "native {name:<7} {mode:<10} latency p50 {:.4} ms  p99 {:.4} ms  ({} calls)",
+            m.p50_ms, m.p99_ms, m.calls
         );
         println!(
-            "{name:<7} {:<10} throughput {:.1} images/s (batch {})",
-            format!("{:?}", m.mode).to_lowercase(),
+            "native {name:<7} {mode:<10} throughput {:.1} images/s on 1 thread, {:.1} images/s on {} threads (batch {})",
+            m.images_per_s_1,
             m.images_per_s,
+            m.threads,
             bench::BATCH
         );
     }
@@ -527,17 +689,52 @@ fn bench_cmd(model_path: PathBuf, seconds: f64) -> Result<()> {
         Some(k) => println!("peak rss: {:.1} MiB (VmHWM {k} kB)", k as f64 / 1024.0),
         None => println!("peak rss: unavailable (no /proc/self/status)"),
     }
-    match ort_throughput(&model_path, &model, seconds / 4.0) {
+    // The summary: images/s of each engine at batch 64, against native float on one thread.
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    if let Some(m) = find(&ms, bench::Path::Float, Mode::Sequential) {
+        rows.push(("native float, 1 thread".into(), m.images_per_s_1));
+        rows.push((format!("native float, {threads} threads"), m.images_per_s));
+    }
+    if let Some(m) = find(&ms, bench::Path::Integer, Mode::Sequential) {
+        rows.push(("native integer, 1 thread".into(), m.images_per_s_1));
+        rows.push((format!("native integer, {threads} threads"), m.images_per_s));
+    }
+    match ort_throughput(&model_path, &model, Graph::Float, seconds / 8.0, threads) {
         Ok(r) => {
-            let native = find(&ms, bench::Path::Float, Mode::Sequential)
-                .map_or(f64::NAN, |m| m.images_per_s);
             println!(
-                "ort     cpu        throughput {r:.1} images/s (batch {})",
+                "ort     float      throughput {r:.1} images/s (batch {}, {threads} threads)",
                 bench::BATCH
             );
-            println!("ratio ort/native-float throughput {:.3}x", r / native);
+            rows.push((format!("ort float, {threads} threads"), r));
         }
         Err(e) => println!("ort: skipped: {e:#}"),
+    }
+    if model.fixed_meta().is_some() {
+        match ort_throughput(&model_path, &model, Graph::Integer, seconds / 8.0, threads) {
+            Ok(r) => {
+                println!(
+                    "ort     8-bit      throughput {r:.1} images/s (batch {}, {threads} threads)",
+                    bench::BATCH
+                );
+                rows.push((format!("ort 8-bit, {threads} threads"), r));
+            }
+            Err(e) => println!("ort 8-bit: skipped: {e:#}"),
+        }
+    }
+    if let Some(&(_, base)) = rows.first() {
+        println!(
+            "summary (batch {}, sequential mode for native):",
+            bench::BATCH
+        );
+        for (name, r) in &rows {
+            println!(
+                "  {name:<28} {r:>9.1} images/s  {:>6.2}x native float 1 thread",
+                r / base
+            );
+        }
+        if let Some((_, ort)) = rows.iter().find(|(n, _)| n.starts_with("ort float")) {
+            println!("ratio ort/native-float throughput {:.3}x", ort / base);
+        }
     }
     Ok(())
 }

@@ -106,6 +106,33 @@ pub enum OnnxError {
         /// The count the layer's shape requires.
         expected: usize,
     },
+    /// The integer graph was asked of a model without integer parameters.
+    #[error(
+        "layer {layer}: the model has no integer path (calibrate it: host-train export --calib N)"
+    )]
+    NoIntegerPath {
+        /// Layer index (0 for the model's own integer metadata).
+        layer: usize,
+    },
+    /// A value of the integer path is too wide for the exact 8-bit decomposition.
+    #[error("layer {layer}: {what} could exceed int32; the integer graph cannot be exact")]
+    IntegerRange {
+        /// Layer index.
+        layer: usize,
+        /// Which value.
+        what: &'static str,
+    },
+}
+
+#[path = "onnx_int.rs"]
+mod integer;
+
+pub use integer::to_onnx_integer_proto;
+
+/// Converts a decoded, calibrated model into the bytes of an ONNX `ModelProto` of its integer
+/// path (see [`to_onnx_integer_proto`] and the module `onnx_int.rs`).
+pub fn to_onnx_integer(model: &Model<'_>) -> Result<Vec<u8>, OnnxError> {
+    Ok(to_onnx_integer_proto(model)?.encode_to_vec())
 }
 
 /// One tensor of the graph: its value name, empf shape `(c, h, w)` of one sample, and whether it

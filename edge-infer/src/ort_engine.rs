@@ -159,15 +159,42 @@ impl OrtModel {
         OrtModel::load_with_library(Path::new(&path), onnx_bytes, ep)
     }
 
+    /// [`OrtModel::load`] with ONNX Runtime's intra-op thread count set to `threads`.
+    pub fn load_with_threads(
+        onnx_bytes: &[u8],
+        ep: ExecutionProvider,
+        threads: usize,
+    ) -> Result<OrtModel, OrtError> {
+        let path = std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|p| !p.is_empty())
+            .ok_or(OrtError::LibraryUnset)?;
+        OrtModel::build(Path::new(&path), onnx_bytes, ep, Some(threads))
+    }
+
     /// [`OrtModel::load`] with an explicit library path.
     pub fn load_with_library(
         library: &Path,
         onnx_bytes: &[u8],
         ep: ExecutionProvider,
     ) -> Result<OrtModel, OrtError> {
+        OrtModel::build(library, onnx_bytes, ep, None)
+    }
+
+    fn build(
+        library: &Path,
+        onnx_bytes: &[u8],
+        ep: ExecutionProvider,
+        threads: Option<usize>,
+    ) -> Result<OrtModel, OrtError> {
         let env = environment(library)?;
         let session_err = |e: ort::Error| OrtError::Session(e.to_string());
         let builder = Session::builder(&env).map_err(session_err)?;
+        let builder = match threads {
+            Some(n) => builder
+                .with_intra_threads(n)
+                .map_err(|e| OrtError::Session(e.to_string()))?,
+            None => builder,
+        };
         // GPU providers (Jetson: CUDA, TensorRT) are registered by name at run time; with
         // `error_on_failure` a runtime without them (like the PyPI CPU wheel) gives a named
         // error instead of silently falling back to the CPU.
@@ -201,8 +228,23 @@ impl OrtModel {
         })
     }
 
-    /// Runs `n` samples (`x` = `n` inputs of `C·H·W` values); returns `[n][classes]`, row-major.
+    /// Runs `n` samples (`x` = `n` inputs of `C·H·W` values) through a float graph
+    /// ([`crate::onnx::to_onnx`]); returns `[n][classes]`, row-major.
     pub fn run(&mut self, x: &[f32], n: usize) -> Result<Vec<f32>, OrtError> {
+        self.run_typed::<f32>(x, n)
+    }
+
+    /// [`OrtModel::run`] for an integer graph ([`crate::onnx::to_onnx_integer`]): the int32
+    /// summed logits, in units of the model's `logit_scale`.
+    pub fn run_integer(&mut self, x: &[f32], n: usize) -> Result<Vec<i32>, OrtError> {
+        self.run_typed::<i32>(x, n)
+    }
+
+    fn run_typed<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone>(
+        &mut self,
+        x: &[f32],
+        n: usize,
+    ) -> Result<Vec<T>, OrtError> {
         let per: usize = self.input_dims.iter().product();
         if x.len() != n * per {
             return Err(OrtError::InputLength {
@@ -216,7 +258,7 @@ impl OrtModel {
         shape.extend_from_slice(&self.input_dims);
         let t = Tensor::from_array((shape, x.to_vec())).map_err(run_err)?;
         let out = self.session.run(ort::inputs!["x" => t]).map_err(run_err)?;
-        let (_, y) = out["y"].try_extract_tensor::<f32>().map_err(run_err)?;
+        let (_, y) = out["y"].try_extract_tensor::<T>().map_err(run_err)?;
         Ok(y.to_vec())
     }
 }

@@ -353,3 +353,339 @@ fn eval_reports_accuracy_per_engine() {
     ]);
     assert_fails_naming(&o, &bad, "");
 }
+
+/// An idx3 file of `n` 8×8 images and its idx1 labels.
+fn idx_pair(n: usize, labels: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut img = vec![0, 0, 8, 3];
+    for d in [n as u32, 8, 8] {
+        img.extend_from_slice(&d.to_be_bytes());
+    }
+    img.extend((0..n * 64).map(|i| (i * 31 % 256) as u8));
+    let mut lab = vec![0, 0, 8, 1];
+    lab.extend_from_slice(&(n as u32).to_be_bytes());
+    lab.extend_from_slice(labels);
+    (img, lab)
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs the binary under a 384 MiB address-space limit (`ulimit -v`), so reading a large input
+/// whole makes it fail.
+fn edge_limited(args: &[&str]) -> Output {
+    let mut cmd = format!("ulimit -v {}; exec '{BIN}'", 384 * 1024);
+    for a in args {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+/// Labels outside the model's classes and `--limit 0` are errors, not "0.00 %" / "NaN %".
+#[test]
+fn eval_rejects_out_of_range_labels_and_limit_zero() {
+    let (_, quant) = build_models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write(dir.path(), "m.empf", &quant);
+    let (img, lab) = idx_pair(4, &[0, 1, 7, 2]);
+    let images = write(dir.path(), "i-idx3-ubyte", &img);
+    let labels = write(dir.path(), "l-idx1-ubyte", &lab);
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&images),
+        "--labels",
+        p(&labels),
+    ]);
+    assert_fails_naming(&o, &labels, "label 7 of 3 classes");
+    assert!(stderr(&o).contains("label 7 of image 2"), "{}", stderr(&o));
+    let (img, lab) = idx_pair(4, &[0, 1, 2, 2]);
+    let images = write(dir.path(), "i2-idx3-ubyte", &img);
+    let labels = write(dir.path(), "l2-idx1-ubyte", &lab);
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&images),
+        "--labels",
+        p(&labels),
+        "--limit",
+        "0",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--limit 0"),
+        "{}",
+        stderr(&o)
+    );
+    // --threads: 0 and more than the machine has are refused; 1 and 2 give the same results.
+    for t in ["0", "100000"] {
+        let o = edge(&[
+            "eval",
+            p(&model),
+            "--images",
+            p(&images),
+            "--labels",
+            p(&labels),
+            "--threads",
+            t,
+        ]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("--threads"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let accuracy = |t: &str| {
+        let o = edge(&[
+            "eval",
+            p(&model),
+            "--images",
+            p(&images),
+            "--labels",
+            p(&labels),
+            "--threads",
+            t,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("native"))
+            .map(|l| l.split("  (").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    if empf_edge_infer::available_threads() >= 2 {
+        assert_eq!(accuracy("1"), accuracy("2"));
+    }
+}
+
+/// A gzip "bomb" (a small file announcing a few images, then 256 MiB of zeros) is refused after
+/// the announced bytes without decompressing it into memory; corrupt gzip data is named as such.
+#[test]
+fn eval_gzip_bomb_and_corrupt_gzip() {
+    let (_, quant) = build_models();
+    let dir = tempfile::tempdir().unwrap();
+    let model = write(dir.path(), "m.empf", &quant);
+    let (img, lab) = idx_pair(4, &[0, 1, 2, 2]);
+    let labels = write(dir.path(), "l-idx1-ubyte", &lab);
+    let mut bomb = img.clone();
+    bomb.resize(img.len() + (256 << 20), 0);
+    let bomb_gz = write(dir.path(), "bomb-idx3-ubyte.gz", &gzip(&bomb));
+    drop(bomb);
+    let o = edge_limited(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&bomb_gz),
+        "--labels",
+        p(&labels),
+    ]);
+    assert_fails_naming(&o, &bomb_gz, "gzip bomb");
+    assert!(
+        stderr(&o).contains("trailing data after the 256 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    // One flipped byte in the deflate data.
+    let mut gz = gzip(&img);
+    let mid = gz.len() / 2;
+    gz[mid] ^= 0x55;
+    let bad = write(dir.path(), "bad-idx3-ubyte.gz", &gz);
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&bad),
+        "--labels",
+        p(&labels),
+    ]);
+    assert_fails_naming(&o, &bad, "corrupt gzip");
+    assert!(stderr(&o).contains("corrupt gzip data"), "{}", stderr(&o));
+    // The intact file still evaluates.
+    let good = write(dir.path(), "good-idx3-ubyte.gz", &gzip(&img));
+    let o = edge(&[
+        "eval",
+        p(&model),
+        "--images",
+        p(&good),
+        "--labels",
+        p(&labels),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A model file far larger than its header announces is refused before its body is read.
+#[test]
+fn run_refuses_a_model_longer_than_its_header_says() {
+    let (float, _) = build_models();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "sparse.empf", &float);
+    // 2 GiB, sparse: the header's body length no longer matches.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let x = write(dir.path(), "x.f32", &f32s(&[0.5; 64]));
+    let o = edge_limited(&["run", p(&path), "--input", p(&x)]);
+    assert_fails_naming(&o, &path, "sparse model");
+    assert!(
+        stderr(&o).contains("the header announces a"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A parallel neuron → GAP → linear model of `t` steps on a 1×`side`×`side` input.
+fn wide_model(t: usize, side: u16) -> Vec<u8> {
+    let meta = ModelMeta {
+        time_steps: t as u16,
+        input: Shape3 {
+            c: 1,
+            h: side,
+            w: side,
+        },
+        classes: 2,
+        encoding: InputEncoding::Direct,
+        fixed: None,
+    };
+    let thr = f32s(&vec![0.5; t]);
+    let empty: Vec<u8> = Vec::new();
+    let lw = f32s(&[1.0, -1.0]);
+    let lb = f32s(&[0.0, 0.0]);
+    let layers: Vec<Layer<&[u8]>> = vec![
+        Layer::Neuron(Neuron {
+            mode: NeuronMode::Parallel,
+            per_channel: false,
+            leak: Blob(&empty[..]),
+            threshold: Blob(&thr[..]),
+            input_gain: Blob(&empty[..]),
+            input_bias: Blob(&empty[..]),
+            fixed: None,
+        }),
+        Layer::GlobalAvgPool,
+        Layer::Linear(Linear {
+            out_features: 2,
+            in_features: 1,
+            weight: Blob(&lw[..]),
+            bias: Blob(&lb[..]),
+            fixed: None,
+        }),
+    ];
+    encode_model(&meta, &layers).unwrap()
+}
+
+/// A 2 KB model whose parallel-mode arena is gigabytes (T = 500, 1×1024×1024 input) is refused
+/// with the cap named, before anything is allocated; `--max-arena-mib` raises the cap.
+#[test]
+fn run_caps_the_arena() {
+    let bytes = wide_model(500, 1024);
+    assert!(bytes.len() < 4096);
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "big-arena.empf", &bytes);
+    let x = write(dir.path(), "x.f32", &f32s(&vec![0.25; 1 << 20]));
+    let o = edge_limited(&["run", p(&m), "--input", p(&x), "--mode", "parallel"]);
+    assert_fails_naming(&o, &m, "arena cap");
+    assert!(
+        stderr(&o).contains("--max-arena-mib 1024"),
+        "{}",
+        stderr(&o)
+    );
+    // T = 500 on 64×64: the parallel arena is about 16 MiB: refused under 8, run under 32.
+    let m = write(dir.path(), "mid-arena.empf", &wide_model(500, 64));
+    let x = write(dir.path(), "x64.f32", &f32s(&vec![0.25; 64 * 64]));
+    let args = |cap: &'static str| {
+        [
+            "run",
+            p(&m),
+            "--input",
+            p(&x),
+            "--mode",
+            "parallel",
+            "--max-arena-mib",
+            cap,
+        ]
+    };
+    let o = edge(&args("8"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("--max-arena-mib 8"),
+        "{}",
+        stderr(&o)
+    );
+    let o = edge(&args("32"));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// NaN or infinite values in `.npy` / `.f32` inputs are refused, naming the file and the first
+/// bad element.
+#[test]
+fn run_rejects_non_finite_inputs() {
+    let (float, _) = build_models();
+    let dir = tempfile::tempdir().unwrap();
+    let mf = write(dir.path(), "m.empf", &float);
+    let nan = write(
+        dir.path(),
+        "nan.npy",
+        &npy_bytes("<f4", "(1, 8, 8)", &f32s(&[f32::NAN; 64])),
+    );
+    let o = edge(&["run", p(&mf), "--input", p(&nan)]);
+    assert_fails_naming(&o, &nan, "NaN npy");
+    assert!(
+        stderr(&o).contains("element 0 is not finite"),
+        "{}",
+        stderr(&o)
+    );
+    let mut v = vec![0.5f32; 64];
+    v[9] = f32::INFINITY;
+    let inf = write(dir.path(), "inf.f32", &f32s(&v));
+    let o = edge(&["run", p(&mf), "--input", p(&inf)]);
+    assert_fails_naming(&o, &inf, "inf f32");
+    assert!(
+        stderr(&o).contains("element 9 is not finite"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `infer_many` gives the same scores, in input order, on 1, 2 and every thread, on both paths
+/// and modes, as one-at-a-time `infer_native`.
+#[test]
+fn infer_many_is_independent_of_the_thread_count() {
+    let (_, quant) = build_models();
+    let model = Model::decode(&quant).unwrap();
+    let path = Path::new("q.empf");
+    let mut seed = 99u32;
+    let n = 37;
+    let x = rand_vals(&mut seed, n * 64, 2.0);
+    let all = empf_edge_infer::available_threads();
+    for integer in [false, true] {
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let one: Vec<_> = x
+                .chunks(64)
+                .map(|xi| {
+                    empf_edge_infer::infer_native(path, &model, xi, integer, mode, 64).unwrap()
+                })
+                .collect();
+            for threads in [1, 2.min(all), all] {
+                let pool = empf_edge_infer::thread_pool(threads).unwrap();
+                let words =
+                    empf_edge_infer::arena_words_capped(path, &model, mode, threads, 64).unwrap();
+                let many =
+                    empf_edge_infer::infer_many(path, &model, &x, integer, mode, &pool, words)
+                        .unwrap();
+                assert_eq!(many, one, "integer={integer} {mode:?} threads={threads}");
+            }
+        }
+    }
+    assert!(empf_edge_infer::check_threads(Some(0)).is_err());
+    assert!(empf_edge_infer::check_threads(Some(all + 1)).is_err());
+    assert_eq!(empf_edge_infer::check_threads(None).unwrap(), all);
+}

@@ -6,6 +6,9 @@
 //! the sequential neurons, whose steps are split from and joined back into the batched tensor;
 //! `batched_export_has_no_per_step_convs` checks that structure and needs no ONNX Runtime.
 //!
+//! The integer graph (`to_onnx_integer`) is checked the same way against `core`'s integer path,
+//! for exact equality of the int32 logits (`*_ort_integer_equals_core_fixed`).
+//!
 //! Needs `ORT_DYLIB_PATH` (libonnxruntime) and `EMPF_PYTHON` (a Python with `onnx`), both set by
 //! `source scripts/setup.sh`. Without them the tests print `skipped: …` and pass, unless
 //! `EMPF_REQUIRE_ORT=1`.
@@ -18,7 +21,7 @@ use empf_core::format::{
     ModelMeta, Neuron, NeuronMode, Seca, Shape3,
 };
 use empf_core::{Mode, Model};
-use empf_edge_infer::onnx::{to_onnx, to_onnx_proto};
+use empf_edge_infer::onnx::{to_onnx, to_onnx_integer, to_onnx_proto};
 use empf_edge_infer::ort_engine::{ExecutionProvider, OrtError, OrtModel};
 use empf_host_train::export::export_float;
 use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
@@ -554,4 +557,156 @@ fn gpu_providers_give_a_named_error_when_unavailable() {
             Err(e) => assert!(e.to_string().contains(name), "{e}"),
         }
     }
+}
+
+/// `bytes` calibrated on 16 random inputs and quantised by `empf_core::quant`, or why not.
+fn calibrated(bytes: &[u8], seed: u64) -> Result<Vec<u8>, empf_core::Error> {
+    let model = Model::decode(bytes).expect("decode");
+    let n = model.input_shape().numel();
+    let mut rng = Rng(seed ^ 0xCA11_B8A7);
+    let samples: Vec<Vec<f32>> = (0..16)
+        .map(|_| (0..n).map(|_| rng.range(-1.0, 2.0)).collect())
+        .collect();
+    let cal = empf_core::quant::calibrate(&model, samples.iter().map(|s| s.as_slice()))?;
+    empf_core::quant::quantize(&model, &cal)
+}
+
+/// Runs `onnx.checker.check_model(full_check=True)` on every file in one Python process.
+fn check_all_with_onnx_checker(py: &Path, files: &[(String, Vec<u8>)]) {
+    let dir = std::env::temp_dir().join(format!("empf_ort_int_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    for (i, (_, onnx)) in files.iter().enumerate() {
+        let p = dir.join(format!("{i}.onnx"));
+        std::fs::write(&p, onnx).unwrap();
+        paths.push(p);
+    }
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(
+            "import onnx,sys\nfor f in sys.argv[1:]:\n    \
+             onnx.checker.check_model(onnx.load(f), full_check=True)\nprint(len(sys.argv)-1)",
+        )
+        .args(&paths)
+        .output()
+        .expect("run EMPF_PYTHON");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "onnx.checker rejected an integer graph ({} files):\n{}",
+        files.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Exports the integer path of calibrated `bytes`, runs a batch through ORT and requires the
+/// int32 logits to equal `core`'s `infer_fixed` exactly (both modes). Returns the ONNX bytes.
+fn compare_integer(bytes: &[u8], tag: &str, seed: u64) -> Vec<u8> {
+    let model = Model::decode(bytes).unwrap_or_else(|e| panic!("{tag}: decode: {e}"));
+    let onnx = to_onnx_integer(&model).unwrap_or_else(|e| panic!("{tag}: to_onnx_integer: {e}"));
+    let mut ort = OrtModel::load(&onnx, ExecutionProvider::Cpu)
+        .unwrap_or_else(|e| panic!("{tag}: ORT load: {e}"));
+    let n = model.input_shape().numel();
+    let k = model.classes();
+    let scale = model.fixed_meta().unwrap().input_scale;
+    let mut rng = Rng(seed ^ 0x1A7E);
+    // Random inputs, plus one at exact rounding ties (x / scale = j + 0.5) and one far out of
+    // range (clamped to ±127).
+    let mut x: Vec<f32> = (0..3 * n).map(|_| rng.range(-1.0, 2.0)).collect();
+    x.extend((0..n).map(|j| ((j % 7) as f32 - 3.0 + 0.5) * scale));
+    x.extend((0..n).map(|j| if j % 2 == 0 { 1e6 } else { -1e6 }));
+    let batch = x.len() / n;
+    let y = ort
+        .run_integer(&x, batch)
+        .unwrap_or_else(|e| panic!("{tag}: ORT run: {e}"));
+    assert_eq!(y.len(), batch * k, "{tag}: ORT output length");
+    let mut arena = vec![0u32; model.arena_bytes() / 4];
+    let mut q = vec![0i8; n];
+    for b in 0..batch {
+        model
+            .quantize_input(&x[b * n..(b + 1) * n], &mut q)
+            .unwrap();
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let mut core = vec![0i32; k];
+            model.infer_fixed(&q, mode, &mut arena, &mut core).unwrap();
+            assert_eq!(
+                &y[b * k..(b + 1) * k],
+                &core[..],
+                "{tag} sample {b} ({mode:?}): ORT integer graph vs core infer_fixed"
+            );
+        }
+    }
+    onnx
+}
+
+/// The conformance models, calibrated: random trainer nets, the handmade residual/SECA_II nets
+/// (default, all-parallel and mixed neurons) and bench topologies with and without SECA.
+fn integer_cases() -> Vec<(String, Vec<u8>, u64)> {
+    use NeuronKind::{EmPf, MemBn, Parallel};
+    let mut cases = Vec::new();
+    for seed in 0..24u64 {
+        let net = random_case(seed);
+        cases.push((
+            format!("random_case({seed})"),
+            export_float(&net).expect("export"),
+            seed,
+        ));
+    }
+    for seed in 0..12u64 {
+        cases.push((format!("handmade({seed})"), handmade(seed), seed));
+        cases.push((
+            format!("handmade parallel({seed})"),
+            handmade_with(seed, Some([NeuronMode::Parallel; 4]), seed % 3 == 0),
+            seed,
+        ));
+        let modes = mixed_modes(&mut Rng(seed ^ 0x0D0E5));
+        cases.push((
+            format!("handmade mixed({seed})"),
+            handmade_with(seed, Some(modes), seed % 4 == 1),
+            seed,
+        ));
+    }
+    for (i, neurons) in [
+        [EmPf; 4],
+        [Parallel; 4],
+        [EmPf, Parallel, MemBn, Parallel],
+        [MemBn, MemBn, Parallel, EmPf],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for t in [1, 3] {
+            let seed = 200 + 2 * i as u64 + t as u64;
+            cases.push((
+                format!("bench {neurons:?} T={t}"),
+                bench_model(t, 10, i % 2 == 1, neurons, seed),
+                seed,
+            ));
+        }
+    }
+    cases
+}
+
+#[test]
+fn conformance_models_ort_integer_equals_core_fixed() {
+    let Some(env) = env_or_skip() else { return };
+    let mut exported = Vec::new();
+    let mut skipped = Vec::new();
+    for (tag, bytes, seed) in integer_cases() {
+        match calibrated(&bytes, seed) {
+            Ok(q) => exported.push((tag.clone(), compare_integer(&q, &tag, seed))),
+            // The quantiser's own limits (not the exporter's): reported, and bounded below.
+            Err(e) => skipped.push(format!("{tag}: {e}")),
+        }
+    }
+    println!(
+        "{} calibrated models: ORT integer graph == core infer_fixed, bit for bit; {} not quantisable: {skipped:?}",
+        exported.len(),
+        skipped.len()
+    );
+    assert!(
+        skipped.len() * 10 <= exported.len(),
+        "too many models failed to quantise: {skipped:?}"
+    );
+    check_all_with_onnx_checker(&env.python, &exported);
 }
