@@ -306,6 +306,18 @@ impl Checkpoint {
         state
     }
 
+    /// The first tensor holding a NaN or infinite value: `(name, index, value)`. Checkpoints
+    /// themselves store any `f32`; the trainer refuses to write one that fails this check.
+    pub fn first_non_finite(&self) -> Option<(&str, usize, f32)> {
+        self.tensors.iter().find_map(|(name, t)| {
+            t.data
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(i, &v)| (name.as_str(), i, v))
+        })
+    }
+
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CheckpointError> {
         let mut raw: Vec<(&str, &[usize], Vec<u8>)> = Vec::with_capacity(self.tensors.len());
@@ -494,6 +506,20 @@ mod tests {
                             .map(|x| x.to_bits())
                             .eq(tb.data.iter().map(|x| x.to_bits()))
                 })
+    }
+
+    #[test]
+    fn first_non_finite_names_the_tensor() {
+        let mut c = sample();
+        let (name, i, v) = c.first_non_finite().expect("sample holds a NaN");
+        assert_eq!((name, i), ("bn1.running_mean", 0));
+        assert!(v.is_nan());
+        c.insert("bn1.running_mean", vec![2], vec![0.0, 1.0])
+            .unwrap();
+        assert_eq!(c.first_non_finite(), None);
+        c.insert("z", vec![3], vec![1.0, 2.0, f32::NEG_INFINITY])
+            .unwrap();
+        assert_eq!(c.first_non_finite(), Some(("z", 2, f32::NEG_INFINITY)));
     }
 
     #[test]

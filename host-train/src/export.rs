@@ -36,6 +36,10 @@ pub enum ExportError {
     /// A tensor holds NaN or infinity.
     #[error("tensor {0} holds a NaN or infinite value")]
     NonFinite(String),
+    /// Folding finite tensors overflowed (e.g. a BN weight near `f32::MAX` over a small
+    /// running variance).
+    #[error("a folded parameter (BN scale/shift, binary gain, neuron gain) overflowed to NaN or infinity")]
+    NonFiniteFolded,
     /// The layer sequence has no `empf-core` equivalent.
     #[error("layer {index} ({what}) cannot be exported: {why}")]
     Unsupported {
@@ -51,8 +55,13 @@ pub enum ExportError {
     Core(#[from] empf_core::Error),
 }
 
-fn le(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// Little-endian bytes of values computed by folding (BN scale and shift, α·sign, per-step
+/// gains): finite inputs can still overflow there, and a model file must not carry NaN or ∞.
+fn le(v: &[f32]) -> Result<Vec<u8>, ExportError> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(ExportError::NonFiniteFolded);
+    }
+    Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
 struct Params<'n> {
@@ -148,8 +157,8 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                     kernel: *kernel as u8,
                     stride: *stride as u8,
                     padding: *pad as u8,
-                    weight: Blob(le(&wf)),
-                    bias: Blob(le(&bf)),
+                    weight: Blob(le(&wf)?),
+                    bias: Blob(le(&bf)?),
                     fixed: None,
                 }));
             }
@@ -185,8 +194,8 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                     stride: *stride as u8,
                     padding: *pad as u8,
                     signs: Blob(signs),
-                    gain: Blob(le(&gain)),
-                    bias: Blob(le(&bias)),
+                    gain: Blob(le(&gain)?),
+                    bias: Blob(le(&bias)?),
                     fixed: None,
                 }));
             }
@@ -203,7 +212,7 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                 let b = ps.get(&format!("seca{n_seca}.bias"), 1)?;
                 layers.push(Layer::Seca(Seca {
                     add_slot: None,
-                    weight: Blob(le(w)),
+                    weight: Blob(le(w)?),
                     bias: b[0],
                     fixed: None,
                 }));
@@ -229,8 +238,8 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                 layers.push(Layer::Linear(Linear {
                     out_features: *out_features as u32,
                     in_features: f as u32,
-                    weight: Blob(le(w)),
-                    bias: Blob(le(&b)),
+                    weight: Blob(le(w)?),
+                    bias: Blob(le(&b)?),
                     fixed: None,
                 }));
             }
@@ -254,8 +263,8 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                     out_features: *out_features as u32,
                     in_features: f as u32,
                     signs: Blob(signs),
-                    gain: Blob(le(&gain)),
-                    bias: Blob(le(&bias)),
+                    gain: Blob(le(&gain)?),
+                    bias: Blob(le(&bias)?),
                     fixed: None,
                 }));
             }
@@ -337,8 +346,8 @@ fn neuron(
             Neuron {
                 mode: NeuronMode::Sequential,
                 per_channel: false,
-                leak: Blob(le(&leak)),
-                threshold: Blob(le(&theta)),
+                leak: Blob(le(&leak)?),
+                threshold: Blob(le(&theta)?),
                 input_gain: Blob(vec![]),
                 input_bias: Blob(vec![]),
                 fixed: None,
@@ -348,7 +357,7 @@ fn neuron(
             mode: NeuronMode::Parallel,
             per_channel: false,
             leak: Blob(vec![]),
-            threshold: Blob(le(&theta)),
+            threshold: Blob(le(&theta)?),
             input_gain: Blob(vec![]),
             input_bias: Blob(vec![]),
             fixed: None,
@@ -383,10 +392,10 @@ fn neuron(
             Neuron {
                 mode: NeuronMode::Sequential,
                 per_channel: true,
-                leak: Blob(le(&leak)),
-                threshold: Blob(le(&th)),
-                input_gain: Blob(le(&gain)),
-                input_bias: Blob(le(&bias)),
+                leak: Blob(le(&leak)?),
+                threshold: Blob(le(&th)?),
+                input_gain: Blob(le(&gain)?),
+                input_bias: Blob(le(&bias)?),
                 fixed: None,
             }
         }
@@ -412,4 +421,30 @@ pub fn host_logits(
         sum.iter_mut().zip(logits).for_each(|(s, l)| *s += l);
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{BenchOptions, NetConfig};
+
+    #[test]
+    fn non_finite_values_never_reach_a_model_file() {
+        let config = NetConfig::mcu(2, &BenchOptions::default());
+        // A non-finite tensor is named.
+        let mut net = Net::new(config.clone(), 1).unwrap();
+        net.param_mut("bn1.running_var").unwrap().value[0] = f32::INFINITY;
+        assert!(matches!(
+            export_float(&net),
+            Err(ExportError::NonFinite(name)) if name == "bn1.running_var"
+        ));
+        // Finite tensors whose fold overflows f32 (γ near f32::MAX over σ² = 0): refused too.
+        let mut net = Net::new(config, 1).unwrap();
+        net.param_mut("bn1.weight").unwrap().value[0] = f32::MAX;
+        net.param_mut("bn1.running_var").unwrap().value[0] = 0.0;
+        assert!(matches!(
+            export_float(&net),
+            Err(ExportError::NonFiniteFolded)
+        ));
+    }
 }

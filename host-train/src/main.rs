@@ -3,13 +3,14 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use empf_host_train::checkpoint::Checkpoint;
-use empf_host_train::data::{BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
+use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
 use empf_host_train::metrics::{EpochRecord, MetricsLog};
 use empf_host_train::net::{BenchOptions, Net, NetConfig, NeuronKind};
 use empf_host_train::optim::{AdamConfig, CosineSchedule, OptimizerConfig, SgdConfig};
 use empf_host_train::params::{ParamKind, ParamReport};
+use empf_host_train::run_dir::{remove_stale_temps, RunLock};
 use empf_host_train::tensor::ParamRole;
-use empf_host_train::train::{random_bp_step, OnlineTrainer, TrainError, UpdateRule};
+use empf_host_train::train::{check_finite, random_bp_step, OnlineTrainer, TrainError, UpdateRule};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,13 +126,13 @@ enum Command {
         /// Continue from `OUT/checkpoint.safetensors`.
         #[arg(long)]
         resume: bool,
-        /// Use only the first N training images (quick runs).
+        /// Use only the first N training images (quick runs; N ≥ 1).
         #[arg(long)]
         limit_train: Option<usize>,
-        /// Use only the first N test images.
+        /// Use only the first N test images (N ≥ 1).
         #[arg(long)]
         limit_test: Option<usize>,
-        /// Worker threads (default: all cores).
+        /// Worker threads, 1 to the available parallelism (default: all of it).
         #[arg(long)]
         threads: Option<usize>,
         /// Stop after this many epochs of the schedule, as an interruption would (tests resume).
@@ -188,8 +189,16 @@ enum Command {
         data: PathBuf,
         #[arg(long, value_enum, default_value = "fashion-mnist")]
         dataset: DatasetArg,
+        /// Evaluate only the first N test images (N ≥ 1).
         #[arg(long)]
         limit_test: Option<usize>,
+        /// Worker threads, 1 to the available parallelism (default: all of it); one
+        /// empf-core arena each.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Refuse a model whose arenas (one per thread) need more than this many MiB.
+        #[arg(long, default_value_t = 1024)]
+        max_arena_mib: u64,
     },
     /// (internal) one bench configuration in a fresh process, for its peak RSS.
     #[command(hide = true)]
@@ -252,22 +261,64 @@ fn save_checkpoint(
     ck.set_meta("epoch", epoch_done);
     ck.set_meta("seed", seed);
     ck.set_meta("config", config);
+    // The per-batch check makes this unreachable in a run; it stays so that no code path can
+    // replace a good checkpoint with one that export and evaluation would refuse.
+    if let Some((name, i, v)) = ck.first_non_finite() {
+        bail!(
+            "refusing to write checkpoint {}: tensor {name}[{i}] is {v}; the previous checkpoint is untouched",
+            path.display()
+        );
+    }
     ck.save(path)
         .with_context(|| format!("writing checkpoint {}", path.display()))?;
+    // Under the run lock every other temporary file of the checkpoint is a leftover of a write
+    // that was killed (in this run or an earlier one).
+    remove_stale_temps(path)?;
     Ok(())
 }
 
-fn load_checkpoint(path: &Path, tr: &mut OnlineTrainer, seed: u64, config: &str) -> Result<u64> {
+/// "checkpoint PATH: " + `e`, for errors of the checkpoint's content (which do not name it).
+fn in_checkpoint(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("checkpoint {}: {e}", path.display())
+}
+
+/// Refuses a loaded network holding NaN or ∞ (crafted, or written before the trainer checked).
+fn check_loaded_finite(path: &Path, net: &Net) -> Result<()> {
+    match check_finite(net) {
+        Err(TrainError::NonFiniteParameter { name, index, value }) => Err(in_checkpoint(
+            path,
+            format!("tensor {name}[{index}] is {value}; a checkpoint holding non-finite values cannot be resumed, exported or evaluated"),
+        )),
+        other => Ok(other?),
+    }
+}
+
+fn load_checkpoint(
+    path: &Path,
+    tr: &mut OnlineTrainer,
+    seed: u64,
+    config: &str,
+    epochs: u64,
+) -> Result<u64> {
+    let named = |e: empf_host_train::checkpoint::CheckpointError| in_checkpoint(path, e);
     let mut ck =
         Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    if ck.meta("config")? != config {
-        bail!("checkpoint {} was trained with a different configuration:\n  checkpoint: {}\n  now:        {config}", path.display(), ck.meta("config")?);
+    let found = ck.meta("config").map_err(named)?;
+    if found != config {
+        bail!("checkpoint {} was trained with a different configuration:\n  checkpoint: {found}\n  now:        {config}", path.display());
     }
-    if ck.meta_u64("seed")? != seed {
+    let found = ck.meta_u64("seed").map_err(named)?;
+    if found != seed {
         bail!(
-            "checkpoint {} used --seed {}, not {seed}",
-            path.display(),
-            ck.meta_u64("seed")?
+            "checkpoint {} used --seed {found}, not {seed}",
+            path.display()
+        );
+    }
+    let epoch = ck.meta_u64("epoch").map_err(named)?;
+    if epoch > epochs {
+        bail!(
+            "checkpoint {}: epoch = {epoch} is past the run's last epoch (--epochs {epochs})",
+            path.display()
         );
     }
     let names: Vec<(String, Vec<usize>)> = tr
@@ -277,14 +328,26 @@ fn load_checkpoint(path: &Path, tr: &mut OnlineTrainer, seed: u64, config: &str)
         .map(|p| (p.name.clone(), p.shape.clone()))
         .collect();
     for (name, shape) in names {
-        let data = ck.take(&name, &shape)?;
+        let data = ck.take(&name, &shape).map_err(named)?;
         tr.net.param_mut(&name).context("parameter vanished")?.value = data;
     }
+    check_loaded_finite(path, &tr.net)?;
     let state = ck.take_optimizer_state("optim.");
+    if let Some((name, (i, v))) = state.tensors.iter().find_map(|(name, t)| {
+        t.iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .map(|(i, v)| (name, (i, *v)))
+    }) {
+        return Err(in_checkpoint(
+            path,
+            format!("optimizer tensor optim.{name}[{i}] is {v}"),
+        ));
+    }
     tr.optimizer
         .load_state(&state)
-        .context("optimizer state in checkpoint")?;
-    Ok(ck.meta_u64("epoch")?)
+        .map_err(|e| in_checkpoint(path, format!("optimizer state: {e}")))?;
+    Ok(epoch)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -308,6 +371,11 @@ fn train(
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
     }
+    for (flag, n) in [("--limit-train", limits.0), ("--limit-test", limits.1)] {
+        if n == Some(0) {
+            bail!("{flag} must be at least 1 (it is a number of images; leave it out to use them all)");
+        }
+    }
     let kind = match dataset {
         DatasetArg::FashionMnist => DatasetKind::FashionMnist,
         DatasetArg::Mnist => DatasetKind::Mnist,
@@ -326,17 +394,59 @@ fn train(
             _ => Ok(d),
         }
     };
-    let train_set = limit(Dataset::load(data, Split::Train)?, limits.0)?;
-    let test_set = limit(Dataset::load(data, Split::Test)?, limits.1)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let config = net_config(model, dataset);
+    // Both splits against the network before anything is trained or written: a wrong image
+    // size would otherwise surface as the network's internal shape error, or after an epoch.
+    let load_split = |split: Split, n: Option<usize>, what: &str| -> Result<Dataset> {
+        let set = limit(Dataset::load(data, split)?, n)?;
+        let images_name = split.file_names().0;
+        let file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
+        let net_in = (config.in_channels, config.height, config.width);
+        if net_in != (1, set.height(), set.width()) {
+            bail!(
+                "{}: {what} images are {}x{}, the {:?} network expects {}x{}x{} inputs",
+                file.display(),
+                set.height(),
+                set.width(),
+                model.arch,
+                net_in.0,
+                net_in.1,
+                net_in.2
+            );
+        }
+        if set.is_empty() {
+            bail!("{}: no {what} images", file.display());
+        }
+        Ok(set)
+    };
+    let train_set = load_split(Split::Train, limits.0, "training")?;
+    let test_set = load_split(Split::Test, limits.1, "test")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // Held until `train` returns: a second run on the same --out stops here, before it touches
+    // the metrics or the checkpoint.
+    let _lock = RunLock::acquire(out)?;
+    let ckpt = out.join(CKPT);
+    let stale = remove_stale_temps(&ckpt)?;
+    if !stale.is_empty() {
+        println!(
+            "removed {} temporary file(s) of an interrupted checkpoint write in {}",
+            stale.len(),
+            out.display()
+        );
+    }
+    if resume && !ckpt.exists() {
+        bail!(
+            "nothing to resume: {} does not exist (no epoch of a run in {} has finished yet); run the same command without --resume to start training",
+            ckpt.display(),
+            out.display()
+        );
+    }
     let config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs} schedule={schedule:?}");
     let net = Net::new(config, seed)?;
     let mut tr = OnlineTrainer::new(net, optim)?;
-    let ckpt = out.join(CKPT);
     let mut log = MetricsLog::open(out)?;
     let start_epoch = if resume {
-        let e = load_checkpoint(&ckpt, &mut tr, seed, &config_str)?;
+        let e = load_checkpoint(&ckpt, &mut tr, seed, &config_str, epochs)?;
         // Rows are numbered from 1: keep epochs 1..=e, drop what an interrupted epoch wrote.
         log.truncate_from(e + 1)?;
         println!("resumed from {} after epoch {e}", ckpt.display());
@@ -404,6 +514,15 @@ fn train(
                     bar.abandon();
                     bail!(
                         "loss became {loss} at epoch {}, batch {}, step {step}: training stopped. The last good checkpoint ({}) is untouched; try a lower --lr.",
+                        epoch + 1,
+                        batch.index,
+                        if ckpt.exists() { ckpt.display().to_string() } else { "none yet".into() }
+                    );
+                }
+                Err(TrainError::NonFiniteParameter { name, index, value }) => {
+                    bar.abandon();
+                    bail!(
+                        "{name}[{index}] became {value} at epoch {}, batch {} (the loss was still finite): training stopped. The last good checkpoint ({}) is untouched; try a lower --lr.",
                         epoch + 1,
                         batch.index,
                         if ckpt.exists() { ckpt.display().to_string() } else { "none yet".into() }
@@ -487,11 +606,21 @@ fn dataset_kind(d: DatasetArg) -> DatasetKind {
 fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
     let mut ck =
         Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let t: u16 = ck
-        .meta("model.time_steps")?
-        .parse()
-        .context("model.time_steps in checkpoint")?;
-    let neuron = match ck.meta("model.neuron")? {
+    let meta = |key: &str| -> Result<String> {
+        ck.meta(key)
+            .map(str::to_owned)
+            .map_err(|e| in_checkpoint(path, e))
+    };
+    // The same range as `--time-steps`: a crafted 0 or 70000 is named here, not deep in the net.
+    let t_text = meta("model.time_steps")?;
+    let t: u16 = match t_text.parse() {
+        Ok(t) if (1..=64).contains(&t) => t,
+        _ => bail!(
+            "checkpoint {}: model.time_steps = {t_text:?} is not a time-step count from 1 to 64",
+            path.display()
+        ),
+    };
+    let neuron = match meta("model.neuron")?.as_str() {
         "empf" => NeuronArg::Empf,
         "membn" => NeuronArg::Membn,
         "parallel" => NeuronArg::Parallel,
@@ -500,7 +629,14 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
             path.display()
         ),
     };
-    let seca = ck.meta("model.seca")? == "true";
+    let seca = match meta("model.seca")?.as_str() {
+        "true" => true,
+        "false" => false,
+        other => bail!(
+            "checkpoint {}: model.seca = {other:?} is neither true nor false",
+            path.display()
+        ),
+    };
     // Checkpoints written before `--arch` existed are bench nets.
     let arch = match ck.meta("model.arch").ok().unwrap_or("bench") {
         "bench" => ArchArg::Bench,
@@ -528,6 +664,7 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
             .with_context(|| format!("checkpoint {}", path.display()))?;
         net.param_mut(&name).context("parameter vanished")?.value = data;
     }
+    check_loaded_finite(path, &net)?;
     let acc = ck.meta("test_acc").ok().and_then(|v| v.parse().ok());
     Ok((net, args, acc))
 }
@@ -593,94 +730,125 @@ fn export(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn eval(
     model_path: &Path,
     ckpt: Option<&Path>,
     data: &Path,
     dataset: DatasetArg,
     limit: Option<usize>,
+    threads: usize,
+    max_arena_mib: u64,
 ) -> Result<()> {
-    use empf_core::{Mode, Model};
-    use rayon::prelude::*;
-    let bytes =
-        std::fs::read(model_path).with_context(|| format!("reading {}", model_path.display()))?;
+    use empf_core::Model;
+    use empf_host_train::eval::{arena_bytes_per_thread, check_same_network, eval_core, EvalError};
+    if max_arena_mib == 0 {
+        bail!("--max-arena-mib must be at least 1");
+    }
+    if limit == Some(0) {
+        bail!("--limit-test must be at least 1 (it is a number of images; leave it out to use them all)");
+    }
+    // Size checked against the header before the file is read (a huge or sparse file is not
+    // loaded), arenas against the cap before they are allocated.
+    let bytes = empf_host_train::model_file::read_model_file(model_path)?;
     let m = Model::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-    let test = Dataset::load(data, Split::Test)?;
-    let norm = dataset_kind(dataset).normalization();
-    let n = limit.unwrap_or(test.len()).min(test.len());
-    if test.image_len() != m.input_shape().numel() {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let per_thread = arena_bytes_per_thread(&m) as u64;
+    let total = per_thread.saturating_mul(threads as u64);
+    if total > max_arena_mib.saturating_mul(1 << 20) {
+        let s = m.input_shape();
         bail!(
-            "{}: test images have {} values, the model expects {}",
-            data.display(),
-            test.image_len(),
-            m.input_shape().numel()
+            "{}: the model (input {}x{}x{}, T={}) needs a {:.1} MiB empf-core arena per thread, {:.1} MiB for {threads} thread(s), more than --max-arena-mib {max_arena_mib}; raise --max-arena-mib or use fewer --threads",
+            model_path.display(),
+            s.c,
+            s.h,
+            s.w,
+            m.time_steps(),
+            mib(per_thread),
+            mib(total)
         );
     }
+    // The checkpoint first: a mismatch is reported before the test set is evaluated.
+    let host = match ckpt {
+        Some(ck) => {
+            let (net, _, _) = net_from_checkpoint(ck)?;
+            check_same_network(&m, &net).map_err(|e| match e {
+                EvalError::NetworkMismatch(what) => anyhow::anyhow!(
+                    "{} and {} describe different networks ({what}); give the checkpoint the model was exported from",
+                    model_path.display(),
+                    ck.display()
+                ),
+                e => in_checkpoint(ck, e),
+            })?;
+            Some((ck, net))
+        }
+        None => None,
+    };
+    let test = Dataset::load(data, Split::Test)?;
+    let images_name = Split::Test.file_names().0;
+    let images_file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
+    let s = m.input_shape();
+    if (s.c as usize, s.h as usize, s.w as usize) != (1, test.height(), test.width()) {
+        bail!(
+            "{}: the model expects {}x{}x{} inputs, but the test images in {} are {}x{}",
+            model_path.display(),
+            s.c,
+            s.h,
+            s.w,
+            images_file.display(),
+            test.height(),
+            test.width()
+        );
+    }
+    if test.is_empty() {
+        bail!("{}: no test images", images_file.display());
+    }
+    let norm = dataset_kind(dataset).normalization();
+    let n = limit.unwrap_or(test.len()).min(test.len());
     let classes = m.classes();
-    let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
     let started = Instant::now();
-    // (float prediction, float top-2 margin, integer prediction) per image, in parallel.
-    let per_image: Vec<(usize, f32, Option<usize>)> = (0..n)
-        .into_par_iter()
-        .map_init(
-            || {
-                (
-                    vec![0u32; m.arena_bytes() / 4],
-                    vec![0.0f32; classes],
-                    vec![0i32; classes],
-                    vec![0i8; m.input_shape().numel()],
-                )
-            },
-            |(arena, out, qout, xq), i| {
-                let x = norm.normalize(test.image(i).unwrap_or(&[]));
-                m.infer_float(&x, Mode::Sequential, arena, out)
-                    .expect("validated model");
-                let mut sorted = out.clone();
-                sorted.sort_by(|a, b| b.total_cmp(a));
-                let fixed = m.fixed_meta().map(|_| {
-                    m.quantize_input(&x, xq).expect("validated model");
-                    m.infer_fixed(xq, Mode::Sequential, arena, qout)
-                        .expect("validated model");
-                    (0..classes).fold(0, |b, k| if qout[k] > qout[b] { k } else { b })
-                });
-                (argmax(out), sorted[0] - sorted[1], fixed)
-            },
-        )
-        .collect();
+    let per_image = eval_core(&m, &test, n, norm, threads)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     let secs = started.elapsed().as_secs_f64();
     let labels = &test.labels()[..n];
     let float_ok = per_image
         .iter()
         .zip(labels)
-        .filter(|((p, _, _), &l)| *p == l as usize)
+        .filter(|(p, &l)| p.float_class == l as usize)
         .count();
-    println!("{}: {n} test images in {secs:.1}s", model_path.display());
+    println!(
+        "{}: {n} test images in {secs:.1}s ({threads} thread(s))",
+        model_path.display()
+    );
     println!("core float:   {:.2}%", 100.0 * float_ok as f64 / n as f64);
     if m.fixed_meta().is_some() {
         let q_ok = per_image
             .iter()
             .zip(labels)
-            .filter(|((_, _, q), &l)| *q == Some(l as usize))
+            .filter(|(p, &l)| p.fixed_class == Some(l as usize))
             .count();
         println!("core integer: {:.2}%", 100.0 * q_ok as f64 / n as f64);
     }
-    if let Some(ck) = ckpt {
-        let (mut net, _, _) = net_from_checkpoint(ck)?;
+    if let Some((ck, mut net)) = host {
+        let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
         let batch = 100;
         let (mut host_ok, mut differ, mut worst_margin) = (0usize, 0usize, 0.0f32);
         for start in (0..n).step_by(batch) {
             let b = batch.min(n - start);
-            let mut x = Vec::with_capacity(b * m.input_shape().numel());
+            let mut x = Vec::with_capacity(b * s.numel());
             for i in start..start + b {
                 x.extend(norm.normalize(test.image(i).unwrap_or(&[])));
             }
-            let logits = empf_host_train::export::host_logits(&mut net, &x, b)?;
-            for j in 0..b {
-                let p = argmax(&logits[j * classes..(j + 1) * classes]);
+            let logits = empf_host_train::export::host_logits(&mut net, &x, b)
+                .map_err(|e| in_checkpoint(ck, e))?;
+            // `check_same_network` made the class counts equal: one row per image.
+            for (j, row) in logits.chunks_exact(classes).enumerate().take(b) {
+                let p = argmax(row);
+                let core = per_image[start + j];
                 host_ok += (p == labels[start + j] as usize) as usize;
-                if p != per_image[start + j].0 {
+                if p != core.float_class {
                     differ += 1;
-                    worst_margin = worst_margin.max(per_image[start + j].1);
+                    worst_margin = worst_margin.max(core.float_margin);
                 }
             }
         }
@@ -723,6 +891,18 @@ fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
     Ok(())
 }
 
+/// Applies the `--threads` rule (1 to the available parallelism) and sizes rayon's pool by it;
+/// returns the thread count.
+fn set_threads(requested: Option<usize>) -> Result<usize> {
+    use empf_host_train::threads;
+    let n = threads::resolve(requested, threads::available())?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("setting --threads")?;
+    Ok(n)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -748,15 +928,7 @@ fn main() -> Result<()> {
             stop_after_epoch,
             schedule,
         } => {
-            if let Some(t) = threads {
-                if t == 0 {
-                    bail!("--threads must be at least 1");
-                }
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build_global()
-                    .context("setting --threads")?;
-            }
+            set_threads(threads)?;
             let optim = match optimizer {
                 OptimArg::Sgd => OptimizerConfig::Sgd(SgdConfig {
                     momentum,
@@ -812,7 +984,20 @@ fn main() -> Result<()> {
             data,
             dataset,
             limit_test,
-        } => eval(&model, checkpoint.as_deref(), &data, dataset, limit_test),
+            threads,
+            max_arena_mib,
+        } => {
+            let threads = set_threads(threads)?;
+            eval(
+                &model,
+                checkpoint.as_deref(),
+                &data,
+                dataset,
+                limit_test,
+                threads,
+                max_arena_mib,
+            )
+        }
         Command::Info {
             model,
             dataset,

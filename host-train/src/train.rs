@@ -28,6 +28,33 @@ pub enum TrainError {
         /// The time step.
         step: usize,
     },
+    /// A parameter or buffer became NaN or infinite although the loss is finite (BN running
+    /// variances overflow first when a run diverges: training uses batch statistics, so the loss
+    /// stays finite while the running ones, which export and evaluation use, are lost).
+    #[error("{name}[{index}] became {value}: training diverged (lower the learning rate)")]
+    NonFiniteParameter {
+        /// The tensor.
+        name: String,
+        /// Index of its first non-finite value.
+        index: usize,
+        /// That value.
+        value: f32,
+    },
+}
+
+/// The first NaN or infinite value among `net`'s parameters and buffers, as
+/// [`TrainError::NonFiniteParameter`].
+pub fn check_finite(net: &Net) -> Result<(), TrainError> {
+    for p in net.params() {
+        if let Some((index, &value)) = p.value.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(TrainError::NonFiniteParameter {
+                name: p.name.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// How per-step gradients become updates.
@@ -178,6 +205,9 @@ impl OnlineTrainer {
         if rule == UpdateRule::Accumulate && random_step.is_none() {
             self.optimizer_step(lr)?;
         }
+        // Once per batch (one pass over the values, small next to the batch's convolutions):
+        // a diverged update must stop the run before a checkpoint can hold it.
+        check_finite(&self.net)?;
         Ok(BatchStats {
             loss: loss_sum / losses.max(1) as f64,
             correct: count_correct(&self.cumulative, labels, k),
@@ -368,5 +398,38 @@ mod tests {
             .train_batch(&x, &y, None, UpdateRule::PerStep, 0.1)
             .unwrap_err();
         assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    }
+
+    #[test]
+    fn non_finite_buffer_with_finite_loss_is_reported() {
+        // An overflowed BN running variance, as `--arch mcu --lr 30` left it: the training
+        // forward normalises with batch statistics, so the loss stays finite and only the
+        // parameter check can stop the run.
+        let (x, y) = data(6);
+        let mut net = Net::new(tiny(2), 1).unwrap();
+        let name = net
+            .params()
+            .into_iter()
+            .find(|p| p.name.ends_with("running_var"))
+            .expect("a BN running variance")
+            .name
+            .clone();
+        net.param_mut(&name).unwrap().value[1] = f32::INFINITY;
+        let mut tr = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::default())).unwrap();
+        let err = tr
+            .train_batch(&x, &y, None, UpdateRule::PerStep, 0.1)
+            .unwrap_err();
+        match err {
+            TrainError::NonFiniteParameter {
+                name: n,
+                index,
+                value,
+            } => {
+                assert_eq!((n.as_str(), index), (name.as_str(), 1));
+                assert!(value.is_infinite());
+            }
+            e => panic!("expected NonFiniteParameter, got {e}"),
+        }
+        assert!(check_finite(&tr.net).is_err());
     }
 }

@@ -276,8 +276,26 @@ fn export_then_eval_through_core() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("conv2.weight"), "{}", text(&o));
-    // A corrupt model file is named, not a panic.
+    // A truncated model file is named, from its size alone, not a panic; a corrupted byte is
+    // named by the decoder.
     std::fs::write(out.join("bad.empf"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        &out.join("bad.empf").to_string_lossy(),
+        "--data",
+        &data,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("bad.empf") && text(&o).contains("header announces"),
+        "{}",
+        text(&o)
+    );
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x5a;
+    std::fs::write(out.join("bad.empf"), &flipped).unwrap();
     let o = run(&[
         "eval",
         "--model",

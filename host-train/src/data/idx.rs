@@ -62,7 +62,45 @@ pub fn read_idx(path: &Path, expected_magic: u32) -> Result<IdxArray, DataError>
 
 /// Parses an idx stream. `path` is only used in error messages; `gz` selects the wording of read
 /// errors (a corrupt gzip stream is reported as such).
+///
+/// A gzip stream is read on to its end after the data (at most [`GZ_DRAIN_LIMIT`] more
+/// decompressed bytes, counted and dropped), whatever the content checks said: only the end of
+/// the stream makes the decoder compare the CRC-32 and length of its trailer, so a corrupt
+/// archive is reported as corrupt — not as a bad magic, bad dimensions or trailing bytes that its
+/// garbage happens to decompress to.
 pub fn parse_idx<R: Read>(
+    mut reader: R,
+    path: &Path,
+    expected_magic: u32,
+    gz: bool,
+) -> Result<IdxArray, DataError> {
+    let parsed = parse_idx_content(&mut reader, path, expected_magic, gz);
+    if !gz {
+        return parsed;
+    }
+    let mut rest = (&mut reader).take(GZ_DRAIN_LIMIT);
+    match io::copy(&mut rest, &mut io::sink()) {
+        Err(source) => Err(DataError::Decompress {
+            path: path.to_path_buf(),
+            source,
+        }),
+        // Bytes after the data the content check did not see: they are trailing bytes.
+        Ok(n) if n > 0 => parsed.and_then(|arr| {
+            Err(DataError::TrailingBytes {
+                path: path.to_path_buf(),
+                expected: (4 + 4 * arr.dims.len() + arr.data.len()) as u64,
+            })
+        }),
+        Ok(_) => parsed,
+    }
+}
+
+/// How far past the announced data a gzip stream is decompressed to reach its trailer (so that
+/// a small "bomb" costs bounded time; past it the stream is reported as having trailing bytes
+/// without its checksum being verified).
+pub const GZ_DRAIN_LIMIT: u64 = 64 << 20;
+
+fn parse_idx_content<R: Read>(
     mut reader: R,
     path: &Path,
     expected_magic: u32,
@@ -220,6 +258,60 @@ mod tests {
                 "cut {cut}: {err}"
             );
         }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn corrupt_gzip_is_reported_as_corrupt_whatever_it_inflates_to() {
+        // Varied bytes so that deflate emits literals, matches and lengths to corrupt.
+        let data: Vec<u8> = (0..3 * 6 * 5)
+            .map(|i| ((i * i * 31 + i / 7) % 256) as u8)
+            .collect();
+        let idx = encode_idx(&[3, 6, 5], &data);
+        let gz = gzip(&idx);
+        let parse_gz = |bytes: &[u8]| {
+            parse_idx(
+                MultiGzDecoder::new(bytes),
+                Path::new("x.gz"),
+                MAGIC_IMAGES,
+                true,
+            )
+        };
+        let ok = parse_gz(&gz).unwrap();
+        assert_eq!(ok.data, data);
+        // Every byte after the 10-byte gzip header (the deflate stream, then the CRC-32 and
+        // length trailer), altered: each must be reported as a corrupt archive, never as bad
+        // magic, dimensions, truncation or trailing bytes, nor accepted. Before the stream was
+        // read to its end, flips that inflate to more data gave "trailing bytes after …".
+        let mut kinds = std::collections::BTreeMap::new();
+        for at in 10..gz.len() {
+            for flip in [0x01u8, 0x10, 0xff] {
+                let mut bad = gz.clone();
+                bad[at] ^= flip;
+                match parse_gz(&bad) {
+                    Err(DataError::Decompress { .. }) => {}
+                    // The unused padding bits of deflate's last byte: nothing changed.
+                    Ok(arr) if arr.data == data => {}
+                    other => {
+                        *kinds
+                            .entry(format!("{other:?}").chars().take(40).collect::<String>())
+                            .or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        assert!(kinds.is_empty(), "not reported as corrupt gzip: {kinds:?}");
+        // A valid archive whose content is longer than announced still has trailing bytes.
+        let mut long = idx.clone();
+        long.push(0);
+        let err = parse_gz(&gzip(&long)).unwrap_err();
+        assert!(matches!(err, DataError::TrailingBytes { .. }), "{err}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn batchnorm2d_forward(
     saved: &mut BatchNormSaved,
 ) -> Result<()> {
     let c = p.gamma.len();
-    if c == 0 || x.len() % c != 0 {
+    if c == 0 || !x.len().is_multiple_of(c) {
         return Err(Error::ShapeInvalid {
             what: "batchnorm2d",
             detail: format!("{} elements do not split into {c} channels", x.len()),
@@ -161,7 +161,7 @@ pub fn batchnorm2d_backward(
     grads: BnGrads<'_>,
 ) -> Result<()> {
     let c = gamma.len();
-    if c == 0 || x.len() % c != 0 {
+    if c == 0 || !x.len().is_multiple_of(c) {
         return Err(Error::ShapeInvalid {
             what: "batchnorm2d",
             detail: format!("{} elements do not split into {c} channels", x.len()),

@@ -22,7 +22,7 @@ use crate::error::{check_len, Error, Result};
 pub fn binarize_forward(rows: usize, w: &[f32], wb: &mut [f32], alpha: &mut [f32]) -> Result<()> {
     check_len("binarize.alpha", rows, alpha.len())?;
     check_len("binarize.wb", w.len(), wb.len())?;
-    if rows == 0 || w.len() % rows != 0 {
+    if rows == 0 || !w.len().is_multiple_of(rows) {
         return Err(Error::ShapeInvalid {
             what: "binarize",
             detail: format!("{} weights do not split into {rows} rows", w.len()),

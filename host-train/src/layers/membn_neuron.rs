@@ -58,7 +58,7 @@ impl MemBnParams<'_> {
         check_len("membn.q", t, self.q.len())?;
         check_len("membn.a", t, self.a.len())?;
         check_len("membn.b", t, self.b.len())?;
-        if t == 0 || self.gamma.len() % t != 0 || self.gamma.is_empty() {
+        if t == 0 || !self.gamma.len().is_multiple_of(t) || self.gamma.is_empty() {
             return Err(Error::ShapeInvalid {
                 what: "membn",
                 detail: format!("gamma of {} for {t} steps", self.gamma.len()),
@@ -123,7 +123,7 @@ pub fn membn_neuron_forward(
     check_len("membn.running_mean", tt * c, running.mean.len())?;
     check_len("membn.running_var", tt * c, running.var.len())?;
     let e = i.len();
-    if e % c != 0 {
+    if !e.is_multiple_of(c) {
         return Err(Error::ShapeInvalid {
             what: "membn",
             detail: format!("{e} elements do not split into {c} channels"),
@@ -197,7 +197,7 @@ pub fn membn_neuron_backward(
     }
     check_len("membn.dgamma", tt * c, grads.dgamma.len())?;
     check_len("membn.dbeta", tt * c, grads.dbeta.len())?;
-    if e % c != 0 {
+    if !e.is_multiple_of(c) {
         return Err(Error::ShapeInvalid {
             what: "membn",
             detail: format!("{e} elements do not split into {c} channels"),
