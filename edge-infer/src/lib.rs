@@ -89,24 +89,22 @@ pub fn read_model(path: &Path) -> Result<Vec<u8>, ModelError> {
         .read_to_end(&mut head)
         .map_err(io)?;
     if head.len() == hl {
-        match empf_core::format::split_header(&head) {
-            // Magic, version and flags are fine; only the (absent) body is missing.
-            Err(empf_core::Error::DecodeLengthMismatch) => {
-                let announced = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64;
-                if size != hl as u64 + announced {
-                    return Err(ModelError::LengthMismatch {
-                        path: path.to_path_buf(),
-                        announced,
-                        found: size.saturating_sub(hl as u64),
-                    });
-                }
-                (&mut f)
-                    .take(announced)
-                    .read_to_end(&mut head)
-                    .map_err(io)?;
+        // Magic, version and flags are fine; only the (absent) body is missing. (Bad magic,
+        // version or flags, or an empty body, are reported by the decoder below.)
+        if let Err(empf_core::Error::DecodeLengthMismatch) = empf_core::format::split_header(&head)
+        {
+            let announced = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as u64;
+            if size != hl as u64 + announced {
+                return Err(ModelError::LengthMismatch {
+                    path: path.to_path_buf(),
+                    announced,
+                    found: size.saturating_sub(hl as u64),
+                });
             }
-            // Bad magic, version or flags (or an empty body): reported by the decoder below.
-            _ => {}
+            (&mut f)
+                .take(announced)
+                .read_to_end(&mut head)
+                .map_err(io)?;
         }
     }
     decode_model(path, &head)?;
