@@ -67,19 +67,104 @@ pub enum Mode {
 /// Words of the arena each region takes; computed once at decode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
-    pub max_numel: u32,
-    pub slot_numel: [u32; MAX_SLOTS],
     pub state_sum: u32,
     pub state_max: u32,
     pub seca_channels: u32,
     pub row_conv_plane: u32,
+    /// Buffer sizes of the float path (every element 4 bytes) and of the integer path (spikes
+    /// in 1 byte), indexed by [`Plan::path`].
+    pub paths: [PathPlan; 2],
+}
+
+impl Plan {
+    pub fn path(&self, narrow: bool) -> &PathPlan {
+        &self.paths[narrow as usize]
+    }
+}
+
+/// Bytes of one step's copy of each buffer, for one numeric path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PathPlan {
+    /// The two ping-pong activation buffers.
+    pub act_bytes: [u32; 2],
+    pub slot_bytes: [u32; MAX_SLOTS],
+    /// Scratch words of the largest stride-1 conv (padded input + two accumulator rows).
     pub wide_conv: u32,
+}
+
+/// Where the running tensor lives as inference walks the layers (`infer::run_step` and
+/// `infer::run_layer_major` follow the same rules): which activation buffer holds it and
+/// whether it is stored as 8-bit spikes. Used at decode to size every buffer per path.
+#[derive(Clone, Copy, Debug)]
+struct Walk {
+    /// Spikes stored narrow (integer path: `u8`); the float path stores everything as `f32`.
+    narrow: bool,
+    /// Buffer index (0 or 1) of the running tensor.
+    cur: usize,
+    /// The running tensor is stored as spikes.
+    spike: bool,
+    slot_spike: [bool; MAX_SLOTS],
+    plan: PathPlan,
+}
+
+impl Walk {
+    fn new(narrow: bool, input_numel: usize) -> Walk {
+        let mut w = Walk {
+            narrow,
+            cur: 0,
+            spike: false,
+            slot_spike: [false; MAX_SLOTS],
+            plan: PathPlan::default(),
+        };
+        w.need(0, input_numel, false);
+        w
+    }
+    fn bytes(&self, numel: usize, spike: bool) -> u64 {
+        numel as u64 * if spike && self.narrow { 1 } else { 4 }
+    }
+    fn need(&mut self, buf: usize, numel: usize, spike: bool) {
+        let b = self.bytes(numel, spike).min(u32::MAX as u64) as u32;
+        self.plan.act_bytes[buf] = self.plan.act_bytes[buf].max(b);
+    }
+    /// A layer writes its output (`numel`, spikes or not) into the other buffer.
+    fn produce(&mut self, numel: usize, spike: bool) {
+        self.need(1 - self.cur, numel, spike);
+        self.cur = 1 - self.cur;
+        self.spike = spike;
+    }
+    /// An in-place layer (`Add`, `Seca`) needs a wide tensor: spikes are widened first.
+    fn in_place(&mut self, numel: usize) {
+        if self.spike && self.narrow {
+            self.produce(numel, false);
+        }
+        self.spike = false;
+    }
+    fn save(&mut self, slot: usize, numel: usize) {
+        let b = self.bytes(numel, self.spike).min(u32::MAX as u64) as u32;
+        self.plan.slot_bytes[slot] = self.plan.slot_bytes[slot].max(b);
+        self.slot_spike[slot] = self.spike;
+    }
+    /// `Swap`: the running tensor (`numel`) goes to the slot via the other buffer, the slot's
+    /// tensor (`slot_numel`) becomes the running one, in the same buffer.
+    fn swap(&mut self, slot: usize, numel: usize, slot_numel: usize) {
+        let (spike, slot_spike) = (self.spike, self.slot_spike[slot]);
+        self.need(1 - self.cur, numel, spike);
+        self.need(self.cur, slot_numel, slot_spike);
+        self.save(slot, numel);
+        self.spike = slot_spike;
+    }
+    fn conv_scratch(&mut self, input: Shape, out: Shape, stride: u8, pad: u8) -> Result<(), Error> {
+        let el = if self.spike && self.narrow { 1 } else { 4 };
+        let w = wide_words(input, out, stride, pad, el)?;
+        self.plan.wide_conv = self.plan.wide_conv.max(w);
+        Ok(())
+    }
 }
 
 /// Where each region starts in the arena, in words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ArenaLayout {
-    pub act_len: usize,
+    pub act_len: [usize; 2],
     pub slot_len: [usize; MAX_SLOTS],
     pub state_off: usize,
     pub scratch_off: usize,
@@ -208,9 +293,22 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Arena words ([`u32`]) that inference in `mode` needs, float or integer path alike.
+    /// Arena words ([`u32`]) that inference in `mode` needs on either path: the larger of
+    /// [`Model::arena_words_float`] and [`Model::arena_words_integer`].
     pub fn arena_words_for(&self, mode: Mode) -> usize {
-        self.layout(mode).total
+        self.arena_words_float(mode)
+            .max(self.arena_words_integer(mode))
+    }
+
+    /// Arena words that [`Model::infer_float`] needs in `mode`.
+    pub fn arena_words_float(&self, mode: Mode) -> usize {
+        self.layout(mode, false).total
+    }
+
+    /// Arena words that [`Model::infer_fixed`] needs in `mode`: smaller than the float path's,
+    /// since spikes (and the padded copies of spike tensors convs make) are stored in 8 bits.
+    pub fn arena_words_integer(&self, mode: Mode) -> usize {
+        self.layout(mode, true).total
     }
 
     /// Bytes of the largest arena any inference of this model needs (parallel mode): an arena of
@@ -221,17 +319,20 @@ impl<'a> Model<'a> {
             * 4
     }
 
-    pub(crate) fn layout(&self, mode: Mode) -> ArenaLayout {
+    /// The arena split for `mode`; `narrow`: the integer path (8-bit spikes).
+    pub(crate) fn layout(&self, mode: Mode, narrow: bool) -> ArenaLayout {
         let p = &self.plan;
+        let pp = p.path(narrow);
         let steps = match mode {
             Mode::Sequential => 1,
             Mode::Parallel => self.time_steps(),
         };
-        let act_len = p.max_numel as usize * steps;
-        let mut off = 2 * act_len;
+        let words = |bytes: u32| (bytes as usize * steps).div_ceil(4);
+        let act_len = [words(pp.act_bytes[0]), words(pp.act_bytes[1])];
+        let mut off = act_len[0] + act_len[1];
         let mut slot_len = [0; MAX_SLOTS];
-        for (len, &numel) in slot_len.iter_mut().zip(&p.slot_numel) {
-            *len = numel as usize * steps;
+        for (len, &bytes) in slot_len.iter_mut().zip(&pp.slot_bytes) {
+            *len = words(bytes);
             off += *len;
         }
         let state_off = off;
@@ -245,7 +346,7 @@ impl<'a> Model<'a> {
         // (+1 word: the i64 views are aligned inside the slice.)
         let scratch = (3 * p.seca_channels as usize)
             .max(2 * p.row_conv_plane as usize)
-            .max(p.wide_conv as usize);
+            .max(pp.wide_conv as usize);
         off += if scratch > 0 { scratch + 1 } else { 0 };
         ArenaLayout {
             act_len,
@@ -268,7 +369,10 @@ impl<'a> Model<'a> {
         }
         let mut bound: Bound = 127;
         let mut slots: [Option<(Shape, Bound)>; MAX_SLOTS] = [None; MAX_SLOTS];
-        let mut max_numel = shape.numel() as u64;
+        let mut walks = [
+            Walk::new(false, shape.numel()),
+            Walk::new(true, shape.numel()),
+        ];
         let mut state_sum: u64 = 0;
         let mut rest = self.layer_bytes;
         for li in 0..self.layer_count {
@@ -280,6 +384,7 @@ impl<'a> Model<'a> {
             let bad_field = Error::DecodeBadField { layer: li };
             let bad_fixed = Error::DecodeInconsistentFixed { layer: li };
             let range = Error::DecodeFixedRange { layer: li };
+            let in_numel = shape.numel();
             let check_fixed = |present: bool| {
                 if present == fixed {
                     Ok(())
@@ -298,9 +403,9 @@ impl<'a> Model<'a> {
                         c.padding,
                         li,
                     )?;
-                    plan.wide_conv = plan
-                        .wide_conv
-                        .max(wide_words(shape, out, c.stride, c.padding)?);
+                    for w in &mut walks {
+                        w.conv_scratch(shape, out, c.stride, c.padding)?;
+                    }
                     if c.stride != 1 {
                         // Row path: an accumulator plane of up to i64 in scratch.
                         plan.row_conv_plane = plan.row_conv_plane.max(out.plane() as u32);
@@ -335,9 +440,9 @@ impl<'a> Model<'a> {
                         c.padding,
                         li,
                     )?;
-                    plan.wide_conv = plan
-                        .wide_conv
-                        .max(wide_words(shape, out, c.stride, c.padding)?);
+                    for w in &mut walks {
+                        w.conv_scratch(shape, out, c.stride, c.padding)?;
+                    }
                     if c.stride != 1 {
                         // Row path: an accumulator plane of up to i64 in scratch.
                         plan.row_conv_plane = plan.row_conv_plane.max(out.plane() as u32);
@@ -493,7 +598,6 @@ impl<'a> Model<'a> {
                         return Err(bad_field);
                     }
                     slots[s] = Some((shape, bound));
-                    plan.slot_numel[s] = plan.slot_numel[s].max(shape.numel() as u32);
                 }
                 Layer::Swap { slot } => {
                     let s = *slot as usize;
@@ -503,7 +607,6 @@ impl<'a> Model<'a> {
                         .flatten()
                         .ok_or(Error::DecodeBadSlot { layer: li })?;
                     slots[s] = Some((shape, bound));
-                    plan.slot_numel[s] = plan.slot_numel[s].max(shape.numel() as u32);
                     shape = sshape;
                     bound = sbound;
                 }
@@ -563,11 +666,25 @@ impl<'a> Model<'a> {
             if shape.numel() == 0 || shape.numel() > MAX_NUMEL as usize {
                 return Err(bad_shape);
             }
+            for w in &mut walks {
+                match &layer {
+                    Layer::Conv2d(_)
+                    | Layer::BinaryConv2d(_)
+                    | Layer::Linear(_)
+                    | Layer::BinaryLinear(_)
+                    | Layer::AvgPool2
+                    | Layer::GlobalAvgPool => w.produce(shape.numel(), false),
+                    Layer::Neuron(_) => w.produce(shape.numel(), true),
+                    Layer::Flatten => {}
+                    Layer::Save { slot } => w.save(*slot as usize, in_numel),
+                    Layer::Swap { slot } => w.swap(*slot as usize, in_numel, shape.numel()),
+                    Layer::Add { .. } | Layer::Seca(_) => w.in_place(in_numel),
+                }
+            }
             // Every integer tensor is stored as i32 (pool sums included).
             if fixed && bound > i32::MAX as u64 {
                 return Err(range);
             }
-            max_numel = max_numel.max(shape.numel() as u64);
         }
         if !rest.is_empty() {
             return Err(Error::DecodeTrailingBytes);
@@ -580,19 +697,27 @@ impl<'a> Model<'a> {
                 layer: self.layer_count - 1,
             });
         }
-        plan.max_numel = max_numel as u32;
+        plan.paths = [walks[0].plan, walks[1].plan];
         plan.state_sum = u32::try_from(state_sum).map_err(|_| Error::DecodeTooLarge)?;
         // The whole arena (parallel mode is the larger) must be addressable in u32 words.
         let steps = t as u64;
-        let slots_total: u64 = plan.slot_numel.iter().map(|&n| n as u64).sum();
-        let total = 2 * max_numel * steps
-            + slots_total * steps
-            + state_sum
-            + 3 * plan.seca_channels as u64
-            + (2 * plan.row_conv_plane as u64).max(plan.wide_conv as u64)
-            + 1;
-        if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
-            return Err(Error::DecodeTooLarge);
+        for pp in &plan.paths {
+            let buffers: u64 = pp
+                .act_bytes
+                .iter()
+                .chain(&pp.slot_bytes)
+                .map(|&b| b as u64)
+                .sum();
+            let total = (buffers * steps).div_ceil(4)
+                + MAX_SLOTS as u64
+                + 2
+                + state_sum
+                + 3 * plan.seca_channels as u64
+                + (2 * plan.row_conv_plane as u64).max(pp.wide_conv as u64)
+                + 1;
+            if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
+                return Err(Error::DecodeTooLarge);
+            }
         }
         Ok(plan)
     }
@@ -605,8 +730,15 @@ fn check_scalar(r: &crate::format::ScalarRequant, li: u16) -> Result<(), Error> 
     Ok(())
 }
 
-/// Scratch words of a stride-1 conv's wide path (see `infer::conv::Wide`), checked.
-fn wide_words(input: Shape, out: Shape, stride: u8, pad: u8) -> Result<u32, Error> {
+/// Scratch words of a stride-1 conv's wide path (see `infer::conv::Wide`), checked: the padded
+/// input (`element_bytes` per element, rounded up to words) and two accumulator rows.
+fn wide_words(
+    input: Shape,
+    out: Shape,
+    stride: u8,
+    pad: u8,
+    element_bytes: u64,
+) -> Result<u32, Error> {
     if stride != 1 {
         return Ok(0);
     }
@@ -614,7 +746,7 @@ fn wide_words(input: Shape, out: Shape, stride: u8, pad: u8) -> Result<u32, Erro
         input.h as u64 + 2 * pad as u64,
         input.w as u64 + 2 * pad as u64,
     );
-    let words = input.c as u64 * hp * wp + 2 * out.h as u64 * wp + 1;
+    let words = (input.c as u64 * hp * wp * element_bytes).div_ceil(4) + 2 * out.h as u64 * wp + 1;
     u32::try_from(words)
         .ok()
         .filter(|&w| w <= MAX_NUMEL * 4)

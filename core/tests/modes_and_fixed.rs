@@ -129,12 +129,20 @@ fn arena_contract() {
                 given: need as u32 - 1
             })
         );
+        // The integer path stores spikes in 8 bits: its own, smaller arena, exactly enough.
+        let need_int = m.arena_words_integer(mode);
+        assert!(need_int <= need && m.arena_words_float(mode) == need);
         let mut qout = vec![0; m.classes()];
-        m.infer_fixed(&xq, mode, &mut arena, &mut qout).unwrap();
+        let mut int_arena = vec![0xDEAD_BEEFu32; need_int];
+        m.infer_fixed(&xq, mode, &mut int_arena, &mut qout).unwrap();
+        let mut small = vec![0u32; need_int - 1];
         assert!(matches!(
             m.infer_fixed(&xq, mode, &mut small, &mut qout),
             Err(Error::InferArenaTooSmall { .. })
         ));
+        let mut qagain = vec![0; m.classes()];
+        m.infer_fixed(&xq, mode, &mut arena, &mut qagain).unwrap();
+        assert_eq!(qout, qagain);
         // A dirty arena gives the same answer: inference initialises what it reads.
         arena.iter_mut().for_each(|w| *w = 0xDEAD_BEEF);
         let mut again = vec![0.0; m.classes()];

@@ -194,7 +194,12 @@ impl<'m, 'a> Classifier<'m, 'a> {
     /// image plus `empf-core`'s inference arena. Build scripts call this on the host to size
     /// the static arena.
     pub fn arena_words(model: &Model<'_>, path: Path, mode: Mode) -> usize {
-        input_words(model, path) + model.arena_words_for(mode)
+        input_words(model, path)
+            + match path {
+                // 8-bit spikes: the integer path's arena is the smaller one.
+                Path::Integer => model.arena_words_integer(mode),
+                Path::Float => model.arena_words_float(mode),
+            }
     }
 
     /// Decodes `bytes` (zero-copy; they stay in flash) and checks that `arena` is large enough.

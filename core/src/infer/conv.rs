@@ -179,24 +179,39 @@ pub(crate) fn aligned<A: bytemuck::Pod>(scratch: &mut [u32], n: usize) -> &mut [
     bytemuck::cast_slice_mut(&mut scratch[skip..skip + words])
 }
 
+/// Words of the padded copy of a `C×Hp×Wp` input with elements of type `X`.
+fn pad_words<X>(g: &ConvGeom, w: &Wide) -> usize {
+    (g.input.c as usize * w.hp * w.wp * core::mem::size_of::<X>()).div_ceil(4)
+}
+
+/// The padded input (`X`, from the front of scratch) and the rest of scratch.
+fn padded<'s, X: bytemuck::Pod>(
+    g: &ConvGeom,
+    w: &Wide,
+    scratch: &'s mut [u32],
+) -> (&'s mut [X], &'s mut [u32]) {
+    let (xp, rest) = scratch.split_at_mut(pad_words::<X>(g, w));
+    let n = g.input.c as usize * w.hp * w.wp;
+    (&mut bytemuck::cast_slice_mut(xp)[..n], rest)
+}
+
 /// One conv layer, any path: `tap(o, tap, acc, src, stride)` accumulates one tap into output
 /// channel `o`'s accumulator (`A`: f32, i32 or i64, in scratch), `finish(o, acc)` maps a sum to
 /// the output. Stride-1 convs take the wide path (one long slice per tap), others the row path;
-/// both add the taps of every output element in the same order.
+/// both add the taps of every output element in the same order. Inputs `X` (f32, i32, or u8
+/// spikes) are padded in their own type.
 #[inline(always)]
-pub(crate) fn conv_planes<E: bytemuck::Pod + Default, A: bytemuck::Pod + Default>(
+pub(crate) fn conv_planes<X: bytemuck::Pod + Default, Y, A: bytemuck::Pod + Default>(
     g: &ConvGeom,
-    x: &[E],
-    y: &mut [E],
+    x: &[X],
+    y: &mut [Y],
     scratch: &mut [u32],
-    mut tap: impl FnMut(usize, usize, &mut [A], &[E], usize),
-    finish: impl Fn(usize, A) -> E,
+    mut tap: impl FnMut(usize, usize, &mut [A], &[X], usize),
+    finish: impl Fn(usize, A) -> Y,
 ) {
     let plane = g.oh * g.ow;
     if let Some(w) = g.wide() {
-        let pad_len = g.input.c as usize * w.hp * w.wp;
-        let (xp, rest) = scratch.split_at_mut(pad_len);
-        let xp: &mut [E] = bytemuck::cast_slice_mut(xp);
+        let (xp, rest) = padded::<X>(g, &w, scratch);
         let acc = aligned::<A>(rest, w.len);
         pad_into(g, &w, x, xp);
         for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
@@ -220,6 +235,40 @@ pub(crate) fn conv_planes<E: bytemuck::Pod + Default, A: bytemuck::Pod + Default
                 *yv = finish(o, a);
             }
         }
+    }
+}
+
+/// An input element of the ±1 kernels, added into accumulators of type `A`.
+pub(crate) trait PmIn<A>: bytemuck::Pod + Default {
+    fn widen(self) -> A;
+    /// `d[j] += s[j·stride]` for every `j` of `d` (the one inner loop of the ±1 convs).
+    #[inline(always)]
+    fn add_into(d: &mut [A], s: &[Self], stride: usize)
+    where
+        A: PmAcc,
+    {
+        zip_apply(d, s, stride, |d, v| d.add(v.widen()));
+    }
+}
+
+impl PmIn<f32> for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl PmIn<i32> for i32 {
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self
+    }
+}
+
+impl PmIn<i32> for u8 {
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self as i32
     }
 }
 
@@ -269,9 +318,9 @@ impl PmAcc for i32 {
 /// then adds only its minority-sign taps — at most half of them — instead of adding or
 /// subtracting every tap. `finish(o, acc)` maps the ±sum to the output.
 #[inline(always)]
-pub(crate) fn bconv_planes<E: PmAcc>(
+pub(crate) fn bconv_planes<X: PmIn<E>, E: PmAcc>(
     g: &ConvGeom,
-    x: &[E],
+    x: &[X],
     y: &mut [E],
     scratch: &mut [u32],
     signs: &[u8],
@@ -294,9 +343,7 @@ pub(crate) fn bconv_planes<E: PmAcc>(
         }
     };
     if let Some(w) = g.wide() {
-        let pad_len = g.input.c as usize * w.hp * w.wp;
-        let (xp, rest) = scratch.split_at_mut(pad_len);
-        let xp: &mut [E] = bytemuck::cast_slice_mut(xp);
+        let (xp, rest) = padded::<X>(g, &w, scratch);
         // The model's plan reserves 2·OH·Wp (+1) words here: two 1-word accumulators of
         // `w.len ≤ OH·Wp` elements.
         let (total, part) = rest.split_at_mut(w.len);
@@ -304,15 +351,13 @@ pub(crate) fn bconv_planes<E: PmAcc>(
         let part: &mut [E] = &mut bytemuck::cast_slice_mut(part)[..w.len];
         pad_into(g, &w, x, xp);
         total.fill(E::default());
-        for_each_tap_wide(g, &w, xp, total, |_, d, s| {
-            d.iter_mut().zip(s).for_each(|(d, &v)| d.add(v))
-        });
+        for_each_tap_wide(g, &w, xp, total, |_, d, s| X::add_into(d, s, 1));
         for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
             let (row, plus) = minority(o);
             part.fill(E::default());
             for_each_tap_wide(g, &w, xp, part, |t, d, s| {
                 if crate::bits::sign_at(row, t) == plus {
-                    d.iter_mut().zip(s).for_each(|(d, &v)| d.add(v));
+                    X::add_into(d, s, 1);
                 }
             });
             for oy in 0..g.oh {
@@ -332,15 +377,13 @@ pub(crate) fn bconv_planes<E: PmAcc>(
         let total: &mut [E] = bytemuck::cast_slice_mut(total);
         let part: &mut [E] = &mut bytemuck::cast_slice_mut(part)[..plane];
         total.fill(E::default());
-        for_each_tap(g, x, total, |_, d, s, st| {
-            zip_apply(d, s, st, |d, v| d.add(v))
-        });
+        for_each_tap(g, x, total, |_, d, s, st| X::add_into(d, s, st));
         for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
             let (row, plus) = minority(o);
             part.fill(E::default());
             for_each_tap(g, x, part, |t, d, s, st| {
                 if crate::bits::sign_at(row, t) == plus {
-                    zip_apply(d, s, st, |d, v| d.add(v));
+                    X::add_into(d, s, st);
                 }
             });
             for ((yv, &p), &t) in yo.iter_mut().zip(part.iter()).zip(total.iter()) {
@@ -353,16 +396,19 @@ pub(crate) fn bconv_planes<E: PmAcc>(
 /// `Σ ±x[i]` over one packed sign row (+ where the bit is 1): the inner product of a binary
 /// linear layer, shared by the float and integer paths (same order of additions in both).
 #[inline(always)]
-pub(crate) fn signed_sum<E: Copy + Default + core::ops::AddAssign + core::ops::SubAssign>(
+pub(crate) fn signed_sum<
+    X: PmIn<E>,
+    E: Copy + Default + core::ops::AddAssign + core::ops::SubAssign,
+>(
     row: &[u8],
-    x: &[E],
+    x: &[X],
 ) -> E {
     let mut acc = E::default();
     for (i, &xi) in x.iter().enumerate() {
         if crate::bits::sign_at(row, i) {
-            acc += xi;
+            acc += xi.widen();
         } else {
-            acc -= xi;
+            acc -= xi.widen();
         }
     }
     acc

@@ -6,9 +6,9 @@
 //! every change of scale is a per-channel multiply and rounding shift ([`requant`]). The membrane
 //! lives in units of `Δ_spike / 2^8` so the reset to threshold is exact in integers.
 
-use super::conv::{aligned, bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom};
+use super::conv::{aligned, bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom, PmIn};
 use super::float::{pool2, step_index};
-use super::Kernels;
+use super::{In, Kernels};
 use crate::bits::row_bytes;
 use crate::format::{
     BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Linear, Neuron, NeuronMode, Requant,
@@ -83,8 +83,142 @@ fn missing() -> Error {
     Error::InferNoFixedPoint
 }
 
+/// An integer-path input: an i32 tensor or 8-bit spikes.
+type XIn<'x> = In<'x, u8, i32>;
+
+/// Calls `$f` with the input slice in its own element type (i32 or u8): each kernel is
+/// compiled for both, so spikes are read straight from their 8-bit storage.
+macro_rules! with_input {
+    ($x:expr, |$v:ident| $body:expr) => {
+        match $x {
+            In::E($v) => $body,
+            In::S($v) => $body,
+        }
+    };
+}
+
+fn conv2d_int<X: PmIn<i32>>(
+    l: &Conv2d<&[u8]>,
+    s: Shape,
+    x: &[X],
+    y: &mut [i32],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let f = l.fixed.as_ref().ok_or_else(missing)?;
+    let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+    let (taps, w) = (g.taps(), f.weight.bytes());
+    conv_planes(
+        &g,
+        x,
+        y,
+        scratch,
+        |o, t, dst: &mut [i64], src: &[X], st| {
+            let wv = i16_at(w, o * taps + t) as i64;
+            zip_apply(dst, src, st, |d, v| *d += wv * v.widen() as i64);
+        },
+        |o, a| sat(channel_requant(&f.requant, o, a), ACT_LIMIT),
+    );
+    Ok(())
+}
+
+fn bconv2d_int<X: PmIn<i32>>(
+    l: &BinaryConv2d<&[u8]>,
+    s: Shape,
+    x: &[X],
+    y: &mut [i32],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let r = l.fixed.as_ref().ok_or_else(missing)?;
+    let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+    bconv_planes(&g, x, y, scratch, l.signs.bytes(), |o, a| {
+        sat(channel_requant(r, o, a as i64), ACT_LIMIT)
+    });
+    Ok(())
+}
+
+fn linear_int<X: PmIn<i32>>(l: &Linear<&[u8]>, x: &[X], y: &mut [i32]) -> Result<(), Error> {
+    let f = l.fixed.as_ref().ok_or_else(missing)?;
+    let n = x.len();
+    let w = f.weight.bytes();
+    for (o, yo) in y.iter_mut().enumerate() {
+        let row = &w[o * n * 2..(o + 1) * n * 2];
+        let acc: i64 = row
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(c, &xi)| i16::from_le_bytes([c[0], c[1]]) as i64 * xi.widen() as i64)
+            .sum();
+        *yo = sat(channel_requant(&f.requant, o, acc), ACT_LIMIT);
+    }
+    Ok(())
+}
+
+fn blinear_int<X: PmIn<i32>>(l: &BinaryLinear<&[u8]>, x: &[X], y: &mut [i32]) -> Result<(), Error> {
+    let r = l.fixed.as_ref().ok_or_else(missing)?;
+    let rb = row_bytes(x.len());
+    for (o, yo) in y.iter_mut().enumerate() {
+        let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
+        let acc: i32 = signed_sum(row, x);
+        *yo = sat(channel_requant(r, o, acc as i64), ACT_LIMIT);
+    }
+    Ok(())
+}
+
+/// One step of an integer neuron; spikes (`0..=255`) are written as `u8`.
+fn neuron_int<X: PmIn<i32>>(
+    n: &Neuron<&[u8]>,
+    t: usize,
+    s: Shape,
+    x: &[X],
+    y: &mut [u8],
+    state: Option<&mut [i32]>,
+) -> Result<(), Error> {
+    let f = n.fixed.as_ref().ok_or_else(missing)?;
+    let (c_n, plane) = (s.c as usize, s.plane());
+    let half = 1i64 << (MEMBRANE_FRAC_BITS - 1);
+    let mut state = state;
+    for c in 0..c_n {
+        let i = step_index(n.per_channel, c_n, t, c);
+        let th = i32_at(f.threshold.bytes(), i) as i64;
+        let (m_in, sh, off) = (
+            i32_at(f.input.multiplier.bytes(), i),
+            f.input.shift.bytes()[i],
+            i32_at(f.input.offset.bytes(), i) as i64,
+        );
+        let range = c * plane..(c + 1) * plane;
+        let (xs, ys) = (&x[range.clone()], &mut y[range.clone()]);
+        let fire = |m: i64| -> (i64, u8) {
+            let sp = (m - th).max(0);
+            // Round the membrane-unit spike to 8-bit spike units.
+            (sp, ((sp + half) >> MEMBRANE_FRAC_BITS).min(SPIKE_MAX) as u8)
+        };
+        match (n.mode, state.as_deref_mut()) {
+            (NeuronMode::Sequential, Some(st)) => {
+                let leak = i32_at(f.leak_q16.bytes(), i) as i64;
+                for ((yv, &iv), v) in ys.iter_mut().zip(xs).zip(&mut st[range]) {
+                    let leaked = (*v as i64 * leak + (1 << 15)) >> 16;
+                    let m = (leaked + requant(iv.widen() as i64, m_in, sh) + off)
+                        .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+                    let (sp, q) = fire(m);
+                    *v = (m - sp) as i32;
+                    *yv = q;
+                }
+            }
+            _ => {
+                for (yv, &iv) in ys.iter_mut().zip(xs) {
+                    let m = (requant(iv.widen() as i64, m_in, sh) + off)
+                        .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+                    *yv = fire(m).1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Kernels for FixedKernels<'_> {
     type E = i32;
+    type S = u8;
+    const NARROW: bool = true;
     type O = i32;
 
     fn load_input(&self, dst: &mut [i32]) {
@@ -97,68 +231,30 @@ impl Kernels for FixedKernels<'_> {
         &self,
         l: &Conv2d<&[u8]>,
         s: Shape,
-        x: &[i32],
+        x: XIn<'_>,
         y: &mut [i32],
         scratch: &mut [u32],
     ) -> Result<(), Error> {
-        let f = l.fixed.as_ref().ok_or_else(missing)?;
-        let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        let (taps, w) = (g.taps(), f.weight.bytes());
-        conv_planes(
-            &g,
-            x,
-            y,
-            scratch,
-            |o, t, dst: &mut [i64], src, st| {
-                let wv = i16_at(w, o * taps + t) as i64;
-                zip_apply(dst, src, st, |d, v| *d += wv * v as i64);
-            },
-            |o, a| sat(channel_requant(&f.requant, o, a), ACT_LIMIT),
-        );
-        Ok(())
+        with_input!(x, |v| conv2d_int(l, s, v, y, scratch))
     }
 
     fn bconv2d(
         &self,
         l: &BinaryConv2d<&[u8]>,
         s: Shape,
-        x: &[i32],
+        x: XIn<'_>,
         y: &mut [i32],
         scratch: &mut [u32],
     ) -> Result<(), Error> {
-        let r = l.fixed.as_ref().ok_or_else(missing)?;
-        let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-        bconv_planes(&g, x, y, scratch, l.signs.bytes(), |o, a| {
-            sat(channel_requant(r, o, a as i64), ACT_LIMIT)
-        });
-        Ok(())
+        with_input!(x, |v| bconv2d_int(l, s, v, y, scratch))
     }
 
-    fn linear(&self, l: &Linear<&[u8]>, x: &[i32], y: &mut [i32]) -> Result<(), Error> {
-        let f = l.fixed.as_ref().ok_or_else(missing)?;
-        let n = x.len();
-        let w = f.weight.bytes();
-        for (o, yo) in y.iter_mut().enumerate() {
-            let row = &w[o * n * 2..(o + 1) * n * 2];
-            let acc: i64 = row
-                .chunks_exact(2)
-                .zip(x)
-                .map(|(c, &xi)| i16::from_le_bytes([c[0], c[1]]) as i64 * xi as i64)
-                .sum();
-            *yo = sat(channel_requant(&f.requant, o, acc), ACT_LIMIT);
-        }
-        Ok(())
+    fn linear(&self, l: &Linear<&[u8]>, x: XIn<'_>, y: &mut [i32]) -> Result<(), Error> {
+        with_input!(x, |v| linear_int(l, v, y))
     }
 
-    fn blinear(&self, l: &BinaryLinear<&[u8]>, x: &[i32], y: &mut [i32]) -> Result<(), Error> {
-        let r = l.fixed.as_ref().ok_or_else(missing)?;
-        let rb = row_bytes(x.len());
-        for (o, yo) in y.iter_mut().enumerate() {
-            let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
-            let acc = signed_sum(row, x);
-            *yo = sat(channel_requant(r, o, acc as i64), ACT_LIMIT);
-        }
-        Ok(())
+    fn blinear(&self, l: &BinaryLinear<&[u8]>, x: XIn<'_>, y: &mut [i32]) -> Result<(), Error> {
+        with_input!(x, |v| blinear_int(l, v, y))
     }
 
     fn neuron(
@@ -166,77 +262,41 @@ impl Kernels for FixedKernels<'_> {
         n: &Neuron<&[u8]>,
         t: usize,
         s: Shape,
-        x: &[i32],
-        y: &mut [i32],
+        x: XIn<'_>,
+        y: &mut [u8],
         state: Option<&mut [i32]>,
     ) -> Result<(), Error> {
-        let f = n.fixed.as_ref().ok_or_else(missing)?;
-        let (c_n, plane) = (s.c as usize, s.plane());
-        let half = 1i64 << (MEMBRANE_FRAC_BITS - 1);
-        let mut state = state;
-        for c in 0..c_n {
-            let i = step_index(n.per_channel, c_n, t, c);
-            let th = i32_at(f.threshold.bytes(), i) as i64;
-            let (m_in, sh, off) = (
-                i32_at(f.input.multiplier.bytes(), i),
-                f.input.shift.bytes()[i],
-                i32_at(f.input.offset.bytes(), i) as i64,
-            );
-            let range = c * plane..(c + 1) * plane;
-            let (xs, ys) = (&x[range.clone()], &mut y[range.clone()]);
-            let fire = |m: i64| -> (i64, i32) {
-                let sp = (m - th).max(0);
-                // Round the membrane-unit spike to 8-bit spike units.
-                (
-                    sp,
-                    ((sp + half) >> MEMBRANE_FRAC_BITS).min(SPIKE_MAX) as i32,
-                )
-            };
-            match (n.mode, state.as_deref_mut()) {
-                (NeuronMode::Sequential, Some(st)) => {
-                    let leak = i32_at(f.leak_q16.bytes(), i) as i64;
-                    for ((yv, &iv), v) in ys.iter_mut().zip(xs).zip(&mut st[range]) {
-                        let leaked = (*v as i64 * leak + (1 << 15)) >> 16;
-                        let m = (leaked + requant(iv as i64, m_in, sh) + off)
-                            .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
-                        let (sp, q) = fire(m);
-                        *v = (m - sp) as i32;
-                        *yv = q;
-                    }
-                }
-                _ => {
-                    for (yv, &iv) in ys.iter_mut().zip(xs) {
-                        let m = (requant(iv as i64, m_in, sh) + off)
-                            .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
-                        *yv = fire(m).1;
-                    }
-                }
-            }
-        }
-        Ok(())
+        with_input!(x, |v| neuron_int(n, t, s, v, y, state))
     }
 
-    fn avgpool2(&self, s: Shape, x: &[i32], y: &mut [i32]) {
+    fn avgpool2(&self, s: Shape, x: XIn<'_>, y: &mut [i32]) {
         // Exact: the output keeps the sum, its scale is the input's / 4.
-        pool2(s, x, y, |a, b, c, d| a + b + c + d);
+        with_input!(x, |v| pool2(s, v, y, |a, b, c, d| a.widen()
+            + b.widen()
+            + c.widen()
+            + d.widen()))
     }
 
-    fn gap(&self, s: Shape, x: &[i32], y: &mut [i32]) {
+    fn gap(&self, s: Shape, x: XIn<'_>, y: &mut [i32]) {
         // Exact: the output keeps the sum, its scale is the input's / (H·W).
         let plane = s.plane();
-        for (yc, xc) in y.iter_mut().zip(x.chunks_exact(plane)) {
-            *yc = xc.iter().sum::<i32>();
-        }
+        with_input!(x, |v| {
+            for (yc, xc) in y.iter_mut().zip(v.chunks_exact(plane)) {
+                *yc = xc.iter().map(|&e| e.widen()).sum::<i32>();
+            }
+        })
     }
 
-    fn add(&self, fixed: Option<&FixedAdd>, x: &mut [i32], saved: &[i32]) -> Result<(), Error> {
+    fn add(&self, fixed: Option<&FixedAdd>, x: &mut [i32], saved: XIn<'_>) -> Result<(), Error> {
         let f = fixed.ok_or_else(missing)?;
-        for (a, &b) in x.iter_mut().zip(saved) {
-            *a = sat(
-                scalar(&f.main, *a as i64) + scalar(&f.saved, b as i64),
-                ACT_LIMIT,
-            );
-        }
+        with_input!(saved, |v| {
+            for (a, &b) in x.iter_mut().zip(v) {
+                *a = sat(
+                    scalar(&f.main, *a as i64) + scalar(&f.saved, b.widen() as i64),
+                    ACT_LIMIT,
+                );
+            }
+        });
         Ok(())
     }
 
@@ -270,9 +330,14 @@ impl Kernels for FixedKernels<'_> {
         Ok(())
     }
 
-    fn accumulate(&self, y: &[i32], out: &mut [i32]) {
-        out.iter_mut()
-            .zip(y)
-            .for_each(|(o, &v)| *o = o.saturating_add(v));
+    fn widen(&self, x: &[u8], y: &mut [i32]) {
+        y.iter_mut().zip(x).for_each(|(d, &v)| *d = v as i32);
+    }
+
+    fn accumulate(&self, y: XIn<'_>, out: &mut [i32]) {
+        with_input!(y, |v| out
+            .iter_mut()
+            .zip(v)
+            .for_each(|(o, &e)| *o = o.saturating_add(e.widen())))
     }
 }

@@ -1,7 +1,7 @@
 //! The float path: the semantic reference. Each kernel is the spec's equation, in f32.
 
 use super::conv::{bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom};
-use super::Kernels;
+use super::{In, Kernels};
 use crate::bits::row_bytes;
 use crate::format::{
     BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Linear, Neuron, NeuronMode, Seca,
@@ -61,6 +61,8 @@ pub(crate) fn step_index(per_channel: bool, channels: usize, t: usize, c: usize)
 
 impl Kernels for FloatKernels<'_> {
     type E = f32;
+    type S = f32;
+    const NARROW: bool = false;
     type O = f32;
 
     fn load_input(&self, dst: &mut [f32]) {
@@ -71,10 +73,11 @@ impl Kernels for FloatKernels<'_> {
         &self,
         l: &Conv2d<&[u8]>,
         s: Shape,
-        x: &[f32],
+        x: In<'_, f32, f32>,
         y: &mut [f32],
         scratch: &mut [u32],
     ) -> Result<(), Error> {
+        let x = x.flat();
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
         let taps = g.taps();
         let (w, b) = (l.weight.bytes(), l.bias.bytes());
@@ -96,10 +99,11 @@ impl Kernels for FloatKernels<'_> {
         &self,
         l: &BinaryConv2d<&[u8]>,
         s: Shape,
-        x: &[f32],
+        x: In<'_, f32, f32>,
         y: &mut [f32],
         scratch: &mut [u32],
     ) -> Result<(), Error> {
+        let x = x.flat();
         let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
         bconv_planes(&g, x, y, scratch, l.signs.bytes(), |o, v| {
             f32_at(l.gain.bytes(), o) * v + f32_at(l.bias.bytes(), o)
@@ -107,7 +111,8 @@ impl Kernels for FloatKernels<'_> {
         Ok(())
     }
 
-    fn linear(&self, l: &Linear<&[u8]>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    fn linear(&self, l: &Linear<&[u8]>, x: In<'_, f32, f32>, y: &mut [f32]) -> Result<(), Error> {
+        let x = x.flat();
         let n = x.len();
         let w = l.weight.bytes();
         for (o, yo) in y.iter_mut().enumerate() {
@@ -121,7 +126,13 @@ impl Kernels for FloatKernels<'_> {
         Ok(())
     }
 
-    fn blinear(&self, l: &BinaryLinear<&[u8]>, x: &[f32], y: &mut [f32]) -> Result<(), Error> {
+    fn blinear(
+        &self,
+        l: &BinaryLinear<&[u8]>,
+        x: In<'_, f32, f32>,
+        y: &mut [f32],
+    ) -> Result<(), Error> {
+        let x = x.flat();
         let rb = row_bytes(x.len());
         for (o, yo) in y.iter_mut().enumerate() {
             let row = &l.signs.bytes()[o * rb..(o + 1) * rb];
@@ -136,10 +147,11 @@ impl Kernels for FloatKernels<'_> {
         n: &Neuron<&[u8]>,
         t: usize,
         s: Shape,
-        x: &[f32],
+        x: In<'_, f32, f32>,
         y: &mut [f32],
         state: Option<&mut [f32]>,
     ) -> Result<(), Error> {
+        let x = x.flat();
         let (c_n, plane) = (s.c as usize, s.plane());
         let mut state = state;
         for c in 0..c_n {
@@ -170,18 +182,26 @@ impl Kernels for FloatKernels<'_> {
         Ok(())
     }
 
-    fn avgpool2(&self, s: Shape, x: &[f32], y: &mut [f32]) {
+    fn avgpool2(&self, s: Shape, x: In<'_, f32, f32>, y: &mut [f32]) {
+        let x = x.flat();
         pool2(s, x, y, |a, b, c, d| (a + b + c + d) * 0.25);
     }
 
-    fn gap(&self, s: Shape, x: &[f32], y: &mut [f32]) {
+    fn gap(&self, s: Shape, x: In<'_, f32, f32>, y: &mut [f32]) {
+        let x = x.flat();
         let plane = s.plane();
         for (yc, xc) in y.iter_mut().zip(x.chunks_exact(plane)) {
             *yc = xc.iter().sum::<f32>() / plane as f32;
         }
     }
 
-    fn add(&self, _: Option<&FixedAdd>, x: &mut [f32], saved: &[f32]) -> Result<(), Error> {
+    fn add(
+        &self,
+        _: Option<&FixedAdd>,
+        x: &mut [f32],
+        saved: In<'_, f32, f32>,
+    ) -> Result<(), Error> {
+        let saved = saved.flat();
         x.iter_mut().zip(saved).for_each(|(a, b)| *a += b);
         Ok(())
     }
@@ -215,14 +235,18 @@ impl Kernels for FloatKernels<'_> {
         Ok(())
     }
 
-    fn accumulate(&self, y: &[f32], out: &mut [f32]) {
-        out.iter_mut().zip(y).for_each(|(o, v)| *o += v);
+    fn widen(&self, x: &[f32], y: &mut [f32]) {
+        y.copy_from_slice(x);
+    }
+
+    fn accumulate(&self, y: In<'_, f32, f32>, out: &mut [f32]) {
+        out.iter_mut().zip(y.flat()).for_each(|(o, v)| *o += v);
     }
 }
 
 /// 2×2 stride-2 pooling with `f(top-left, top-right, bottom-left, bottom-right)`.
 #[inline(always)]
-pub(crate) fn pool2<E: Copy>(s: Shape, x: &[E], y: &mut [E], f: impl Fn(E, E, E, E) -> E) {
+pub(crate) fn pool2<X: Copy, Y>(s: Shape, x: &[X], y: &mut [Y], f: impl Fn(X, X, X, X) -> Y) {
     let (h, w) = (s.h as usize, s.w as usize);
     let (oh, ow) = (h / 2, w / 2);
     for c in 0..s.c as usize {

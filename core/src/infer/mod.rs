@@ -13,10 +13,35 @@ use crate::format::{
 use crate::model::{Mode, Model, Shape};
 use crate::{Error, MAX_SLOTS};
 
-/// Layer kernels of one numeric path. Elements live in the caller's `u32` arena, viewed as `E`.
+/// A layer's input: a wide tensor (`E`) or spikes (`S`). The integer path stores spikes in
+/// 8 bits; the float path stores everything as `f32` (`S = E`) and only ever passes `E`.
+pub(crate) enum In<'x, S, E> {
+    /// Neuron outputs.
+    S(&'x [S]),
+    /// Everything else: currents, pooled sums, the input.
+    E(&'x [E]),
+}
+
+impl<'x, T> In<'x, T, T> {
+    /// The elements, when both kinds have one type (float path).
+    #[inline(always)]
+    pub fn flat(self) -> &'x [T] {
+        match self {
+            In::S(v) | In::E(v) => v,
+        }
+    }
+}
+
+/// Layer kernels of one numeric path. Elements live in the caller's `u32` arena, viewed as `E`
+/// or, for spikes, as `S`.
 pub(crate) trait Kernels {
-    /// Activation element (f32 or i32).
+    /// Wide activation element (f32 or i32).
     type E: bytemuck::Pod + Default;
+    /// Spike element: what a neuron writes (f32, or u8 on the integer path).
+    type S: bytemuck::Pod + Default;
+    /// Spikes are stored narrower than `E` (`S` ≠ `E`); then in-place layers (`Add`, `Seca`)
+    /// widen a spike tensor first. When false, `S` and `E` must be the same type.
+    const NARROW: bool;
     /// Output accumulator element (f32 or i32).
     type O: Copy + Default;
     fn load_input(&self, dst: &mut [Self::E]);
@@ -24,7 +49,7 @@ pub(crate) trait Kernels {
         &self,
         l: &Conv2d<&[u8]>,
         s: Shape,
-        x: &[Self::E],
+        x: In<'_, Self::S, Self::E>,
         y: &mut [Self::E],
         scratch: &mut [u32],
     ) -> Result<(), Error>;
@@ -32,15 +57,20 @@ pub(crate) trait Kernels {
         &self,
         l: &BinaryConv2d<&[u8]>,
         s: Shape,
-        x: &[Self::E],
+        x: In<'_, Self::S, Self::E>,
         y: &mut [Self::E],
         scratch: &mut [u32],
     ) -> Result<(), Error>;
-    fn linear(&self, l: &Linear<&[u8]>, x: &[Self::E], y: &mut [Self::E]) -> Result<(), Error>;
+    fn linear(
+        &self,
+        l: &Linear<&[u8]>,
+        x: In<'_, Self::S, Self::E>,
+        y: &mut [Self::E],
+    ) -> Result<(), Error>;
     fn blinear(
         &self,
         l: &BinaryLinear<&[u8]>,
-        x: &[Self::E],
+        x: In<'_, Self::S, Self::E>,
         y: &mut [Self::E],
     ) -> Result<(), Error>;
     /// One step `t` of a neuron; `state` is `Some` for sequential neurons.
@@ -49,17 +79,17 @@ pub(crate) trait Kernels {
         n: &Neuron<&[u8]>,
         t: usize,
         s: Shape,
-        x: &[Self::E],
-        y: &mut [Self::E],
+        x: In<'_, Self::S, Self::E>,
+        y: &mut [Self::S],
         state: Option<&mut [Self::E]>,
     ) -> Result<(), Error>;
-    fn avgpool2(&self, s: Shape, x: &[Self::E], y: &mut [Self::E]);
-    fn gap(&self, s: Shape, x: &[Self::E], y: &mut [Self::E]);
+    fn avgpool2(&self, s: Shape, x: In<'_, Self::S, Self::E>, y: &mut [Self::E]);
+    fn gap(&self, s: Shape, x: In<'_, Self::S, Self::E>, y: &mut [Self::E]);
     fn add(
         &self,
         fixed: Option<&FixedAdd>,
         x: &mut [Self::E],
-        saved: &[Self::E],
+        saved: In<'_, Self::S, Self::E>,
     ) -> Result<(), Error>;
     fn seca(
         &self,
@@ -68,7 +98,9 @@ pub(crate) trait Kernels {
         x: &mut [Self::E],
         scratch: &mut [u32],
     ) -> Result<(), Error>;
-    fn accumulate(&self, y: &[Self::E], out: &mut [Self::O]);
+    /// Spikes to wide elements (only called when [`Kernels::NARROW`]).
+    fn widen(&self, x: &[Self::S], y: &mut [Self::E]);
+    fn accumulate(&self, y: In<'_, Self::S, Self::E>, out: &mut [Self::O]);
 }
 
 /// Output shape of a layer on a validated model (the checks ran at decode).
@@ -122,28 +154,45 @@ pub(crate) type Observer<'o, E> = Option<&'o mut dyn FnMut(usize, &[E])>;
 /// Called once each time a layer finishes (its index), for per-layer timing on a device.
 pub(crate) type LayerHook<'h> = Option<&'h mut dyn FnMut(usize)>;
 
-struct Regions<'r, E> {
-    a: &'r mut [E],
-    b: &'r mut [E],
-    slots: [&'r mut [E]; MAX_SLOTS],
-    state: &'r mut [E],
+struct Regions<'r> {
+    a: &'r mut [u32],
+    b: &'r mut [u32],
+    slots: [&'r mut [u32]; MAX_SLOTS],
+    state: &'r mut [u32],
     scratch: &'r mut [u32],
+    /// `a` is the second buffer (the buffers differ in size; decode sized them for a walk that
+    /// starts in the first).
+    flipped: bool,
 }
 
-fn split<'r, E: bytemuck::Pod>(
+impl Regions<'_> {
+    fn swap_ab(&mut self) {
+        core::mem::swap(&mut self.a, &mut self.b);
+        self.flipped = !self.flipped;
+    }
+    /// Back to the first buffer, where every walk starts.
+    fn restart(&mut self) {
+        if self.flipped {
+            self.swap_ab();
+        }
+    }
+}
+
+fn split<'r>(
     model: &Model<'_>,
     mode: Mode,
+    narrow: bool,
     arena: &'r mut [u32],
-) -> Result<Regions<'r, E>, Error> {
-    let lay = model.layout(mode);
+) -> Result<Regions<'r>, Error> {
+    let lay = model.layout(mode, narrow);
     if arena.len() < lay.total {
         return Err(Error::InferArenaTooSmall {
             needed: lay.total as u32,
             given: arena.len().min(u32::MAX as usize) as u32,
         });
     }
-    let (acts, rest) = arena.split_at_mut(2 * lay.act_len);
-    let (a, b) = acts.split_at_mut(lay.act_len);
+    let (a, rest) = arena.split_at_mut(lay.act_len[0]);
+    let (b, rest) = rest.split_at_mut(lay.act_len[1]);
     let mut rest = rest;
     let mut slots: [&'r mut [u32]; MAX_SLOTS] = Default::default();
     for (s, slot) in slots.iter_mut().enumerate() {
@@ -153,15 +202,65 @@ fn split<'r, E: bytemuck::Pod>(
     }
     let state_len = lay.scratch_off - lay.state_off;
     let (state, scratch) = rest.split_at_mut(state_len);
-    let cast = |s: &'r mut [u32]| -> &'r mut [E] { bytemuck::cast_slice_mut(s) };
-    let [s0, s1, s2, s3] = slots;
     Ok(Regions {
-        a: cast(a),
-        b: cast(b),
-        slots: [cast(s0), cast(s1), cast(s2), cast(s3)],
-        state: cast(state),
+        a,
+        b,
+        slots,
+        state,
         scratch,
+        flipped: false,
     })
+}
+
+/// How the running tensor is stored: wide (`E`) or as spikes (`S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ty {
+    Wide,
+    Spike,
+}
+
+/// Words that `n` elements of kind `ty` take.
+fn words<K: Kernels>(ty: Ty, n: usize) -> usize {
+    let size = match ty {
+        Ty::Wide => core::mem::size_of::<K::E>(),
+        Ty::Spike => core::mem::size_of::<K::S>(),
+    };
+    (n * size).div_ceil(4)
+}
+
+/// Elements `r` of a buffer holding a tensor of kind `ty`.
+#[inline(always)]
+fn view<K: Kernels>(w: &[u32], ty: Ty, r: core::ops::Range<usize>) -> In<'_, K::S, K::E> {
+    match ty {
+        Ty::Wide => In::E(&bytemuck::cast_slice(w)[r]),
+        Ty::Spike => In::S(&bytemuck::cast_slice(w)[r]),
+    }
+}
+
+/// Elements `r` of a buffer as wide elements, for writing.
+#[inline(always)]
+fn wide<E: bytemuck::Pod>(w: &mut [u32], r: core::ops::Range<usize>) -> &mut [E] {
+    &mut bytemuck::cast_slice_mut(w)[r]
+}
+
+/// What a neuron writes: spikes, stored narrow on the integer path.
+fn spike_ty<K: Kernels>() -> Ty {
+    if K::NARROW {
+        Ty::Spike
+    } else {
+        Ty::Wide
+    }
+}
+
+/// In-place layers (`Add`, `Seca`) work on wide tensors: widens `n` spikes from `r.a` into
+/// `r.b` and makes that the running tensor. Decode sizes the buffers for this (`Walk`).
+fn widen_in_place<K: Kernels>(k: &K, r: &mut Regions<'_>, ty: &mut Ty, n: usize) {
+    if K::NARROW && *ty == Ty::Spike {
+        let x: &[K::S] = &bytemuck::cast_slice(r.a)[..n];
+        k.widen(x, wide(r.b, 0..n));
+        r.swap_ab();
+    }
+    *ty = Ty::Wide;
 }
 
 /// Runs a model: `T` steps, output = Σ over steps of the last layer's output.
@@ -177,40 +276,44 @@ pub(crate) fn run<K: Kernels>(
     if out.len() != model.classes() {
         return Err(Error::InferOutputLength);
     }
-    let mut r: Regions<'_, K::E> = split(model, mode, arena)?;
+    let mut r = split(model, mode, K::NARROW, arena)?;
     out.fill(K::O::default());
-    r.state.fill(K::E::default());
+    r.state.fill(0);
     let t_steps = model.time_steps();
     match mode {
         Mode::Sequential => {
             for t in 0..t_steps {
-                let n = run_step(k, model, t, &mut r, &mut obs, &mut hook)?;
-                k.accumulate(&r.a[..n], out);
+                let (n, ty) = run_step(k, model, t, &mut r, &mut obs, &mut hook)?;
+                k.accumulate(view::<K>(r.a, ty, 0..n), out);
             }
         }
         Mode::Parallel => {
-            let (n, steps) = run_layer_major(k, model, &mut r, &mut obs, &mut hook)?;
+            let (n, steps, ty) = run_layer_major(k, model, &mut r, &mut obs, &mut hook)?;
             for t in 0..t_steps {
                 let s = t.min(steps - 1);
-                k.accumulate(&r.a[s * n..(s + 1) * n], out);
+                k.accumulate(view::<K>(r.a, ty, s * n..(s + 1) * n), out);
             }
         }
     }
     Ok(())
 }
 
-/// One time step through every layer (step-major). Returns the output length, left in `r.a`.
+/// One time step through every layer (step-major). Returns the output length and kind, left
+/// in `r.a`.
 fn run_step<K: Kernels>(
     k: &K,
     model: &Model<'_>,
     t: usize,
-    r: &mut Regions<'_, K::E>,
+    r: &mut Regions<'_>,
     obs: &mut Observer<'_, K::E>,
     hook: &mut LayerHook<'_>,
-) -> Result<usize, Error> {
+) -> Result<(usize, Ty), Error> {
+    r.restart();
     let mut shape = model.input_shape();
-    k.load_input(&mut r.a[..shape.numel()]);
+    k.load_input(wide(r.a, 0..shape.numel()));
+    let mut ty = Ty::Wide;
     let mut slot_shape = [shape; MAX_SLOTS];
+    let mut slot_ty = [Ty::Wide; MAX_SLOTS];
     let mut state_at = 0;
     for (li, layer) in model.layers().enumerate() {
         let layer = layer?;
@@ -225,86 +328,120 @@ fn run_step<K: Kernels>(
             },
         );
         let on = new.numel();
+        if matches!(layer, Layer::Add { .. } | Layer::Seca(_)) {
+            widen_in_place(k, r, &mut ty, n);
+        }
         let mut swap_ab = true;
+        let mut out_ty = Ty::Wide;
         match &layer {
-            Layer::Conv2d(c) => k.conv2d(c, shape, &r.a[..n], &mut r.b[..on], r.scratch)?,
-            Layer::BinaryConv2d(c) => k.bconv2d(c, shape, &r.a[..n], &mut r.b[..on], r.scratch)?,
-            Layer::Linear(l) => k.linear(l, &r.a[..n], &mut r.b[..on])?,
-            Layer::BinaryLinear(l) => k.blinear(l, &r.a[..n], &mut r.b[..on])?,
+            Layer::Conv2d(c) => k.conv2d(
+                c,
+                shape,
+                view::<K>(r.a, ty, 0..n),
+                wide(r.b, 0..on),
+                r.scratch,
+            )?,
+            Layer::BinaryConv2d(c) => k.bconv2d(
+                c,
+                shape,
+                view::<K>(r.a, ty, 0..n),
+                wide(r.b, 0..on),
+                r.scratch,
+            )?,
+            Layer::Linear(l) => k.linear(l, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on))?,
+            Layer::BinaryLinear(l) => k.blinear(l, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on))?,
             Layer::Neuron(nr) => {
                 let state = match nr.mode {
                     NeuronMode::Sequential => {
-                        let s = &mut r.state[state_at..state_at + n];
+                        let s = wide(r.state, state_at..state_at + n);
                         state_at += n;
                         Some(s)
                     }
                     NeuronMode::Parallel => None,
                 };
-                k.neuron(nr, t, shape, &r.a[..n], &mut r.b[..n], state)?;
+                let y: &mut [K::S] = &mut bytemuck::cast_slice_mut(r.b)[..n];
+                k.neuron(nr, t, shape, view::<K>(r.a, ty, 0..n), y, state)?;
+                out_ty = spike_ty::<K>();
             }
-            Layer::AvgPool2 => k.avgpool2(shape, &r.a[..n], &mut r.b[..on]),
-            Layer::GlobalAvgPool => k.gap(shape, &r.a[..n], &mut r.b[..on]),
-            Layer::Flatten => swap_ab = false,
+            Layer::AvgPool2 => k.avgpool2(shape, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on)),
+            Layer::GlobalAvgPool => k.gap(shape, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on)),
+            Layer::Flatten => {
+                swap_ab = false;
+                out_ty = ty;
+            }
             Layer::Save { slot } => {
                 let s = slot_of(*slot);
-                r.slots[s][..n].copy_from_slice(&r.a[..n]);
+                let w = words::<K>(ty, n);
+                r.slots[s][..w].copy_from_slice(&r.a[..w]);
                 slot_shape[s] = shape;
+                slot_ty[s] = ty;
                 swap_ab = false;
+                out_ty = ty;
             }
             Layer::Swap { slot } => {
                 let s = slot_of(*slot);
-                r.b[..n].copy_from_slice(&r.a[..n]);
-                r.a[..on].copy_from_slice(&r.slots[s][..on]);
-                r.slots[s][..n].copy_from_slice(&r.b[..n]);
+                let (w, ws) = (words::<K>(ty, n), words::<K>(slot_ty[s], on));
+                r.b[..w].copy_from_slice(&r.a[..w]);
+                r.a[..ws].copy_from_slice(&r.slots[s][..ws]);
+                r.slots[s][..w].copy_from_slice(&r.b[..w]);
                 slot_shape[s] = shape;
+                out_ty = slot_ty[s];
+                slot_ty[s] = ty;
                 swap_ab = false;
             }
             Layer::Add { slot, fixed } => {
-                k.add(fixed.as_ref(), &mut r.a[..n], &r.slots[slot_of(*slot)][..n])?;
+                let s = slot_of(*slot);
+                let saved = view::<K>(r.slots[s], slot_ty[s], 0..n);
+                k.add(fixed.as_ref(), wide(r.a, 0..n), saved)?;
                 swap_ab = false;
             }
             Layer::Seca(sc) => {
                 if let Some(s) = sc.add_slot {
+                    let s = slot_of(s);
                     let fa = sc.fixed.as_ref().and_then(|f| f.add.as_ref());
-                    k.add(fa, &mut r.a[..n], &r.slots[slot_of(s)][..n])?;
+                    let saved = view::<K>(r.slots[s], slot_ty[s], 0..n);
+                    k.add(fa, wide(r.a, 0..n), saved)?;
                     // Calibration needs the sum's range, which the attention then shrinks.
                     if let Some(f) = obs.as_mut() {
-                        f(li, &r.a[..n]);
+                        f(li, wide(r.a, 0..n));
                     }
                 }
-                k.seca(sc, shape, &mut r.a[..n], r.scratch)?;
+                k.seca(sc, shape, wide(r.a, 0..n), r.scratch)?;
                 swap_ab = false;
             }
         }
         if swap_ab {
-            core::mem::swap(&mut r.a, &mut r.b);
+            r.swap_ab();
         }
+        ty = out_ty;
         shape = new;
-        if let Some(f) = obs.as_mut() {
-            f(li, &r.a[..on]);
+        // Observers run on the float path only, where every tensor is wide.
+        if let (Some(f), false) = (obs.as_mut(), K::NARROW) {
+            f(li, wide(r.a, 0..on));
         }
         if let Some(h) = hook.as_mut() {
             h(li);
         }
     }
-    Ok(shape.numel())
+    Ok((shape.numel(), ty))
 }
 
 /// All steps through each layer in turn (layer-major). The running tensor holds `steps` copies
 /// of `n` elements: 1 while it is time-invariant (before the first neuron), `T` after.
-/// Returns `(n, steps)` of the output, left in `r.a`.
+/// Returns `(n, steps, kind)` of the output, left in `r.a`.
 fn run_layer_major<K: Kernels>(
     k: &K,
     model: &Model<'_>,
-    r: &mut Regions<'_, K::E>,
+    r: &mut Regions<'_>,
     obs: &mut Observer<'_, K::E>,
     hook: &mut LayerHook<'_>,
-) -> Result<(usize, usize), Error> {
+) -> Result<(usize, usize, Ty), Error> {
     let t_steps = model.time_steps();
     let mut shape = model.input_shape();
-    k.load_input(&mut r.a[..shape.numel()]);
+    k.load_input(wide(r.a, 0..shape.numel()));
+    let mut ty = Ty::Wide;
     let mut steps = 1usize;
-    let mut slot_meta = [(shape, 1usize); MAX_SLOTS];
+    let mut slot_meta = [(shape, 1usize, Ty::Wide); MAX_SLOTS];
     for (li, layer) in model.layers().enumerate() {
         let layer = layer?;
         let n = shape.numel();
@@ -317,13 +454,17 @@ fn run_layer_major<K: Kernels>(
             },
         );
         let on = new.numel();
+        if matches!(layer, Layer::Add { .. } | Layer::Seca(_)) {
+            widen_in_place(k, r, &mut ty, steps * n);
+        }
         let mut swap_ab = true;
+        let mut out_ty = Ty::Wide;
         // Per-copy layers: apply the same kernel to every copy.
         macro_rules! each_copy {
             (|$x:ident, $y:ident| $body:expr) => {
                 for s in 0..steps {
-                    let $x = &r.a[s * n..(s + 1) * n];
-                    let $y = &mut r.b[s * on..(s + 1) * on];
+                    let $x = view::<K>(r.a, ty, s * n..(s + 1) * n);
+                    let $y = wide(r.b, s * on..(s + 1) * on);
                     $body?;
                 }
             };
@@ -338,101 +479,99 @@ fn run_layer_major<K: Kernels>(
             Layer::Neuron(nr) => {
                 let seq = nr.mode == NeuronMode::Sequential;
                 if seq {
-                    r.state[..n].fill(K::E::default());
+                    r.state[..words::<K>(Ty::Wide, n)].fill(0);
                 }
                 for t in 0..t_steps {
                     let s = t.min(steps - 1);
-                    let x = &r.a[s * n..(s + 1) * n];
-                    let y = &mut r.b[t * n..(t + 1) * n];
-                    let st = if seq { Some(&mut r.state[..n]) } else { None };
+                    let x = view::<K>(r.a, ty, s * n..(s + 1) * n);
+                    let y: &mut [K::S] = &mut bytemuck::cast_slice_mut(r.b)[t * n..(t + 1) * n];
+                    let st = if seq { Some(wide(r.state, 0..n)) } else { None };
                     k.neuron(nr, t, shape, x, y, st)?;
                 }
                 steps = t_steps;
+                out_ty = spike_ty::<K>();
             }
-            Layer::Flatten => swap_ab = false,
+            Layer::Flatten => {
+                swap_ab = false;
+                out_ty = ty;
+            }
             Layer::Save { slot } => {
                 let s = *slot as usize;
-                r.slots[s][..steps * n].copy_from_slice(&r.a[..steps * n]);
-                slot_meta[s] = (shape, steps);
+                let w = words::<K>(ty, steps * n);
+                r.slots[s][..w].copy_from_slice(&r.a[..w]);
+                slot_meta[s] = (shape, steps, ty);
                 swap_ab = false;
+                out_ty = ty;
             }
             Layer::Swap { slot } => {
                 let s = *slot as usize;
-                let (_, ssteps) = slot_meta[s];
-                r.b[..steps * n].copy_from_slice(&r.a[..steps * n]);
-                r.a[..ssteps * on].copy_from_slice(&r.slots[s][..ssteps * on]);
-                r.slots[s][..steps * n].copy_from_slice(&r.b[..steps * n]);
-                slot_meta[s] = (shape, steps);
+                let (_, ssteps, sty) = slot_meta[s];
+                let (w, ws) = (words::<K>(ty, steps * n), words::<K>(sty, ssteps * on));
+                r.b[..w].copy_from_slice(&r.a[..w]);
+                r.a[..ws].copy_from_slice(&r.slots[s][..ws]);
+                r.slots[s][..w].copy_from_slice(&r.b[..w]);
+                slot_meta[s] = (shape, steps, ty);
                 steps = ssteps;
+                out_ty = sty;
                 swap_ab = false;
             }
             Layer::Add { slot, fixed } => {
-                steps = add_copies(
-                    k,
-                    fixed.as_ref(),
-                    r,
-                    *slot as usize,
-                    n,
-                    steps,
-                    slot_meta[*slot as usize].1,
-                )?;
+                let (_, ss, sty) = slot_meta[*slot as usize];
+                steps = add_copies(k, fixed.as_ref(), r, *slot as usize, n, steps, ss, sty)?;
                 swap_ab = false;
             }
             Layer::Seca(sc) => {
                 if let Some(slot) = sc.add_slot {
                     let fa = sc.fixed.as_ref().and_then(|f| f.add.as_ref());
-                    steps = add_copies(
-                        k,
-                        fa,
-                        r,
-                        slot as usize,
-                        n,
-                        steps,
-                        slot_meta[slot as usize].1,
-                    )?;
+                    let (_, ss, sty) = slot_meta[slot as usize];
+                    steps = add_copies(k, fa, r, slot as usize, n, steps, ss, sty)?;
                     if let Some(f) = obs.as_mut() {
                         for s in 0..steps {
-                            f(li, &r.a[s * n..(s + 1) * n]);
+                            f(li, wide(r.a, s * n..(s + 1) * n));
                         }
                     }
                 }
                 for s in 0..steps {
-                    k.seca(sc, shape, &mut r.a[s * n..(s + 1) * n], r.scratch)?;
+                    k.seca(sc, shape, wide(r.a, s * n..(s + 1) * n), r.scratch)?;
                 }
                 swap_ab = false;
             }
         }
         if swap_ab {
-            core::mem::swap(&mut r.a, &mut r.b);
+            r.swap_ab();
         }
+        ty = out_ty;
         shape = new;
-        if let Some(f) = obs.as_mut() {
+        if let (Some(f), false) = (obs.as_mut(), K::NARROW) {
             for s in 0..steps {
-                f(li, &r.a[s * on..(s + 1) * on]);
+                f(li, wide(r.a, s * on..(s + 1) * on));
             }
         }
         if let Some(h) = hook.as_mut() {
             h(li);
         }
     }
-    Ok((shape.numel(), steps))
+    Ok((shape.numel(), steps, ty))
 }
 
 /// `a += slot` over copies; a time-invariant side is broadcast. Returns the new copy count.
+#[allow(clippy::too_many_arguments)]
 fn add_copies<K: Kernels>(
     k: &K,
     fixed: Option<&FixedAdd>,
-    r: &mut Regions<'_, K::E>,
+    r: &mut Regions<'_>,
     slot: usize,
     n: usize,
     steps: usize,
     slot_steps: usize,
+    slot_ty: Ty,
 ) -> Result<usize, Error> {
     let mut steps = steps;
     if slot_steps > steps {
         // steps == 1 here: broadcast the single copy.
+        let a: &mut [K::E] = bytemuck::cast_slice_mut(r.a);
         for s in 1..slot_steps {
-            r.a.copy_within(0..n, s * n);
+            a.copy_within(0..n, s * n);
         }
         steps = slot_steps;
     }
@@ -440,8 +579,8 @@ fn add_copies<K: Kernels>(
         let ss = s.min(slot_steps - 1);
         k.add(
             fixed,
-            &mut r.a[s * n..(s + 1) * n],
-            &r.slots[slot][ss * n..(ss + 1) * n],
+            wide(r.a, s * n..(s + 1) * n),
+            view::<K>(r.slots[slot], slot_ty, ss * n..(ss + 1) * n),
         )?;
     }
     Ok(steps)
