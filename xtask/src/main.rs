@@ -132,6 +132,17 @@ fn ci() -> Result<()> {
         &[],
     )?;
     check_nostd()?;
+    // Every crate's tests build on their own, without the features workspace unification
+    // would turn on for them (`cargo test -p <crate>` alone must work).
+    for krate in [
+        "empf-core",
+        "empf-host-train",
+        "empf-edge-infer",
+        "empf-conformance",
+        "xtask",
+    ] {
+        cargo(&["test", "-q", "-p", krate, "--no-run"], &[])?;
+    }
     let root = board::repo_root();
     let (mut passed, mut failed, mut ignored) = cargo_test(
         &root,
