@@ -64,6 +64,8 @@ enum ArchArg {
     Bench,
     /// conv(1→8, s2)-bconv(8→32, s2)-bconv(32→48)-GAP-fc: fits a 64 KB-RAM Cortex-M3.
     Mcu,
+    /// conv(1→16, s2)-bconv(16→64, s2)-bconv(64→128, s2)-GAP-fc: 2× wider, 64 KB with 8-bit spikes.
+    McuWide,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -234,6 +236,7 @@ fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
     match m.arch {
         ArchArg::Bench => NetConfig::bench(m.time_steps as usize, &opts),
         ArchArg::Mcu => NetConfig::mcu(m.time_steps as usize, &opts),
+        ArchArg::McuWide => NetConfig::mcu_wide(m.time_steps as usize, &opts),
     }
 }
 
@@ -641,6 +644,7 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
     let arch = match ck.meta("model.arch").ok().unwrap_or("bench") {
         "bench" => ArchArg::Bench,
         "mcu" => ArchArg::Mcu,
+        "mcuwide" => ArchArg::McuWide,
         other => bail!(
             "checkpoint {}: unknown model.arch {other:?}",
             path.display()

@@ -269,6 +269,53 @@ impl NetConfig {
     }
 }
 
+impl NetConfig {
+    /// The wider microcontroller network, for the integer path's 8-bit activations:
+    /// conv3×3(1→16, FP, stride 2, pad 1)-BN-N1, bconv3×3(16→64, stride 2)-BN-(SECA)-N2,
+    /// bconv3×3(64→128, stride 2)-BN-(SECA)-N3, GAP, linear(128→10, FP, bias) — every layer
+    /// at least twice as wide as [`NetConfig::mcu`]. The last conv runs at 4×4 (stride 2) so
+    /// that the membranes, the largest part of the sequential arena, stay near 33 KB; with
+    /// spikes stored in 8 bits the integer arena fits a 64 KB-RAM Cortex-M3.
+    pub fn mcu_wide(time_steps: usize, opts: &BenchOptions) -> Self {
+        let mut layers = vec![
+            LayerSpec::Conv2d {
+                out_channels: 16,
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+                bias: false,
+            },
+            LayerSpec::BatchNorm2d,
+            LayerSpec::Neuron(opts.neurons[0]),
+        ];
+        for (i, ch) in [64, 128].into_iter().enumerate() {
+            layers.push(LayerSpec::BinaryConv2d {
+                out_channels: ch,
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            });
+            layers.push(LayerSpec::BatchNorm2d);
+            if opts.seca {
+                layers.push(LayerSpec::Seca);
+            }
+            layers.push(LayerSpec::Neuron(opts.neurons[i + 1]));
+        }
+        layers.push(LayerSpec::GlobalAvgPool);
+        layers.push(LayerSpec::Linear {
+            out_features: 10,
+            bias: true,
+        });
+        NetConfig {
+            in_channels: 1,
+            height: 28,
+            width: 28,
+            time_steps,
+            layers,
+        }
+    }
+}
+
 /// Per-sample shape of an activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActShape {
