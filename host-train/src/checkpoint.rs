@@ -726,16 +726,26 @@ mod tests {
             .expect("step");
         let mut c = Checkpoint::new();
         c.insert("w", vec![3], w).expect("insert");
-        c.insert_optimizer_state("optim.", &opt.export_state())
-            .expect("insert state");
+        c.insert_optimizer_state(
+            "optim.",
+            &opt.export_state(&crate::backend::cpu::CpuBackend::default())
+                .expect("export"),
+        )
+        .expect("insert state");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.safetensors");
         c.save(&path).expect("save");
         let mut back = Checkpoint::load(&path).expect("load");
         let state = back.take_optimizer_state("optim.");
         let mut restored = Optimizer::new(cfg, specs).expect("opt");
-        restored.load_state(&state).expect("load state");
-        assert_eq!(restored.export_state(), opt.export_state());
+        restored
+            .load_state(&crate::backend::cpu::CpuBackend::default(), &state)
+            .expect("load state");
+        let be = crate::backend::cpu::CpuBackend::default();
+        assert_eq!(
+            restored.export_state(&be).unwrap(),
+            opt.export_state(&be).unwrap()
+        );
         back.validate_tensors([("w", &[3usize][..])])
             .expect("only params left");
     }

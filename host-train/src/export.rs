@@ -84,7 +84,7 @@ impl Params<'_> {
         if p.value.iter().any(|v| !v.is_finite()) {
             return Err(ExportError::NonFinite(name.into()));
         }
-        Ok(&p.value)
+        Ok(p.value)
     }
     /// Inference-time BN as `(scale, shift)` per channel: `y = scale·x + shift`.
     fn bn(&self, n: usize, c: usize) -> Result<(Vec<f64>, Vec<f64>), ExportError> {
@@ -206,21 +206,34 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                     "a BatchNorm must follow a conv to be folded",
                 ));
             }
-            LayerSpec::Seca => {
+            LayerSpec::Seca | LayerSpec::SecaResidual { .. } => {
                 n_seca += 1;
                 let w = ps.get(&format!("seca{n_seca}.weight"), 5)?;
                 let b = ps.get(&format!("seca{n_seca}.bias"), 1)?;
                 layers.push(Layer::Seca(Seca {
-                    add_slot: None,
+                    add_slot: match spec {
+                        LayerSpec::SecaResidual { slot } => Some(*slot),
+                        _ => None,
+                    },
                     weight: Blob(le(w)?),
                     bias: b[0],
                     fixed: None,
                 }));
             }
+            LayerSpec::Flatten => layers.push(Layer::Flatten),
+            LayerSpec::Save { slot } => layers.push(Layer::Save { slot: *slot }),
+            LayerSpec::Swap { slot } => layers.push(Layer::Swap { slot: *slot }),
+            LayerSpec::Add { slot } => layers.push(Layer::Add {
+                slot: *slot,
+                fixed: None,
+            }),
             LayerSpec::Neuron(kind) => {
                 n_neuron += 1;
-                let ActShape::Spatial { c, .. } = input else {
-                    return Err(unsupported(i, "neuron", "input is not spatial"));
+                // On flat features (after GAP, Flatten or a linear layer) core sees F×1×1:
+                // one channel per feature.
+                let c = match input {
+                    ActShape::Spatial { c, .. } => c,
+                    ActShape::Flat { f } => f,
                 };
                 layers.push(Layer::Neuron(neuron(&ps, n_neuron, *kind, t, c)?));
             }

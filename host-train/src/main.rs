@@ -258,9 +258,9 @@ fn save_checkpoint(
     ck.set_meta("model.seca", model.seca);
     ck.set_meta("test_acc", test_acc);
     for p in tr.net.params() {
-        ck.insert(p.name.clone(), p.shape.clone(), p.value.clone())?;
+        ck.insert(p.name.to_string(), p.shape.to_vec(), p.value.to_vec())?;
     }
-    ck.insert_optimizer_state("optim.", &tr.optimizer.export_state())?;
+    ck.insert_optimizer_state("optim.", &tr.optimizer.export_state(tr.net.backend())?)?;
     ck.set_meta("epoch", epoch_done);
     ck.set_meta("seed", seed);
     ck.set_meta("config", config);
@@ -328,11 +328,13 @@ fn load_checkpoint(
         .net
         .params()
         .iter()
-        .map(|p| (p.name.clone(), p.shape.clone()))
+        .map(|p| (p.name.to_string(), p.shape.to_vec()))
         .collect();
     for (name, shape) in names {
         let data = ck.take(&name, &shape).map_err(named)?;
-        tr.net.param_mut(&name).context("parameter vanished")?.value = data;
+        let p = tr.net.param_mut(&name).context("parameter vanished")?;
+        // `take` checked the shape, so the lengths agree.
+        p.value.copy_from_slice(&data);
     }
     check_loaded_finite(path, &tr.net)?;
     let state = ck.take_optimizer_state("optim.");
@@ -347,8 +349,9 @@ fn load_checkpoint(
             format!("optimizer tensor optim.{name}[{i}] is {v}"),
         ));
     }
+    let be = tr.net.backend();
     tr.optimizer
-        .load_state(&state)
+        .load_state(be, &state)
         .map_err(|e| in_checkpoint(path, format!("optimizer state: {e}")))?;
     Ok(epoch)
 }
@@ -660,13 +663,15 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
     let names: Vec<(String, Vec<usize>)> = net
         .params()
         .iter()
-        .map(|p| (p.name.clone(), p.shape.clone()))
+        .map(|p| (p.name.to_string(), p.shape.to_vec()))
         .collect();
     for (name, shape) in names {
         let data = ck
             .take(&name, &shape)
             .with_context(|| format!("checkpoint {}", path.display()))?;
-        net.param_mut(&name).context("parameter vanished")?.value = data;
+        let p = net.param_mut(&name).context("parameter vanished")?;
+        // `take` checked the shape, so the lengths agree.
+        p.value.copy_from_slice(&data);
     }
     check_loaded_finite(path, &net)?;
     let acc = ck.meta("test_acc").ok().and_then(|v| v.parse().ok());
@@ -879,7 +884,7 @@ fn param_report(n: &Net) -> ParamReport {
                     ParamRole::BatchNorm | ParamRole::Neuron => ParamKind::Excluded,
                 }
             };
-            (p.name.clone(), p.value.len(), kind)
+            (p.name.to_string(), p.value.len(), kind)
         })
         .collect();
     ParamReport::from_params(entries.iter().map(|(a, b, c)| (a.as_str(), *b, *c)))

@@ -28,6 +28,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, Span};
+
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -268,41 +271,122 @@ pub struct OptimizerState {
 #[derive(Debug, Clone)]
 struct Slot {
     name: String,
-    numel: usize,
+    /// Where the tensor lies in the flat arenas (parameters, gradients, moments).
+    span: Span,
     step: u64,
-    /// One vector per name in `OptimizerConfig::buffer_names`, each of `numel` elements.
-    buffers: Vec<Vec<f32>>,
 }
 
-/// An optimiser over a fixed list of named tensors; see the module docs.
-#[derive(Debug, Clone)]
-pub struct Optimizer {
+/// An optimiser over a fixed list of named tensors laid out one after another in flat arenas;
+/// see the module docs. Its moment buffers are arenas of the backend `B` with the parameter
+/// arena's layout, so one update is one pass over each arena ([`Optimizer::step_arena`]).
+#[derive(Debug)]
+pub struct Optimizer<B: Backend = CpuBackend> {
     config: OptimizerConfig,
     slots: Vec<Slot>,
+    /// One arena per name in `OptimizerConfig::buffer_names`, each of `numel` elements.
+    moments: Vec<B::Buf>,
+    numel: usize,
 }
 
-impl Optimizer {
-    /// Builds an optimiser for `tensors` (unique names), with zeroed state and step 0.
+impl Optimizer<CpuBackend> {
+    /// Builds a CPU optimiser for `tensors` (unique names), with zeroed state and step 0.
     pub fn new(
+        config: OptimizerConfig,
+        tensors: impl IntoIterator<Item = TensorSpec>,
+    ) -> Result<Self, OptimError> {
+        Self::new_on(&CpuBackend::default(), config, tensors)
+    }
+
+    /// One step over all tensors (same order as at construction), each given as its own
+    /// parameter and gradient slice. All lengths are checked before anything is updated, so an
+    /// error leaves parameters and state untouched.
+    pub fn step(&mut self, params: &mut [ParamMut<'_>], lr: f64) -> Result<(), OptimError> {
+        if params.len() != self.slots.len() {
+            return Err(OptimError::StepTensorCount {
+                expected: self.slots.len(),
+                found: params.len(),
+            });
+        }
+        for (slot, p) in self.slots.iter().zip(params.iter()) {
+            check_len(slot, p.param, p.grad)?;
+        }
+        for (index, p) in params.iter_mut().enumerate() {
+            self.update_host(index, p.param, p.grad, lr);
+        }
+        Ok(())
+    }
+
+    /// One step of tensor `index` only.
+    pub fn step_tensor(
+        &mut self,
+        index: usize,
+        param: &mut [f32],
+        grad: &[f32],
+        lr: f64,
+    ) -> Result<(), OptimError> {
+        let len = self.slots.len();
+        let slot = self
+            .slots
+            .get(index)
+            .ok_or(OptimError::StepIndex { index, len })?;
+        check_len(slot, param, grad)?;
+        self.update_host(index, param, grad, lr);
+        Ok(())
+    }
+
+    /// The update of one tensor given as host slices; lengths are already checked.
+    fn update_host(&mut self, index: usize, param: &mut [f32], grad: &[f32], lr: f64) {
+        let slot = &mut self.slots[index];
+        let r = slot.span.range();
+        match self.config {
+            OptimizerConfig::Sgd(c) => {
+                let momentum = self.moments.first_mut().map(|m| &mut m[r]);
+                sgd_update_slices(&c, slot.step == 0, lr, param, grad, momentum);
+            }
+            OptimizerConfig::Adam(c) => {
+                if let [m, v] = &mut self.moments[..] {
+                    let t = slot.step.saturating_add(1);
+                    adam_update_slices(&c, t, lr, param, grad, &mut m[r.clone()], &mut v[r]);
+                }
+            }
+        }
+        slot.step = slot.step.saturating_add(1);
+    }
+}
+
+impl<B: Backend> Optimizer<B> {
+    /// Builds an optimiser on backend `be` for `tensors` (unique names), laid out in the given
+    /// order in the arenas, with zeroed state and step 0.
+    pub fn new_on(
+        be: &B,
         config: OptimizerConfig,
         tensors: impl IntoIterator<Item = TensorSpec>,
     ) -> Result<Self, OptimError> {
         config.validate()?;
         let mut seen = BTreeSet::new();
         let mut slots = Vec::new();
-        let nbuf = config.buffer_names().len();
+        let mut numel = 0;
         for t in tensors {
             if !seen.insert(t.name.clone()) {
                 return Err(OptimError::DuplicateName(t.name));
             }
             slots.push(Slot {
-                buffers: vec![vec![0.0; t.numel]; nbuf],
                 name: t.name,
-                numel: t.numel,
+                span: Span::new(numel, t.numel),
                 step: 0,
             });
+            numel += t.numel;
         }
-        Ok(Optimizer { config, slots })
+        let moments = (0..config.buffer_names().len())
+            .map(|_| be.alloc(numel))
+            .collect::<crate::error::Result<Vec<_>>>()
+            .map_err(|e| OptimError::InvalidConfig(format!("moment arenas: {e}")))?;
+        Ok(Optimizer {
+            config,
+            slots,
+            moments,
+            numel,
+        })
     }
 
     /// The configuration.
@@ -320,6 +404,11 @@ impl Optimizer {
         self.slots.is_empty()
     }
 
+    /// Elements of the arenas it updates.
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
     /// Tensor names, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.slots.iter().map(|s| s.name.as_str())
@@ -335,66 +424,90 @@ impl Optimizer {
         self.slots.get(index).map(|s| s.step)
     }
 
-    /// One step over all tensors (same order as at construction). All lengths are checked before
-    /// anything is updated, so an error leaves parameters and state untouched.
-    pub fn step(&mut self, params: &mut [ParamMut<'_>], lr: f64) -> Result<(), OptimError> {
-        if params.len() != self.slots.len() {
-            return Err(OptimError::StepTensorCount {
-                expected: self.slots.len(),
-                found: params.len(),
-            });
-        }
-        for (slot, p) in self.slots.iter().zip(params.iter()) {
-            check_len(slot, p.param, p.grad)?;
-        }
-        let config = self.config;
-        for (slot, p) in self.slots.iter_mut().zip(params.iter_mut()) {
-            update(&config, slot, p.param, p.grad, lr);
-        }
-        Ok(())
-    }
-
-    /// One step of tensor `index` only.
-    pub fn step_tensor(
+    /// One step over the whole parameter arena `params` with its gradient arena `grads` (both
+    /// laid out as the tensors were given at construction). When every tensor has taken the
+    /// same number of steps (always, in training) this is one backend update over the whole
+    /// arena; otherwise one per tensor. Element for element the arithmetic is the per-tensor
+    /// update's, so both give the same bits.
+    pub fn step_arena(
         &mut self,
-        index: usize,
-        param: &mut [f32],
-        grad: &[f32],
+        be: &B,
+        params: &mut B::Buf,
+        grads: &B::Buf,
         lr: f64,
     ) -> Result<(), OptimError> {
-        let len = self.slots.len();
+        for (what, len) in [("parameter", be.len(params)), ("gradient", be.len(grads))] {
+            if len < self.numel {
+                return Err(OptimError::StepLength {
+                    name: format!("the {what} arena"),
+                    expected: self.numel,
+                    param: be.len(params),
+                    grad: be.len(grads),
+                });
+            }
+        }
+        let uniform = self.slots.windows(2).all(|w| w[0].step == w[1].step);
+        let runs: Vec<(Span, u64)> = if uniform {
+            let step = self.slots.first().map_or(0, |s| s.step);
+            vec![(Span::new(0, self.numel), step)]
+        } else {
+            self.slots.iter().map(|s| (s.span, s.step)).collect()
+        };
         let config = self.config;
-        let slot = self
-            .slots
-            .get_mut(index)
-            .ok_or(OptimError::StepIndex { index, len })?;
-        check_len(slot, param, grad)?;
-        update(&config, slot, param, grad, lr);
+        for (span, step) in runs {
+            let r = match config {
+                OptimizerConfig::Sgd(c) => be.sgd_update(
+                    &c,
+                    step == 0,
+                    lr,
+                    params,
+                    grads,
+                    self.moments.first_mut(),
+                    span,
+                ),
+                OptimizerConfig::Adam(c) => match &mut self.moments[..] {
+                    [m, v] => {
+                        be.adam_update(&c, step.saturating_add(1), lr, params, grads, m, v, span)
+                    }
+                    _ => Ok(()),
+                },
+            };
+            r.map_err(|e| OptimError::InvalidConfig(format!("update failed: {e}")))?;
+        }
+        for slot in &mut self.slots {
+            slot.step = slot.step.saturating_add(1);
+        }
         Ok(())
     }
 
-    /// The state as named flat tensors and metadata (see the module docs for the names).
-    pub fn export_state(&self) -> OptimizerState {
+    /// The state as named flat tensors and metadata (see the module docs for the names); one
+    /// download per moment arena.
+    pub fn export_state(&self, be: &B) -> crate::error::Result<OptimizerState> {
         let mut state = OptimizerState::default();
         state
             .metadata
             .insert("optimizer".into(), self.config.kind().into());
+        let mut host = vec![0.0f32; self.numel];
         for slot in &self.slots {
             state
                 .metadata
                 .insert(format!("step.{}", slot.name), slot.step.to_string());
-            for (buf_name, buf) in self.config.buffer_names().iter().zip(&slot.buffers) {
-                state
-                    .tensors
-                    .insert(format!("{}.{buf_name}", slot.name), buf.clone());
+        }
+        for (buf_name, arena) in self.config.buffer_names().iter().zip(&self.moments) {
+            be.download(arena, &mut host)?;
+            for slot in &self.slots {
+                state.tensors.insert(
+                    format!("{}.{buf_name}", slot.name),
+                    host[slot.span.range()].to_vec(),
+                );
             }
         }
-        state
+        Ok(state)
     }
 
     /// Restores a state from [`Optimizer::export_state`] of an optimiser of the same kind and
     /// tensors. Everything is validated first; on error nothing changes.
-    pub fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+    pub fn load_state(&mut self, be: &B, state: &OptimizerState) -> Result<(), OptimError> {
         let kind = self.config.kind();
         let found = state.metadata.get("optimizer").cloned().unwrap_or_default();
         if found != kind {
@@ -422,10 +535,10 @@ impl Optimizer {
                     .tensors
                     .get(&name)
                     .ok_or_else(|| OptimError::StateMissing(name.clone()))?;
-                if data.len() != slot.numel {
+                if data.len() != slot.span.len {
                     return Err(OptimError::StateLength {
                         name,
-                        expected: slot.numel,
+                        expected: slot.span.len,
                         found: data.len(),
                     });
                 }
@@ -447,24 +560,29 @@ impl Optimizer {
         }) {
             return Err(OptimError::StateUnexpected(extra.clone()));
         }
+        let mut host = vec![0.0f32; self.numel];
         let buffer_names = self.config.buffer_names();
-        for (slot, step) in self.slots.iter_mut().zip(steps) {
-            slot.step = step;
-            for (buf_name, buf) in buffer_names.iter().zip(slot.buffers.iter_mut()) {
+        for (buf_name, arena) in buffer_names.iter().zip(self.moments.iter_mut()) {
+            for slot in &self.slots {
                 if let Some(data) = state.tensors.get(&format!("{}.{buf_name}", slot.name)) {
-                    buf.copy_from_slice(data);
+                    host[slot.span.range()].copy_from_slice(data);
                 }
             }
+            be.upload(&host, arena)
+                .map_err(|e| OptimError::InvalidConfig(format!("moment upload: {e}")))?;
+        }
+        for (slot, step) in self.slots.iter_mut().zip(steps) {
+            slot.step = step;
         }
         Ok(())
     }
 }
 
 fn check_len(slot: &Slot, param: &[f32], grad: &[f32]) -> Result<(), OptimError> {
-    if param.len() != slot.numel || grad.len() != slot.numel {
+    if param.len() != slot.span.len || grad.len() != slot.span.len {
         return Err(OptimError::StepLength {
             name: slot.name.clone(),
-            expected: slot.numel,
+            expected: slot.span.len,
             param: param.len(),
             grad: grad.len(),
         });
@@ -472,24 +590,23 @@ fn check_len(slot: &Slot, param: &[f32], grad: &[f32]) -> Result<(), OptimError>
     Ok(())
 }
 
-/// The update of one tensor; lengths are already checked.
-fn update(config: &OptimizerConfig, slot: &mut Slot, param: &mut [f32], grad: &[f32], lr: f64) {
-    match *config {
-        OptimizerConfig::Sgd(c) => sgd_update(&c, slot, param, grad, lr),
-        OptimizerConfig::Adam(c) => adam_update(&c, slot, param, grad, lr),
-    }
-    slot.step = slot.step.saturating_add(1);
-}
-
-fn sgd_update(c: &SgdConfig, slot: &mut Slot, param: &mut [f32], grad: &[f32], lr: f64) {
+/// SGD on one range (the reference kernel every backend's `sgd_update` is tested against):
+/// `first` is the tensors' first step, which initialises the momentum buffer as PyTorch does.
+pub fn sgd_update_slices(
+    c: &SgdConfig,
+    first: bool,
+    lr: f64,
+    param: &mut [f32],
+    grad: &[f32],
+    momentum: Option<&mut [f32]>,
+) {
     let (wd, mu, damp) = (
         c.weight_decay as f32,
         c.momentum as f32,
         1.0 - c.dampening as f32,
     );
     let lr = lr as f32;
-    let first = slot.step == 0;
-    match slot.buffers.first_mut() {
+    match momentum {
         Some(buf) => {
             for ((p, &g0), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
                 let g = if wd != 0.0 { g0 + wd * *p } else { g0 };
@@ -507,8 +624,16 @@ fn sgd_update(c: &SgdConfig, slot: &mut Slot, param: &mut [f32], grad: &[f32], l
     }
 }
 
-fn adam_update(c: &AdamConfig, slot: &mut Slot, param: &mut [f32], grad: &[f32], lr: f64) {
-    let t = slot.step.saturating_add(1);
+/// Adam / AdamW step number `t` (1-based) on one range (the reference kernel).
+pub fn adam_update_slices(
+    c: &AdamConfig,
+    t: u64,
+    lr: f64,
+    param: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
     // Bias corrections in f64, as PyTorch computes them in Python floats.
     let exponent = i32::try_from(t).unwrap_or(i32::MAX);
     let bc1 = 1.0 - c.beta1.powi(exponent);
@@ -527,9 +652,6 @@ fn adam_update(c: &AdamConfig, slot: &mut Slot, param: &mut [f32], grad: &[f32],
         (0.0, (1.0 - lr * c.weight_decay) as f32)
     } else {
         (c.weight_decay as f32, 1.0)
-    };
-    let [m, v] = &mut slot.buffers[..] else {
-        return; // unreachable: Adam slots always hold two buffers
     };
     for (((p, &g0), m), v) in param
         .iter_mut()
@@ -850,10 +972,12 @@ mod tests {
                 )
                 .expect("step");
             }
-            let state = a.export_state();
+            let state = a.export_state(&CpuBackend::default()).expect("export");
             assert_eq!(state.metadata["step.conv.w"], "3");
             let mut restored = Optimizer::new(cfg, specs.clone()).expect("opt");
-            restored.load_state(&state).expect("load");
+            restored
+                .load_state(&CpuBackend::default(), &state)
+                .expect("load");
             let (mut w2, mut b2) = (w.clone(), b.clone());
             a.step_tensor(0, &mut w, &gw, 0.01).expect("step");
             a.step_tensor(1, &mut b, &gb, 0.01).expect("step");
@@ -865,32 +989,32 @@ mod tests {
             let mut s = state.clone();
             s.metadata.insert("optimizer".into(), "rmsprop".into());
             assert!(matches!(
-                restored.load_state(&s),
+                restored.load_state(&CpuBackend::default(), &s),
                 Err(OptimError::StateKind { .. })
             ));
             let first = state.tensors.keys().next().cloned().expect("has tensors");
             let mut s = state.clone();
             s.tensors.remove(&first);
             assert_eq!(
-                restored.load_state(&s),
+                restored.load_state(&CpuBackend::default(), &s),
                 Err(OptimError::StateMissing(first.clone()))
             );
             let mut s = state.clone();
             s.tensors.insert("other.exp_avg".into(), vec![0.0]);
             assert!(matches!(
-                restored.load_state(&s),
+                restored.load_state(&CpuBackend::default(), &s),
                 Err(OptimError::StateUnexpected(_))
             ));
             let mut s = state.clone();
             s.tensors.insert(first.clone(), vec![0.0; 1]);
             assert!(matches!(
-                restored.load_state(&s),
+                restored.load_state(&CpuBackend::default(), &s),
                 Err(OptimError::StateLength { .. })
             ));
             let mut s = state.clone();
             s.metadata.insert("step.fc.b".into(), "-1".into());
             assert!(matches!(
-                restored.load_state(&s),
+                restored.load_state(&CpuBackend::default(), &s),
                 Err(OptimError::StateBadStep { .. })
             ));
         }

@@ -6,10 +6,11 @@
 //! With random BP one step `r` per batch is drawn; steps before `r` run with nothing kept for
 //! backward, steps after `r` are not computed at all.
 
-use crate::layers::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::net::Net;
-use crate::optim::{OptimError, Optimizer, OptimizerConfig, ParamMut, TensorSpec};
-use crate::tensor::Param;
+use crate::optim::{OptimError, Optimizer, OptimizerConfig, TensorSpec};
+use crate::tensor::ParamKind;
 
 /// Errors of a training step.
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +44,12 @@ pub enum TrainError {
 }
 
 /// The first NaN or infinite value among `net`'s parameters and buffers, as
-/// [`TrainError::NonFiniteParameter`].
-pub fn check_finite(net: &Net) -> Result<(), TrainError> {
-    for p in net.params() {
-        if let Some((index, &value)) = p.value.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(TrainError::NonFiniteParameter {
-                name: p.name.clone(),
-                index,
-                value,
-            });
-        }
+/// [`TrainError::NonFiniteParameter`] (downloads the arenas: for the rare path and for loading).
+pub fn check_finite<B: Backend>(net: &Net<B>) -> Result<(), TrainError> {
+    match net.first_non_finite()? {
+        Some((name, index, value)) => Err(TrainError::NonFiniteParameter { name, index, value }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// How per-step gradients become updates.
@@ -69,7 +64,10 @@ pub enum UpdateRule {
 /// What one batch produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BatchStats {
-    /// Mean loss over the steps that ran a backward.
+    /// The loss whose gradient was applied: the cross-entropy of the back-propagated step
+    /// (random BP), the mean over steps of the per-step cross-entropies (per-step updates: each
+    /// step's gradient is applied on its own), or their SUM Σ_t CE_t (accumulate mode, whose one
+    /// update applies the gradient of that sum; spec §6: no averaging over T).
     pub loss: f64,
     /// Samples whose cumulative-logit argmax at the last computed step was right.
     pub correct: usize,
@@ -89,78 +87,51 @@ pub fn random_bp_step(seed: u64, epoch: u64, batch: usize, time_steps: usize) ->
     (z % time_steps as u64) as usize
 }
 
-/// A network with its optimiser and the per-batch scratch of the loss.
-pub struct OnlineTrainer {
+/// A network with its optimiser, both on backend `B`.
+pub struct OnlineTrainer<B: Backend = CpuBackend> {
     /// The network.
-    pub net: Net,
-    /// The optimiser over the trainable tensors, in `net.params()` order.
-    pub optimizer: Optimizer,
-    probs: Vec<f32>,
-    dlogits: Vec<f32>,
-    cumulative: Vec<f32>,
-    targets: Vec<usize>,
+    pub net: Net<B>,
+    /// The optimiser over the trainable tensors, in `net.tensors()` order (the arena's).
+    pub optimizer: Optimizer<B>,
 }
 
-fn trainable_specs(net: &Net) -> Vec<TensorSpec> {
-    net.params()
-        .into_iter()
-        .filter(|p| p.is_trainable())
-        .map(|p| TensorSpec::new(p.name.clone(), p.value.len()))
+fn trainable_specs<B: Backend>(net: &Net<B>) -> Vec<TensorSpec> {
+    net.tensors()
+        .iter()
+        .filter(|m| m.kind == ParamKind::Trainable)
+        .map(|m| TensorSpec::new(m.name.clone(), m.span.len))
         .collect()
 }
 
-impl OnlineTrainer {
-    /// Wraps `net` with a fresh optimiser.
-    pub fn new(net: Net, config: OptimizerConfig) -> Result<Self, TrainError> {
-        let optimizer = Optimizer::new(config, trainable_specs(&net))?;
-        Ok(OnlineTrainer {
-            net,
-            optimizer,
-            probs: vec![],
-            dlogits: vec![],
-            cumulative: vec![],
-            targets: vec![],
-        })
-    }
-
-    fn prepare(&mut self, labels: &[u8]) -> Result<usize, TrainError> {
-        let b = labels.len();
-        self.net.reset_state(b)?;
-        let k = self.net.num_classes();
-        self.targets.clear();
-        self.targets.extend(labels.iter().map(|&l| l as usize));
-        self.probs.resize(b * k, 0.0);
-        self.dlogits.resize(b * k, 0.0);
-        self.cumulative.clear();
-        self.cumulative.resize(b * k, 0.0);
-        Ok(k)
-    }
-
-    fn optimizer_step(&mut self, lr: f64) -> Result<(), TrainError> {
-        let mut params: Vec<&mut Param> = self
-            .net
-            .params_mut()
-            .into_iter()
-            .filter(|p| p.is_trainable())
-            .collect();
-        let mut views: Vec<ParamMut<'_>> = params
-            .iter_mut()
-            .map(|p| {
-                let Param { value, grad, .. } = &mut **p;
-                ParamMut {
-                    param: value.as_mut_slice(),
-                    grad: grad.as_slice(),
-                }
-            })
-            .collect();
-        self.optimizer.step(&mut views, lr)?;
-        Ok(())
+impl<B: Backend> OnlineTrainer<B> {
+    /// Wraps `net` with a fresh optimiser on the same backend.
+    pub fn new(net: Net<B>, config: OptimizerConfig) -> Result<Self, TrainError> {
+        let specs = trainable_specs(&net);
+        // The optimiser lays its tensors out in the order given; that must be the arena's.
+        let mut at = 0;
+        for m in net
+            .tensors()
+            .iter()
+            .filter(|m| m.kind == ParamKind::Trainable)
+        {
+            debug_assert_eq!(
+                m.span.off, at,
+                "{} is not where the optimiser expects it",
+                m.name
+            );
+            at = m.span.end();
+        }
+        let optimizer = Optimizer::new_on(net.backend(), config, specs)?;
+        Ok(OnlineTrainer { net, optimizer })
     }
 
     /// Trains on one batch (`x`: `[B][C][H][W]`, the same image at every step: direct encoding).
     ///
     /// `random_step = Some(r)`: steps `0..r` forward only, step `r` forward + loss + backward +
     /// update, later steps skipped. `None`: loss and backward at every step, updated per `rule`.
+    /// One upload of the images and labels, one download of the statistics (losses, correct
+    /// count, divergence flag); a NaN/∞ loss or parameter is reported after the batch, before
+    /// anything can be saved.
     pub fn train_batch(
         &mut self,
         x: &[f32],
@@ -169,68 +140,68 @@ impl OnlineTrainer {
         rule: UpdateRule,
         lr: f64,
     ) -> Result<BatchStats, TrainError> {
-        let k = self.prepare(labels)?;
-        let t_steps = self.net.time_steps();
+        let net = &mut self.net;
+        net.load_batch(x, labels)?;
+        let t_steps = net.time_steps();
         let last = random_step.map_or(t_steps - 1, |r| r.min(t_steps - 1));
-        let (mut loss_sum, mut losses) = (0.0f64, 0usize);
         if rule == UpdateRule::Accumulate || random_step.is_some() {
-            self.net.zero_grad();
+            net.zero_grad()?;
         }
         for t in 0..=last {
             let backprop = random_step.is_none() || t == last;
-            let logits = self.net.forward_step(t, x, true, backprop)?;
-            self.cumulative
-                .iter_mut()
-                .zip(logits)
-                .for_each(|(c, l)| *c += l);
+            net.forward(t, true, backprop)?;
+            net.loss_step(t, backprop)?;
             if !backprop {
                 continue;
             }
-            let loss = cross_entropy_forward(k, logits, &self.targets, &mut self.probs)?;
-            if !loss.is_finite() {
-                return Err(TrainError::NonFiniteLoss { loss, step: t });
-            }
-            loss_sum += loss as f64;
-            losses += 1;
-            self.dlogits.fill(0.0);
-            cross_entropy_backward(k, &self.probs, &self.targets, &mut self.dlogits)?;
             if rule == UpdateRule::PerStep && random_step.is_none() {
-                self.net.zero_grad();
+                net.zero_grad()?;
             }
-            self.net.backward_step(&self.dlogits)?;
+            net.backward()?;
             if rule == UpdateRule::PerStep || random_step.is_some() {
-                self.optimizer_step(lr)?;
+                net.optimizer_step(&mut self.optimizer, lr)?;
             }
         }
         if rule == UpdateRule::Accumulate && random_step.is_none() {
-            self.optimizer_step(lr)?;
+            net.optimizer_step(&mut self.optimizer, lr)?;
         }
-        // Once per batch (one pass over the values, small next to the batch's convolutions):
-        // a diverged update must stop the run before a checkpoint can hold it.
-        check_finite(&self.net)?;
+        let out = net.finish_batch()?;
+        if let Some((step, loss)) = out.non_finite_loss {
+            return Err(TrainError::NonFiniteLoss { loss, step });
+        }
+        let (loss_sum, losses) = (out.loss_sum, out.losses);
+        // A diverged update must stop the run before a checkpoint can hold it.
+        if out.non_finite {
+            check_finite(net)?;
+        }
+        let loss = if rule == UpdateRule::Accumulate && random_step.is_none() {
+            loss_sum
+        } else {
+            loss_sum / losses.max(1) as f64
+        };
         Ok(BatchStats {
-            loss: loss_sum / losses.max(1) as f64,
-            correct: count_correct(&self.cumulative, labels, k),
+            loss,
+            correct: out.correct,
             count: labels.len(),
         })
     }
 
     /// Evaluates one batch: all `T` steps, BN in eval mode, prediction = argmax of Σ_t logits.
     pub fn eval_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<usize, TrainError> {
-        let k = self.prepare(labels)?;
-        for t in 0..self.net.time_steps() {
-            let logits = self.net.forward_step(t, x, false, false)?;
-            self.cumulative
-                .iter_mut()
-                .zip(logits)
-                .for_each(|(c, l)| *c += l);
+        let net = &mut self.net;
+        net.load_batch(x, labels)?;
+        for t in 0..net.time_steps() {
+            net.forward(t, false, false)?;
+            net.loss_step(t, false)?;
         }
-        Ok(count_correct(&self.cumulative, labels, k))
+        Ok(net.finish_batch()?.correct)
     }
+}
 
+impl OnlineTrainer<CpuBackend> {
     /// Σ_t logits of the last batch run (`[B][classes]`).
     pub fn cumulative_logits(&self) -> &[f32] {
-        &self.cumulative
+        self.net.cumulative_logits()
     }
 }
 
@@ -361,7 +332,7 @@ mod tests {
                 .or_else(|| tr.net.params().into_iter().next())
                 .unwrap()
                 .value
-                .clone();
+                .to_vec();
             (first, last, acc, w)
         };
         for (random, rule) in [
@@ -379,6 +350,95 @@ mod tests {
         }
     }
 
+    /// Per batch: one upload of the images, one of the labels, one download of the statistics,
+    /// in every mode, for training and evaluation.
+    #[test]
+    fn one_upload_of_images_and_labels_and_one_download_per_batch() {
+        let (x, y) = data(12);
+        let mut tr = OnlineTrainer::new(
+            Net::new(tiny(3), 2).unwrap(),
+            OptimizerConfig::Sgd(SgdConfig::paper()),
+        )
+        .unwrap();
+        for (random, rule) in [
+            (None, UpdateRule::PerStep),
+            (None, UpdateRule::Accumulate),
+            (Some(1), UpdateRule::PerStep),
+        ] {
+            let before = tr.net.transfers();
+            tr.train_batch(&x, &y, random, rule, 0.01).unwrap();
+            let after = tr.net.transfers();
+            assert_eq!(
+                (
+                    after.uploads - before.uploads,
+                    after.downloads - before.downloads
+                ),
+                (2, 1),
+                "{random:?} {rule:?}"
+            );
+            assert_eq!(after.bytes - before.bytes, 4 * 12 * 36 + 12 + 4 * 6);
+        }
+        let before = tr.net.transfers();
+        tr.eval_batch(&x, &y).unwrap();
+        let after = tr.net.transfers();
+        assert_eq!(
+            (
+                after.uploads - before.uploads,
+                after.downloads - before.downloads
+            ),
+            (2, 1)
+        );
+    }
+
+    /// The accumulate mode applies the gradient of Σ_t CE_t and reports that same sum (spec §6:
+    /// no averaging over T); per-step and random BP report the mean of what they applied.
+    #[test]
+    fn accumulate_mode_reports_the_loss_whose_gradient_it_applies() {
+        let (x, y) = data(9);
+        let labels: Vec<usize> = y.iter().map(|&l| l as usize).collect();
+        let tt = 3;
+        // Reference: the per-step losses and summed gradients at the initial weights.
+        let mut net = Net::new(tiny(tt), 4).unwrap();
+        net.reset_state(9).unwrap();
+        let (mut sum, mut probs) = (0.0f64, vec![0.0; 27]);
+        for t in 0..tt {
+            let logits = net.forward_step(t, &x, true, true).unwrap().to_vec();
+            sum += crate::layers::cross_entropy::cross_entropy_forward(
+                3, &logits, &labels, &mut probs,
+            )
+            .unwrap() as f64;
+            let mut d = vec![0.0; 27];
+            crate::layers::cross_entropy::cross_entropy_backward(3, &probs, &labels, &mut d)
+                .unwrap();
+            net.backward_step(&d).unwrap();
+        }
+        let want_grads: Vec<Vec<f32>> = net.params().iter().map(|p| p.grad.to_vec()).collect();
+        // lr 0 leaves the weights, so the arena still holds the applied gradient.
+        let plain = OptimizerConfig::Sgd(SgdConfig::default());
+        let mut tr = OnlineTrainer::new(Net::new(tiny(tt), 4).unwrap(), plain).unwrap();
+        let got = tr
+            .train_batch(&x, &y, None, UpdateRule::Accumulate, 0.0)
+            .unwrap();
+        assert!(
+            (got.loss - sum).abs() <= 1e-6 * sum,
+            "{} vs Σ_t CE_t {sum}",
+            got.loss
+        );
+        let grads: Vec<Vec<f32>> = tr.net.params().iter().map(|p| p.grad.to_vec()).collect();
+        assert_eq!(
+            grads, want_grads,
+            "the applied gradient is that of Σ_t CE_t"
+        );
+        let mut tr = OnlineTrainer::new(Net::new(tiny(tt), 4).unwrap(), plain).unwrap();
+        let per_step = tr
+            .train_batch(&x, &y, None, UpdateRule::PerStep, 0.0)
+            .unwrap();
+        assert!(
+            (per_step.loss - sum / tt as f64).abs() <= 1e-6 * sum,
+            "mean over steps"
+        );
+    }
+
     #[test]
     fn non_finite_loss_is_reported() {
         // (A NaN pixel does not do it: the neuron's max(m − θ, 0) maps NaN to 0.) A poisoned
@@ -391,7 +451,7 @@ mod tests {
             .rfind(|p| p.is_trainable())
             .unwrap()
             .name
-            .clone();
+            .to_string();
         net.param_mut(&name).unwrap().value[0] = f32::INFINITY;
         let mut tr = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::default())).unwrap();
         let err = tr
@@ -413,7 +473,7 @@ mod tests {
             .find(|p| p.name.ends_with("running_var"))
             .expect("a BN running variance")
             .name
-            .clone();
+            .to_string();
         net.param_mut(&name).unwrap().value[1] = f32::INFINITY;
         let mut tr = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::default())).unwrap();
         let err = tr

@@ -154,7 +154,7 @@ fn write_checkpoint(path: &Path, t: usize, meta: &[(&str, &str)]) {
         ck.set_meta(*k, v);
     }
     for p in net.params() {
-        ck.insert(p.name.clone(), p.shape.clone(), p.value.clone())
+        ck.insert(p.name.to_string(), p.shape.to_vec(), p.value.to_vec())
             .unwrap();
     }
     ck.save(path).unwrap();

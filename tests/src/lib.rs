@@ -113,7 +113,7 @@ pub fn random_case(seed: u64) -> Net {
 /// weights each in their own range (what [`random_case`] does to its networks).
 pub fn randomize(net: &mut Net, rng: &mut Rng) {
     for p in net.params_mut() {
-        let name = p.name.clone();
+        let name = p.name;
         for v in p.value.iter_mut() {
             *v = if name.ends_with("running_var") {
                 rng.range(0.3, 2.0)

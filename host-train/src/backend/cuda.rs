@@ -1,13 +1,11 @@
 //! CUDA backend (feature `cuda`): a stub today.
 //!
-//! It compiles without any CUDA toolkit and never touches a driver; [`CudaBackend::new`] returns
-//! [`Error::CudaUnavailable`]. A later issue implements the [`Backend`] ops with cudarc (cuBLAS
-//! GEMMs, NVRTC kernels for im2col/BN/neurons) and a run-time device probe.
+//! It compiles without any CUDA toolkit and never touches a driver; [`CudaBackend::probe`]
+//! returns [`Error::CudaUnavailable`]. The GPU issue implements [`super::Backend`] with cudarc
+//! (cuBLAS GEMMs, NVRTC kernels for im2col/BN/neurons/loss/optimiser) and a run-time device
+//! probe; the trait already covers the whole step, so nothing else in the trainer changes.
 
-use super::Backend;
 use crate::error::{Error, Result};
-use crate::layers::conv2d::{Conv2dGeom, Conv2dGrads};
-use crate::layers::linear::{LinearGeom, LinearGrads};
 
 /// Placeholder for the CUDA backend; cannot be constructed yet.
 #[derive(Debug)]
@@ -16,66 +14,10 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    /// Always fails today with [`Error::CudaUnavailable`].
-    pub fn new() -> Result<Self> {
+    /// Whether a CUDA device can be used: always [`Error::CudaUnavailable`] today.
+    pub fn probe() -> Result<()> {
         Err(Error::CudaUnavailable(
             "the CUDA backend is not implemented yet (stub)".to_string(),
         ))
-    }
-
-    fn unavailable() -> Error {
-        Error::CudaUnavailable("stub backend".to_string())
-    }
-}
-
-impl Backend for CudaBackend {
-    fn name(&self) -> &'static str {
-        "cuda"
-    }
-
-    fn conv2d_forward(
-        &self,
-        _g: &Conv2dGeom,
-        _x: &[f32],
-        _w: &[f32],
-        _bias: Option<&[f32]>,
-        _y: &mut [f32],
-        _col: &mut [f32],
-    ) -> Result<()> {
-        Err(Self::unavailable())
-    }
-
-    fn conv2d_backward(
-        &self,
-        _g: &Conv2dGeom,
-        _x: &[f32],
-        _w: &[f32],
-        _dy: &[f32],
-        _grads: Conv2dGrads<'_>,
-        _col: &mut [f32],
-    ) -> Result<()> {
-        Err(Self::unavailable())
-    }
-
-    fn linear_forward(
-        &self,
-        _g: &LinearGeom,
-        _x: &[f32],
-        _w: &[f32],
-        _bias: Option<&[f32]>,
-        _y: &mut [f32],
-    ) -> Result<()> {
-        Err(Self::unavailable())
-    }
-
-    fn linear_backward(
-        &self,
-        _g: &LinearGeom,
-        _x: &[f32],
-        _w: &[f32],
-        _dy: &[f32],
-        _grads: LinearGrads<'_>,
-    ) -> Result<()> {
-        Err(Self::unavailable())
     }
 }

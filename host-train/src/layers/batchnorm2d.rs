@@ -64,6 +64,12 @@ pub struct BatchNormSaved {
     /// True when batch statistics were used (train mode): backward then differentiates
     /// through them.
     pub batch_stats: bool,
+    /// Train mode: the batch's exact (f64) mean and biased variance per channel, kept so that
+    /// [`batchnorm2d_update_running`] can repeat the running-statistics update of a step whose
+    /// output is reused (and filled in place: no allocation per step).
+    pub batch: Vec<(f64, f64)>,
+    /// Values per channel of the last train-mode forward (for the unbiased variance).
+    pub count: usize,
 }
 
 impl BatchNormSaved {
@@ -73,6 +79,8 @@ impl BatchNormSaved {
             mean: vec![0.0; c],
             invstd: vec![0.0; c],
             batch_stats: false,
+            batch: Vec::with_capacity(c),
+            count: 0,
         }
     }
 
@@ -113,8 +121,7 @@ pub fn batchnorm2d_forward(
                 detail: format!("train mode needs more than 1 value per channel, got {n}"),
             });
         }
-        let stats: Vec<(f64, f64)> = x
-            .par_chunks(n)
+        x.par_chunks(n)
             .map(|row| {
                 let mean = sum(row) / n as f64;
                 // Two-pass variance around the f32-rounded mean, corrected to the exact mean.
@@ -123,15 +130,13 @@ pub fn batchnorm2d_forward(
                 let var = (sum_sq_dev(row, m32) / n as f64 - shift * shift).max(0.0);
                 (mean, var)
             })
-            .collect();
-        let unbias = n as f64 / (n as f64 - 1.0);
-        let m = BN_MOMENTUM as f64;
-        for (ci, &(mean, var)) in stats.iter().enumerate() {
+            .collect_into_vec(&mut saved.batch);
+        saved.count = n;
+        for (ci, &(mean, var)) in saved.batch.iter().enumerate() {
             saved.mean[ci] = mean as f32;
             saved.invstd[ci] = (1.0 / (var + BN_EPS as f64).sqrt()) as f32;
-            running.mean[ci] = ((1.0 - m) * running.mean[ci] as f64 + m * mean) as f32;
-            running.var[ci] = ((1.0 - m) * running.var[ci] as f64 + m * var * unbias) as f32;
         }
+        batchnorm2d_update_running(saved, running)?;
     } else {
         for ci in 0..c {
             saved.mean[ci] = running.mean[ci];
@@ -149,6 +154,31 @@ pub fn batchnorm2d_forward(
                 *o = v * scale + shift;
             }
         });
+    Ok(())
+}
+
+/// The running-statistics update of a train-mode forward, from the batch statistics it saved:
+/// `running ← (1 − momentum)·running + momentum·batch` (unbiased variance), in f64 as PyTorch
+/// does. The forward calls it; a step whose output is provably the previous one's (same input,
+/// same weights) calls it alone, so the running statistics advance exactly as if the step had
+/// been recomputed.
+pub fn batchnorm2d_update_running(saved: &BatchNormSaved, running: BnRunning<'_>) -> Result<()> {
+    let c = saved.batch.len();
+    if !saved.batch_stats || saved.count < 2 {
+        return Err(Error::ShapeInvalid {
+            what: "batchnorm2d.update_running",
+            detail: "no train-mode batch statistics saved".into(),
+        });
+    }
+    check_len("batchnorm2d.running_mean", c, running.mean.len())?;
+    check_len("batchnorm2d.running_var", c, running.var.len())?;
+    let n = saved.count as f64;
+    let unbias = n / (n - 1.0);
+    let m = BN_MOMENTUM as f64;
+    for (ci, &(mean, var)) in saved.batch.iter().enumerate() {
+        running.mean[ci] = ((1.0 - m) * running.mean[ci] as f64 + m * mean) as f32;
+        running.var[ci] = ((1.0 - m) * running.var[ci] as f64 + m * var * unbias) as f32;
+    }
     Ok(())
 }
 

@@ -93,12 +93,7 @@ pub fn linear_backward(
         MatRef::row_major("linear.x", x, g.batch, g.d_in)?,
     )?;
     if let Some(db) = grads.dbias {
-        check_len("linear.dbias", g.d_out, db.len())?;
-        for (o, d) in db.iter_mut().enumerate() {
-            *d += (0..g.batch)
-                .map(|b| dy[b * g.d_out + o] as f64)
-                .sum::<f64>() as f32;
-        }
+        linear_bias_backward(g, dy, db)?;
     }
     if let Some(dx) = grads.dx {
         sgemm(
@@ -107,6 +102,20 @@ pub fn linear_backward(
             MatRef::row_major("linear.dy", dy, g.batch, g.d_out)?,
             MatRef::row_major("linear.w", w, g.d_out, g.d_in)?,
         )?;
+    }
+    Ok(())
+}
+
+/// Accumulates the bias gradient `dbias[o] += Σ_b dy[b][o]` (summed in f64). Part of
+/// [`linear_backward`]; on its own for a binary layer, whose weight gradient goes to a scratch
+/// buffer (then through the straight-through estimator) while the FP bias's goes to the arena.
+pub fn linear_bias_backward(g: &LinearGeom, dy: &[f32], dbias: &mut [f32]) -> Result<()> {
+    check_len("linear.dy", g.batch * g.d_out, dy.len())?;
+    check_len("linear.dbias", g.d_out, dbias.len())?;
+    for (o, d) in dbias.iter_mut().enumerate() {
+        *d += (0..g.batch)
+            .map(|b| dy[b * g.d_out + o] as f64)
+            .sum::<f64>() as f32;
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ pub mod binary_conv2d;
 pub mod binary_linear;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod flatten;
 pub mod gap;
 pub mod im2col;
 pub mod linear;
