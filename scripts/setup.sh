@@ -12,8 +12,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Rust targets for the no_std builds of empf-core and the firmware.
-for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf; do
+# Rust targets for the no_std builds of empf-core and the firmware (thumbv8m.main: the
+# Cortex-M33 that `cargo xtask mcu-bench` measures).
+for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
   if rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     :
   else

@@ -90,6 +90,8 @@ pub(crate) struct PathPlan {
     pub slot_bytes: [u32; MAX_SLOTS],
     /// Scratch words of the largest stride-1 conv (padded input + two accumulator rows).
     pub wide_conv: u32,
+    /// Scratch words of the largest ±1 conv on 8-bit spikes (`infer::spike_conv`).
+    pub spike_bconv: u32,
 }
 
 /// Where the running tensor lives as inference walks the layers (`infer::run_step` and
@@ -158,6 +160,17 @@ impl Walk {
         let w = wide_words(input, out, stride, pad, el)?;
         self.plan.wide_conv = self.plan.wide_conv.max(w);
         Ok(())
+    }
+    /// A ±1 conv reading 8-bit spikes runs the SWAR kernel, which has its own scratch.
+    fn bconv_scratch(&mut self, input: Shape, kernel: u8, stride: u8, pad: u8) {
+        if !(self.spike && self.narrow) {
+            return;
+        }
+        let g = crate::infer::conv::ConvGeom::new(input, kernel, stride, pad);
+        if let Some(sc) = crate::infer::spike_conv::SpikeConv::new(&g) {
+            let w = sc.scratch_words(g.taps()).min(u32::MAX as usize) as u32;
+            self.plan.spike_bconv = self.plan.spike_bconv.max(w);
+        }
     }
 }
 
@@ -346,7 +359,8 @@ impl<'a> Model<'a> {
         // (+1 word: the i64 views are aligned inside the slice.)
         let scratch = (3 * p.seca_channels as usize)
             .max(2 * p.row_conv_plane as usize)
-            .max(pp.wide_conv as usize);
+            .max(pp.wide_conv as usize)
+            .max(pp.spike_bconv as usize);
         off += if scratch > 0 { scratch + 1 } else { 0 };
         ArenaLayout {
             act_len,
@@ -442,6 +456,7 @@ impl<'a> Model<'a> {
                     )?;
                     for w in &mut walks {
                         w.conv_scratch(shape, out, c.stride, c.padding)?;
+                        w.bconv_scratch(shape, c.kernel, c.stride, c.padding);
                     }
                     if c.stride != 1 {
                         // Row path: an accumulator plane of up to i64 in scratch.
@@ -713,7 +728,9 @@ impl<'a> Model<'a> {
                 + 2
                 + state_sum
                 + 3 * plan.seca_channels as u64
-                + (2 * plan.row_conv_plane as u64).max(pp.wide_conv as u64)
+                + (2 * plan.row_conv_plane as u64)
+                    .max(pp.wide_conv as u64)
+                    .max(pp.spike_bconv as u64)
                 + 1;
             if total > u32::MAX as u64 / 4 || total > usize::MAX as u64 / 8 {
                 return Err(Error::DecodeTooLarge);

@@ -8,6 +8,7 @@
 
 use super::conv::{aligned, bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom, PmIn};
 use super::float::{pool2, step_index};
+use super::spike_conv::{bconv_spikes, SpikeConv};
 use super::{In, Kernels};
 use crate::bits::row_bytes;
 use crate::format::{
@@ -136,6 +137,25 @@ fn bconv2d_int<X: PmIn<i32>>(
     Ok(())
 }
 
+/// A ±1 conv on 8-bit spikes: the SWAR kernel where its tap offsets fit, else the reference.
+fn bconv2d_spikes(
+    l: &BinaryConv2d<&[u8]>,
+    s: Shape,
+    x: &[u8],
+    y: &mut [i32],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+    let Some(sc) = SpikeConv::new(&g) else {
+        return bconv2d_int(l, s, x, y, scratch);
+    };
+    let r = l.fixed.as_ref().ok_or_else(missing)?;
+    bconv_spikes(&g, &sc, x, y, scratch, l.signs.bytes(), |o, a| {
+        sat(channel_requant(r, o, a as i64), ACT_LIMIT)
+    });
+    Ok(())
+}
+
 fn linear_int<X: PmIn<i32>>(l: &Linear<&[u8]>, x: &[X], y: &mut [i32]) -> Result<(), Error> {
     let f = l.fixed.as_ref().ok_or_else(missing)?;
     let n = x.len();
@@ -246,7 +266,10 @@ impl Kernels for FixedKernels<'_> {
         y: &mut [i32],
         scratch: &mut [u32],
     ) -> Result<(), Error> {
-        with_input!(x, |v| bconv2d_int(l, s, v, y, scratch))
+        match x {
+            In::S(v) => bconv2d_spikes(l, s, v, y, scratch),
+            In::E(v) => bconv2d_int(l, s, v, y, scratch),
+        }
     }
 
     fn linear(&self, l: &Linear<&[u8]>, x: XIn<'_>, y: &mut [i32]) -> Result<(), Error> {

@@ -6,6 +6,7 @@
 pub(crate) mod conv;
 pub mod fixed;
 pub mod float;
+pub(crate) mod spike_conv;
 
 use crate::format::{
     BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Layer, Linear, Neuron, NeuronMode, Seca,

@@ -1,0 +1,362 @@
+//! The ±1 convolution on 8-bit spikes, several taps per instruction (integer path).
+//!
+//! The reference kernel ([`super::conv::bconv_planes`]) adds one spike per tap per output into
+//! an `i32` plane in memory: a load, a load, an add and a store per MAC. This one is
+//! output-stationary and SWAR in plain Rust: one `u32` load brings 4 spikes (4 neighbouring
+//! outputs of one tap), split into two words of two 16-bit lanes (`v & 0x00FF00FF`,
+//! `(v >> 8) & 0x00FF00FF`) and added to accumulators that stay in registers for a block of
+//! [`LANES`] outputs over all selected taps. A lane gains at most 255 per tap, so it is folded
+//! into `i32` every [`FLUSH`] taps, before it could carry into its neighbour.
+//!
+//! `Σ s·x = 2·Σ_{s=+1} x − Σ x` as in the reference: `Σ x` over all taps once per layer, then
+//! each output channel sums only its minority-sign taps, listed once per channel as byte
+//! offsets (`u16`) into the input copy.
+//!
+//! The input copy is zero-padded and, for stride `s > 1`, split into `s×s` phase planes
+//! (`xq[c][py][px][i][j] = xpad[c][py + s·i][px + s·j]`), so that the inputs of one tap for
+//! consecutive outputs are consecutive bytes whatever the stride. Outputs are indexed "wide",
+//! `n = oy·Wq + ox` over the phase width `Wq` (columns `ox ≥ OW` are computed and dropped), the
+//! stride-1 case being the reference kernel's wide layout. Integer sums are exact, so the result
+//! is the reference kernel's bit for bit (`tests::spike_bconv_equals_reference`).
+
+use super::conv::ConvGeom;
+use crate::bits::sign_at;
+
+/// Outputs per block: 3 words of 4 spikes, 6 accumulator words in registers (with 4 words
+/// the Cortex-M4's 13 registers no longer hold the loop and LLVM spills accumulators).
+pub(crate) const LANES: usize = 12;
+/// Taps a 16-bit lane can take before it is folded into `i32`: `257·255 = 65535`.
+const FLUSH: usize = 257;
+
+/// The geometry of one spike ±1 conv in the phase layout; `None` from [`SpikeConv::new`] when
+/// a tap offset does not fit the `u16` list (the layer then runs the reference kernel).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpikeConv {
+    /// Stride: phases per axis.
+    s: usize,
+    /// Rows and columns of one phase plane.
+    hq: usize,
+    wq: usize,
+    /// Wide outputs `(OH−1)·Wq + OW`, rounded up to whole blocks.
+    blocks: usize,
+    /// Bytes of the phase copy, including the slack the last block reads.
+    copy_bytes: usize,
+}
+
+impl SpikeConv {
+    pub fn new(g: &ConvGeom) -> Option<SpikeConv> {
+        let s = g.stride;
+        let (hp, wp) = (
+            g.input.h as usize + 2 * g.pad,
+            g.input.w as usize + 2 * g.pad,
+        );
+        let (hq, wq) = (hp.div_ceil(s), wp.div_ceil(s));
+        let c = g.input.c as usize;
+        // In u64 first: a validated model bounds every tensor, not every stride-split padded
+        // copy; past this check every offset (below `phases`) fits a usize.
+        let phases = c as u64 * (s * s) as u64 * hq as u64 * wq as u64;
+        if phases > crate::MAX_NUMEL as u64 {
+            return None;
+        }
+        let len = (g.oh - 1) * wq + g.ow;
+        let blocks = len.div_ceil(LANES);
+        let sc = SpikeConv {
+            s,
+            hq,
+            wq,
+            blocks,
+            copy_bytes: 0,
+        };
+        // The largest tap offset: last channel, every phase and shift of the kernel.
+        let k = g.kernel;
+        let max_off = (0..k)
+            .flat_map(|ky| (0..k).map(move |kx| sc.offset(c - 1, ky, kx)))
+            .max()?;
+        if max_off > u16::MAX as usize {
+            return None;
+        }
+        Some(SpikeConv {
+            copy_bytes: (phases as usize).max(max_off + blocks * LANES),
+            ..sc
+        })
+    }
+
+    /// Byte offset of tap `(c, ky, kx)` in the phase copy.
+    #[inline(always)]
+    fn offset(&self, c: usize, ky: usize, kx: usize) -> usize {
+        let s = self.s;
+        ((c * s + ky % s) * s + kx % s) * self.hq * self.wq + (ky / s) * self.wq + kx / s
+    }
+
+    /// Scratch words: the phase copy, the `Σ x` lanes (`i32`), the tap list (`u16` per tap).
+    pub fn scratch_words(&self, taps: usize) -> usize {
+        self.copy_bytes.div_ceil(4) + self.blocks * LANES + taps.div_ceil(2)
+    }
+}
+
+/// Sums `xq[base + off + j]` over the offsets in `offs`, for the `LANES` outputs `j`, into
+/// `out` (wrapping, as the reference accumulates). `win` starts at `base`.
+///
+/// Written out by hand (no arrays, no inner loop) so that at the firmware's `opt-level = "s"`
+/// the six accumulators stay in registers and each group of 4 spikes is one (unaligned,
+/// allowed from ARMv7-M on) 32-bit load.
+#[inline(always)]
+fn block_sums(win: &[u8], offs: &[u16], out: &mut [i32; LANES]) {
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes(s[4 * i..4 * i + 4].try_into().unwrap())
+    }
+    const M: u32 = 0x00FF_00FF;
+    for chunk in offs.chunks(FLUSH) {
+        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
+        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
+        for &off in chunk {
+            let off = off as usize;
+            let s = &win[off..off + LANES];
+            let (v0, v1, v2) = (word(s, 0), word(s, 1), word(s, 2));
+            e0 += v0 & M;
+            o0 += (v0 >> 8) & M;
+            e1 += v1 & M;
+            o1 += (v1 >> 8) & M;
+            e2 += v2 & M;
+            o2 += (v2 >> 8) & M;
+        }
+        // Word i's even lanes are outputs 4i and 4i+2, its odd lanes 4i+1 and 4i+3.
+        for (i, (e, o)) in [(e0, o0), (e1, o1), (e2, o2)].into_iter().enumerate() {
+            let lanes = [e & 0xFFFF, o & 0xFFFF, e >> 16, o >> 16];
+            for (a, l) in out[4 * i..4 * i + 4].iter_mut().zip(lanes) {
+                *a = a.wrapping_add(l as i32);
+            }
+        }
+    }
+}
+
+/// Fills `list` with the byte offsets of the taps whose sign is `want` (`None`: every tap) and
+/// returns how many.
+fn tap_list(
+    g: &ConvGeom,
+    sc: &SpikeConv,
+    row: &[u8],
+    want: Option<bool>,
+    list: &mut [u16],
+) -> usize {
+    let k = g.kernel;
+    let mut n = 0;
+    let mut t = 0;
+    for c in 0..g.input.c as usize {
+        for ky in 0..k {
+            for kx in 0..k {
+                if want.is_none_or(|w| sign_at(row, t) == w) {
+                    list[n] = sc.offset(c, ky, kx) as u16;
+                    n += 1;
+                }
+                t += 1;
+            }
+        }
+    }
+    n
+}
+
+/// One ±1 conv layer on spikes: `y[o]` (`OH×OW` per channel) `= finish(o, Σ_t sign·x)`, the
+/// same values as [`super::conv::bconv_planes`] on the same spikes. `scratch` holds at least
+/// [`SpikeConv::scratch_words`] words.
+pub(crate) fn bconv_spikes(
+    g: &ConvGeom,
+    sc: &SpikeConv,
+    x: &[u8],
+    y: &mut [i32],
+    scratch: &mut [u32],
+    signs: &[u8],
+    finish: impl Fn(usize, i32) -> i32,
+) {
+    let taps = g.taps();
+    let (c_in, h, w) = (g.input.c as usize, g.input.h as usize, g.input.w as usize);
+    let (copy, rest) = scratch.split_at_mut(sc.copy_bytes.div_ceil(4));
+    let (total, rest) = rest.split_at_mut(sc.blocks * LANES);
+    let xq: &mut [u8] = &mut bytemuck::cast_slice_mut(copy)[..sc.copy_bytes];
+    let total: &mut [i32] = bytemuck::cast_slice_mut(total);
+    let list: &mut [u16] = &mut bytemuck::cast_slice_mut(&mut rest[..taps.div_ceil(2)])[..taps];
+
+    // The padded phase copy: input (iy, ix) sits at padded (iy + pad, ix + pad).
+    xq.fill(0);
+    let (s, plane_q) = (sc.s, sc.hq * sc.wq);
+    for c in 0..c_in {
+        for iy in 0..h {
+            let py = iy + g.pad;
+            let row = &x[(c * h + iy) * w..(c * h + iy + 1) * w];
+            for (ix, &v) in row.iter().enumerate() {
+                let px = ix + g.pad;
+                let at = ((c * s + py % s) * s + px % s) * plane_q + (py / s) * sc.wq + px / s;
+                xq[at] = v;
+            }
+        }
+    }
+    let xq: &[u8] = xq;
+
+    let rb = crate::bits::row_bytes(taps);
+    let all = tap_list(g, sc, &[], None, list);
+    for (b, tot) in total.chunks_exact_mut(LANES).enumerate() {
+        let tot: &mut [i32; LANES] = tot.try_into().unwrap();
+        tot.fill(0);
+        block_sums(&xq[b * LANES..], &list[..all], tot);
+    }
+
+    let plane = g.oh * g.ow;
+    for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
+        let row = &signs[o * rb..(o + 1) * rb];
+        // Unused high bits of the last byte are 0 (as the encoder writes them); were they not,
+        // only the choice of formula below would change, never the result (both are exact).
+        let plus = row
+            .iter()
+            .map(|b| b.count_ones() as usize)
+            .sum::<usize>()
+            .min(taps);
+        // The minority sign: at most half the taps are summed.
+        let minority_plus = plus <= taps - plus;
+        let n = tap_list(g, sc, row, Some(minority_plus), list);
+        let (mut oy, mut ox) = (0, 0);
+        for (b, tot) in total.chunks_exact(LANES).enumerate() {
+            let mut part = [0i32; LANES];
+            block_sums(&xq[b * LANES..], &list[..n], &mut part);
+            for (&p, &t) in part.iter().zip(tot) {
+                if oy < g.oh && ox < g.ow {
+                    let pm = if minority_plus {
+                        p.wrapping_add(p).wrapping_sub(t)
+                    } else {
+                        t.wrapping_sub(p).wrapping_sub(p)
+                    };
+                    yo[oy * g.ow + ox] = finish(o, pm);
+                }
+                ox += 1;
+                if ox == sc.wq {
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::bconv_planes;
+    use super::*;
+    use crate::model::Shape;
+    use proptest::prelude::*;
+
+    /// Scratch for both kernels on `g`.
+    fn scratch_for(g: &ConvGeom, sc: &SpikeConv) -> Vec<u32> {
+        let (c, h, w) = (g.input.c as usize, g.input.h as usize, g.input.w as usize);
+        let padded = c * (h + 2 * g.pad) * (w + 2 * g.pad);
+        vec![
+            0xDEAD_BEEF;
+            (padded + 2 * g.oh * g.ow + 4 * (w + 2 * g.pad) * g.oh + 8)
+                .max(sc.scratch_words(g.taps()))
+        ]
+    }
+
+    /// Both kernels on `cout` channels of `g` with these spikes and sign rows.
+    fn case(
+        g: ConvGeom,
+        cout: usize,
+        spikes: Vec<u8>,
+        signs: Vec<u8>,
+    ) -> Result<(), TestCaseError> {
+        let sc = SpikeConv::new(&g).expect("small geometry fits u16 offsets");
+        let plane = g.oh * g.ow;
+        let mut want = vec![0i32; cout * plane];
+        let mut got = vec![0i32; cout * plane];
+        // A channel-dependent `finish`, so channels cannot be swapped unnoticed.
+        let finish = |o: usize, a: i32| a.wrapping_mul(3).wrapping_add(o as i32);
+        let mut scratch = scratch_for(&g, &sc);
+        bconv_planes(&g, &spikes, &mut want, &mut scratch, &signs, finish);
+        let mut scratch = scratch_for(&g, &sc);
+        bconv_spikes(&g, &sc, &spikes, &mut got, &mut scratch, &signs, finish);
+        prop_assert_eq!(got, want, "{:?}", g);
+        Ok(())
+    }
+
+    /// Geometry, spikes (random, all 0 or all 255) and sign rows (random, all +1, all −1).
+    fn inputs() -> impl Strategy<Value = (u32, u32, u32, u8, u8, u8, usize, Vec<u8>, Vec<u8>)> {
+        (
+            1u32..=9,
+            1u32..=12,
+            1u32..=12,
+            prop::sample::select(vec![1u8, 2, 3, 5]),
+            1u8..=3,
+            0u8..=2,
+            1usize..=5,
+        )
+            .prop_filter(
+                "kernel fits the padded input",
+                |&(_, h, w, k, _, pad, _)| {
+                    pad < k && h + 2 * pad as u32 >= k as u32 && w + 2 * pad as u32 >= k as u32
+                },
+            )
+            .prop_flat_map(|(c, h, w, k, stride, pad, cout)| {
+                let n = (c * h * w) as usize;
+                let taps = c as usize * k as usize * k as usize;
+                let rb = crate::bits::row_bytes(taps);
+                let spikes = prop_oneof![
+                    prop::collection::vec(any::<u8>(), n),
+                    Just(vec![0u8; n]),
+                    Just(vec![255u8; n]),
+                    prop::collection::vec(prop::sample::select(vec![0u8, 255]), n),
+                ];
+                let row = prop_oneof![
+                    prop::collection::vec(any::<u8>(), rb),
+                    Just(vec![0xFFu8; rb]),
+                    Just(vec![0u8; rb]),
+                ];
+                let signs = prop::collection::vec(row, cout).prop_map(move |rows| {
+                    // Unused high bits of a row's last byte are 0 on the wire.
+                    let mut flat: Vec<u8> = rows.concat();
+                    if taps % 8 != 0 {
+                        for r in 0..cout {
+                            flat[r * rb + rb - 1] &= (1u8 << (taps % 8)) - 1;
+                        }
+                    }
+                    flat
+                });
+                (Just((c, h, w, k, stride, pad, cout)), spikes, signs)
+            })
+            .prop_map(|((c, h, w, k, s, p, o), x, signs)| (c, h, w, k, s, p, o, x, signs))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+        /// The SWAR kernel equals the reference kernel bit for bit: odd channel counts, every
+        /// stride 1–3 and padding 0–2, 1×1 to 5×5 kernels, all-zero and all-255 spikes.
+        #[test]
+        fn spike_bconv_equals_reference(
+            (c, h, w, k, stride, pad, cout, spikes, signs) in inputs()
+        ) {
+            case(ConvGeom::new(Shape { c, h, w }, k, stride, pad), cout, spikes, signs)?;
+        }
+    }
+
+    /// More taps than a 16-bit lane holds between folds (257): all-255 spikes over 600 taps
+    /// of one sign would carry into the neighbouring lane without the fold.
+    #[test]
+    fn lanes_fold_before_they_carry() {
+        let (c, k) = (67u32, 3u8);
+        let taps = c as usize * 9;
+        let rb = crate::bits::row_bytes(taps);
+        // Channel 0: all +1 except one tap (minority −1); channel 1: all −1 (minority +1,
+        // every tap summed); channel 2: alternating.
+        let mut signs = vec![0u8; 3 * rb];
+        for t in 0..taps {
+            if t != 5 {
+                signs[t / 8] |= 1 << (t % 8);
+            }
+            if t % 2 == 0 {
+                signs[2 * rb + t / 8] |= 1 << (t % 8);
+            }
+        }
+        let spikes = vec![255u8; c as usize * 5 * 6];
+        for stride in [1, 2] {
+            let g = ConvGeom::new(Shape { c, h: 5, w: 6 }, k, stride, 1);
+            case(g, 3, spikes.clone(), signs.clone()).unwrap();
+        }
+    }
+}
