@@ -1,7 +1,8 @@
 //! The QEMU board (`boards/qemu-lm3s6965`, Cortex-M3, integer path): the firmware built with the
 //! committed Fashion-MNIST MCU model classifies 32 test images in `qemu-system-arm -machine
 //! lm3s6965evb`, and every logit it prints equals `empf-core`'s integer path on the host, bit for
-//! bit; the same firmware linked for `mps2-an385` does the same with the bench model. A
+//! bit (also with the wide MCU preset); the same firmware linked for `mps2-an385` does the same
+//! with the bench model. A
 //! corrupted model in flash is reported and the firmware exits; it does not hang.
 //!
 //! Without `qemu-system-arm` the tests print `skipped: …` and return; `EMPF_REQUIRE_QEMU=1`
@@ -72,6 +73,37 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
     let used = size
         .stack_used
         .expect("the firmware reports its stack high-water mark");
+    assert!(
+        used > 0 && used < size.stack_free,
+        "stack {used} of {}",
+        size.stack_free
+    );
+}
+
+/// The wide MCU preset (`host-train train --arch mcu-wide`, 2× the MCU net's channels) on the
+/// 64 KiB LM3S6965: it links (arena + statics fit the RAM), runs within its stack, and every
+/// logit equals the host's.
+#[test]
+fn wide_mcu_model_on_lm3s6965_equals_core_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    let inputs = Inputs::with_model(board::repo_root().join("boards/models/fmnist-mcu-wide.empf"));
+    let (run, n, size) = board::qemu_check(
+        &inputs,
+        &board::LM3S6965,
+        Path::Integer,
+        Mode::Sequential,
+        Duration::from_secs(300),
+    )
+    .expect("QEMU check");
+    assert_eq!(n, 32);
+    println!(
+        "{size} (wide MCU model, {:.1} s in QEMU)",
+        run.elapsed.as_secs_f64()
+    );
+    assert!(size.ram_static <= size.ram_total && size.ram_total <= 64 * 1024);
+    let used = size.stack_used.expect("stack high-water mark");
     assert!(
         used > 0 && used < size.stack_free,
         "stack {used} of {}",
