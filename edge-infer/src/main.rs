@@ -105,6 +105,14 @@ enum Cmd {
         /// Cap on the inference arenas of all threads together, MiB.
         #[arg(long, default_value_t = empf_edge_infer::DEFAULT_MAX_ARENA_MIB)]
         max_arena_mib: u64,
+        /// The 8-bit ONNX graphs to run through ONNX Runtime (comma-separated; `none` for none).
+        #[arg(
+            long = "ort-8bit",
+            value_enum,
+            value_delimiter = ',',
+            default_value = "integer,qdq-uint8,qdq-int8"
+        )]
+        ort_8bit: Vec<Ort8Arg>,
     },
     /// Latency, throughput and peak memory of the native paths.
     Bench {
@@ -129,9 +137,58 @@ enum Cmd {
         output: PathBuf,
         /// Write the integer path (8-bit spikes, int8 ±1 weights, ConvInteger/MatMulInteger,
         /// int64 requantisation): int32 logits equal to empf-core's integer path.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "qdq")]
         integer: bool,
+        /// Write the integer path as a QDQ graph (QuantizeLinear/DequantizeLinear around the ±1
+        /// layers, int8 weights with per-channel scales, float requantisation and neurons):
+        /// `uint8` spikes for ONNX Runtime, `int8` spikes (scale 2) for TensorRT. Int32 logits
+        /// within the README's bound of empf-core's integer path.
+        #[arg(long, value_enum)]
+        qdq: Option<QdqArg>,
     },
+}
+
+/// An 8-bit ONNX graph of `eval --ort-8bit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Ort8Arg {
+    /// `to-onnx --integer` (bit-exact).
+    Integer,
+    /// `to-onnx --qdq uint8`.
+    QdqUint8,
+    /// `to-onnx --qdq int8`.
+    QdqInt8,
+    /// No 8-bit graph.
+    None,
+}
+
+impl Ort8Arg {
+    fn graph(self) -> Option<Graph> {
+        use empf_edge_infer::onnx::QdqActivations as A;
+        match self {
+            Ort8Arg::Integer => Some(Graph::Integer),
+            Ort8Arg::QdqUint8 => Some(Graph::Qdq(A::Uint8)),
+            Ort8Arg::QdqInt8 => Some(Graph::Qdq(A::Int8)),
+            Ort8Arg::None => None,
+        }
+    }
+}
+
+/// Activation type of the QDQ graph.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum QdqArg {
+    /// uint8 spikes, scale 1 (exact spikes; ONNX Runtime).
+    Uint8,
+    /// int8 spikes, scale 2, zero point 0 (TensorRT's int8 activations).
+    Int8,
+}
+
+impl QdqArg {
+    fn act(self) -> empf_edge_infer::onnx::QdqActivations {
+        match self {
+            QdqArg::Uint8 => empf_edge_infer::onnx::QdqActivations::Uint8,
+            QdqArg::Int8 => empf_edge_infer::onnx::QdqActivations::Int8,
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -171,6 +228,7 @@ fn main() -> Result<()> {
             limit,
             threads,
             max_arena_mib,
+            ort_8bit,
         } => eval_cmd(
             model,
             images,
@@ -179,15 +237,19 @@ fn main() -> Result<()> {
             limit,
             threads,
             max_arena_mib,
+            &ort_8bit,
         ),
         Cmd::ToOnnx {
             model,
             output,
             integer,
+            qdq,
         } => {
             let bytes = read_model(&model)?;
             let m = decode_model(&model, &bytes)?;
-            let onnx = if integer {
+            let onnx = if let Some(q) = qdq {
+                empf_edge_infer::onnx::to_onnx_qdq(&m, q.act())
+            } else if integer {
                 empf_edge_infer::onnx::to_onnx_integer(&m)
             } else {
                 empf_edge_infer::onnx::to_onnx(&m)
@@ -231,7 +293,7 @@ fn run(
                 )
             })?;
             Scores::Integer {
-                logits: ort_logits_integer(&model_path, &model, &x, 1, ep, None)?,
+                logits: ort_logits_integer(&model_path, &model, &x, 1, ep, None, Graph::Integer)?,
                 logit_scale: fm.logit_scale,
             }
         } else {
@@ -308,6 +370,21 @@ fn ep_name(ep: Ep) -> &'static str {
 enum Graph {
     Float,
     Integer,
+    /// The QDQ graph.
+    Qdq(empf_edge_infer::onnx::QdqActivations),
+}
+
+impl Graph {
+    /// The 8-bit graphs, as `eval --ort-8bit` and `bench` name them.
+    fn label(self) -> &'static str {
+        use empf_edge_infer::onnx::QdqActivations as A;
+        match self {
+            Graph::Float => "ort float",
+            Graph::Integer => "ort 8-bit integer",
+            Graph::Qdq(A::Uint8) => "ort 8-bit qdq uint8",
+            Graph::Qdq(A::Int8) => "ort 8-bit qdq int8",
+        }
+    }
 }
 
 /// A session of the model's float or integer graph (`threads`: ORT intra-op threads).
@@ -323,6 +400,7 @@ fn ort_session(
     let onnx = match graph {
         Graph::Float => empf_edge_infer::onnx::to_onnx(model),
         Graph::Integer => empf_edge_infer::onnx::to_onnx_integer(model),
+        Graph::Qdq(act) => empf_edge_infer::onnx::to_onnx_qdq(model, act),
     }
     .with_context(|| format!("{}: cannot export to ONNX", path.display()))?;
     let ep = match ep {
@@ -360,8 +438,9 @@ fn ort_logits_integer(
     n: usize,
     ep: Ep,
     threads: Option<usize>,
+    graph: Graph,
 ) -> Result<Vec<i32>> {
-    let mut m = ort_session(path, model, Graph::Integer, ep, threads)?;
+    let mut m = ort_session(path, model, graph, ep, threads)?;
     ort_batches(x, n, |xb, b| Ok(m.run_integer(xb, b)?))
 }
 
@@ -408,6 +487,7 @@ fn ort_logits_integer(
     _: usize,
     _: Ep,
     _: Option<usize>,
+    _: Graph,
 ) -> Result<Vec<i32>> {
     bail!("engine ort: {NO_ORT}")
 }
@@ -426,7 +506,7 @@ fn ort_throughput(
     let once = |m: &mut empf_edge_infer::ort_engine::OrtModel| -> Result<()> {
         match graph {
             Graph::Float => drop(m.run(&x, bench::BATCH)?),
-            Graph::Integer => drop(m.run_integer(&x, bench::BATCH)?),
+            Graph::Integer | Graph::Qdq(_) => drop(m.run_integer(&x, bench::BATCH)?),
         }
         Ok(())
     };
@@ -467,6 +547,7 @@ fn eval_cmd(
     limit: Option<usize>,
     threads: Option<usize>,
     max_arena_mib: u64,
+    ort_8bit: &[Ort8Arg],
 ) -> Result<()> {
     if limit == Some(0) {
         bail!("--limit 0: nothing to evaluate (give at least 1)");
@@ -577,9 +658,15 @@ fn eval_cmd(
         }
         Err(e) => println!("ort: skipped: {e:#}"),
     }
-    if let Some((native_int, _)) = &integer {
+    let native_pred: Option<Vec<usize>> = integer
+        .as_ref()
+        .map(|(s, _)| s.iter().map(Scores::class).collect());
+    let native_int = integer.as_ref().map(|(s, _)| s);
+    let graphs = ort_8bit.iter().filter_map(|g| g.graph());
+    for (graph, native_int) in graphs.filter_map(|g| native_int.map(|s| (g, s))) {
+        let label = graph.label();
         let t2 = std::time::Instant::now();
-        match ort_logits_integer(&model_path, &model, &x, n, Ep::Cpu, Some(threads)) {
+        match ort_logits_integer(&model_path, &model, &x, n, Ep::Cpu, Some(threads), graph) {
             Ok(logits) => {
                 let secs = t2.elapsed().as_secs_f64();
                 let pred: Vec<usize> = logits
@@ -600,16 +687,19 @@ fn eval_cmd(
                         max_diff = max_diff.max(d);
                     }
                 }
+                let pred_differ = native_pred
+                    .as_ref()
+                    .map_or(0, |np| np.iter().zip(&pred).filter(|(a, b)| a != b).count());
                 println!(
-                    "ort 8-bit (cpu): {:.2}%  ({:.0} images/s incl. one session setup)",
+                    "{label} (cpu): {:.2}%  ({:.0} images/s incl. one session setup)",
                     acc(&mut pred.iter().copied()),
                     n as f64 / secs
                 );
                 println!(
-                    "ort 8-bit vs native integer: {logit_differ} of {n} images differ in some logit (max |diff| {max_diff})"
+                    "{label} vs native integer: {logit_differ} of {n} images differ in some logit (max |diff| {max_diff}), {pred_differ} predictions differ"
                 );
             }
-            Err(e) => println!("ort 8-bit: skipped: {e:#}"),
+            Err(e) => println!("{label}: skipped: {e:#}"),
         }
     }
     Ok(())
@@ -638,8 +728,8 @@ fn bench_cmd(
         threads,
         bench::BATCH
     );
-    // Native gets 3/4 of the time; ORT float and 8-bit 1/8 each.
-    let ms = bench::run_native(&model, seconds * 0.75, threads)?;
+    // Native gets 3/5 of the time; ORT float and the three 8-bit graphs 1/10 each.
+    let ms = bench::run_native(&model, seconds * 0.6, threads)?;
     for m in &ms {
         let name = match m.path {
             bench::Path::Float => "float",
@@ -699,7 +789,7 @@ fn bench_cmd(
         rows.push(("native integer, 1 thread".into(), m.images_per_s_1));
         rows.push((format!("native integer, {threads} threads"), m.images_per_s));
     }
-    match ort_throughput(&model_path, &model, Graph::Float, seconds / 8.0, threads) {
+    match ort_throughput(&model_path, &model, Graph::Float, seconds / 10.0, threads) {
         Ok(r) => {
             println!(
                 "ort     float      throughput {r:.1} images/s (batch {}, {threads} threads)",
@@ -710,15 +800,19 @@ fn bench_cmd(
         Err(e) => println!("ort: skipped: {e:#}"),
     }
     if model.fixed_meta().is_some() {
-        match ort_throughput(&model_path, &model, Graph::Integer, seconds / 8.0, threads) {
-            Ok(r) => {
-                println!(
-                    "ort     8-bit      throughput {r:.1} images/s (batch {}, {threads} threads)",
-                    bench::BATCH
-                );
-                rows.push((format!("ort 8-bit, {threads} threads"), r));
+        use empf_edge_infer::onnx::QdqActivations as A;
+        for graph in [Graph::Integer, Graph::Qdq(A::Uint8), Graph::Qdq(A::Int8)] {
+            let label = graph.label();
+            match ort_throughput(&model_path, &model, graph, seconds / 10.0, threads) {
+                Ok(r) => {
+                    println!(
+                        "{label:<20} throughput {r:.1} images/s (batch {}, {threads} threads)",
+                        bench::BATCH
+                    );
+                    rows.push((format!("{label}, {threads} threads"), r));
+                }
+                Err(e) => println!("{label}: skipped: {e:#}"),
             }
-            Err(e) => println!("ort 8-bit: skipped: {e:#}"),
         }
     }
     if let Some(&(_, base)) = rows.first() {
@@ -728,7 +822,7 @@ fn bench_cmd(
         );
         for (name, r) in &rows {
             println!(
-                "  {name:<28} {r:>9.1} images/s  {:>6.2}x native float 1 thread",
+                "  {name:<32} {r:>9.1} images/s  {:>6.2}x native float 1 thread",
                 r / base
             );
         }

@@ -129,6 +129,17 @@ mod integer;
 
 pub use integer::to_onnx_integer_proto;
 
+#[path = "onnx_qdq.rs"]
+mod qdq;
+
+pub use qdq::{to_onnx_qdq_proto, QdqActivations};
+
+/// Converts a decoded, calibrated model into the bytes of an ONNX `ModelProto` of its integer
+/// path in QDQ form (see [`to_onnx_qdq_proto`] and the module `onnx_qdq.rs`).
+pub fn to_onnx_qdq(model: &Model<'_>, act: QdqActivations) -> Result<Vec<u8>, OnnxError> {
+    Ok(to_onnx_qdq_proto(model, act)?.encode_to_vec())
+}
+
 /// Converts a decoded, calibrated model into the bytes of an ONNX `ModelProto` of its integer
 /// path (see [`to_onnx_integer_proto`] and the module `onnx_int.rs`).
 pub fn to_onnx_integer(model: &Model<'_>) -> Result<Vec<u8>, OnnxError> {

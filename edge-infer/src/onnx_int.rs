@@ -32,7 +32,7 @@ use empf_core::format::{FixedAdd, ScalarRequant};
 use empf_core::{ACT_LIMIT, MEMBRANE_FRAC_BITS, SPIKE_MAX};
 
 /// Clamp of the membrane in `empf-core` (`MEMBRANE_LIMIT`).
-const MEMBRANE_LIMIT: i64 = 1 << 30;
+pub(super) const MEMBRANE_LIMIT: i64 = 1 << 30;
 
 /// Element type of an integer tensor of the graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ fn le_i32(b: &[u8], i: usize) -> Option<i64> {
         .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
 }
 
-fn le_i16(b: &[u8], i: usize) -> Option<i64> {
+pub(super) fn le_i16(b: &[u8], i: usize) -> Option<i64> {
     b.get(i * 2..i * 2 + 2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
 }
@@ -79,7 +79,12 @@ fn short(layer: usize, what: &'static str) -> OnnxError {
 }
 
 /// Reads `n` i32 values.
-fn i32s(layer: usize, what: &'static str, b: &[u8], n: usize) -> Result<Vec<i64>, OnnxError> {
+pub(super) fn i32s(
+    layer: usize,
+    what: &'static str,
+    b: &[u8],
+    n: usize,
+) -> Result<Vec<i64>, OnnxError> {
     check_len(layer, what, b.len() / 4, n)?;
     (0..n)
         .map(|i| le_i32(b, i).ok_or_else(|| short(layer, what)))
@@ -87,14 +92,14 @@ fn i32s(layer: usize, what: &'static str, b: &[u8], n: usize) -> Result<Vec<i64>
 }
 
 /// Per-channel requantisation constants `(multiplier, shift, offset)`.
-struct Rq {
-    m: Vec<i64>,
-    sh: Vec<u8>,
-    off: Vec<i64>,
+pub(super) struct Rq {
+    pub(super) m: Vec<i64>,
+    pub(super) sh: Vec<u8>,
+    pub(super) off: Vec<i64>,
 }
 
 impl Rq {
-    fn read(
+    pub(super) fn read(
         layer: usize,
         r: &empf_core::format::Requant<&[u8]>,
         n: usize,
@@ -109,7 +114,7 @@ impl Rq {
     }
 
     /// The entries `idx` (a sub-range of steps and channels).
-    fn pick(&self, idx: impl Iterator<Item = usize>) -> Rq {
+    pub(super) fn pick(&self, idx: impl Iterator<Item = usize>) -> Rq {
         let mut r = Rq {
             m: vec![],
             sh: vec![],
@@ -130,7 +135,7 @@ fn attr_str_int(name: &str, v: i64) -> AttributeProto {
 
 impl Builder {
     /// An int64 initializer of `dims` (a scalar if `dims` is empty).
-    fn init_i64(&mut self, hint: &str, dims: &[usize], v: &[i64]) -> String {
+    pub(super) fn init_i64(&mut self, hint: &str, dims: &[usize], v: &[i64]) -> String {
         let name = self.fresh(hint);
         self.inits.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -143,7 +148,13 @@ impl Builder {
     }
 
     /// An int8 / uint8 initializer.
-    fn init_8(&mut self, hint: &str, dims: &[usize], signed: bool, v: Vec<u8>) -> String {
+    pub(super) fn init_8(
+        &mut self,
+        hint: &str,
+        dims: &[usize],
+        signed: bool,
+        v: Vec<u8>,
+    ) -> String {
         let name = self.fresh(hint);
         self.inits.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
@@ -171,7 +182,7 @@ impl Builder {
     }
 
     /// A shared scalar f32 constant.
-    fn cf32(&mut self, v: f32) -> String {
+    pub(super) fn cf32(&mut self, v: f32) -> String {
         let key = format!("f32 scalar {:08x}", v.to_bits());
         if let Some(n) = self.consts.get(&key) {
             return n.clone();
@@ -190,7 +201,7 @@ impl Builder {
         }
     }
 
-    fn cast(&mut self, x: &str, to: DataType) -> String {
+    pub(super) fn cast(&mut self, x: &str, to: DataType) -> String {
         self.node("Cast", &[x], vec![attr_str_int("to", to as i64)])
     }
 
@@ -721,7 +732,7 @@ fn int_add(b: &mut Builder, a: &Tensor, s: &Tensor, f: &FixedAdd) -> Tensor {
 }
 
 /// `±1` as int8 from packed signs: `rows` rows of `k` weights.
-fn signs_i8(signs: &[u8], rows: usize, k: usize) -> Vec<u8> {
+pub(super) fn signs_i8(signs: &[u8], rows: usize, k: usize) -> Vec<u8> {
     let rb = k.div_ceil(8);
     let mut out = Vec::with_capacity(rows * k);
     for o in 0..rows {
@@ -753,14 +764,14 @@ fn fire(b: &mut Builder, m: &str, th: &str) -> (String, String) {
 }
 
 /// Integer neuron constants of step `t` (all channels), or of every step.
-struct NeuronInt {
-    rq: Rq,
-    th: Vec<i64>,
-    leak: Vec<i64>,
-    per: usize,
+pub(super) struct NeuronInt {
+    pub(super) rq: Rq,
+    pub(super) th: Vec<i64>,
+    pub(super) leak: Vec<i64>,
+    pub(super) per: usize,
 }
 
-fn neuron_int(
+pub(super) fn neuron_int(
     li: usize,
     n: &Neuron<&[u8]>,
     t_steps: usize,
@@ -921,7 +932,7 @@ fn sequential_neuron_int(
     })
 }
 
-fn int_tensor_type(dims: &[Dimension], dt: DataType) -> TypeProto {
+pub(super) fn int_tensor_type(dims: &[Dimension], dt: DataType) -> TypeProto {
     TypeProto {
         value: Some(type_proto::Value::TensorType(type_proto::Tensor {
             elem_type: Some(dt as i32),
@@ -1111,7 +1122,7 @@ pub fn to_onnx_integer_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use empf_core::format::{encode_model, BinaryConv2d, Blob, Conv2d, InputEncoding, Linear};
     use empf_core::format::{ModelMeta, Shape3};
@@ -1121,7 +1132,7 @@ mod tests {
     }
 
     /// T = 3, 1×6×6: Conv(FP) → N(seq) → BConv → N(par) → AvgPool → GAP → Linear, calibrated.
-    fn calibrated_model() -> Vec<u8> {
+    pub(in crate::onnx) fn calibrated_model() -> Vec<u8> {
         let t = 3usize;
         let neuron = |mode: NeuronMode| {
             Layer::Neuron(Neuron {
