@@ -8,9 +8,12 @@
 //! [`LANES`] outputs over all selected taps. A lane gains at most 255 per tap, so it is folded
 //! into `i32` every [`FLUSH`] taps, before it could carry into its neighbour.
 //!
-//! `Σ s·x = 2·Σ_{s=+1} x − Σ x` as in the reference: `Σ x` over all taps once per layer, then
-//! each output channel sums only its minority-sign taps, listed once per channel as byte
-//! offsets (`u16`) into the input copy.
+//! `Σ s·x = 2·Σ_{s=+1} x − Σ x` as in the reference, with `Σ x` over all taps once per layer.
+//! Output channels go in pairs: the taps fall in four classes by their signs in the two
+//! channels, three classes are summed and the largest is `Σ x` minus the other three, so a pair
+//! sums at most 3/4 of its taps (3/8 per channel; a channel alone sums its minority sign, at
+//! most 1/2). The taps of each class are listed once per pair as byte offsets (`u16`) into the
+//! input copy.
 //!
 //! The input copy is zero-padded and, for stride `s > 1`, split into `s×s` phase planes
 //! (`xq[c][py][px][i][j] = xpad[c][py + s·i][px + s·j]`), so that the inputs of one tap for
@@ -202,36 +205,142 @@ pub(crate) fn bconv_spikes(
     }
 
     let plane = g.oh * g.ow;
-    for (o, yo) in y.chunks_exact_mut(plane).enumerate() {
-        let row = &signs[o * rb..(o + 1) * rb];
-        // Unused high bits of the last byte are 0 (as the encoder writes them); were they not,
-        // only the choice of formula below would change, never the result (both are exact).
-        let plus = row
-            .iter()
-            .map(|b| b.count_ones() as usize)
-            .sum::<usize>()
-            .min(taps);
-        // The minority sign: at most half the taps are summed.
-        let minority_plus = plus <= taps - plus;
-        let n = tap_list(g, sc, row, Some(minority_plus), list);
+    let mut outs = y.chunks_exact_mut(plane).enumerate();
+    while let Some((o, ya)) = outs.next() {
+        let ra = &signs[o * rb..(o + 1) * rb];
+        let Some((_, yb)) = outs.next() else {
+            single(g, sc, xq, total, ra, list, |p| finish(o, p), ya);
+            break;
+        };
+        let rbits = &signs[(o + 1) * rb..(o + 2) * rb];
+        // Classes of taps by (sign in a, sign in b), index 2·[a = +1] + [b = +1]; the largest
+        // class is not summed but taken as `Σ x` minus the other three, so a pair of channels
+        // sums at most 3/4 of its taps (3/8 per channel, against 1/2 for one channel alone).
+        let count = |f: fn(u8, u8) -> u8| -> usize {
+            ra.iter()
+                .zip(rbits)
+                .enumerate()
+                .map(|(i, (&a, &b))| (f(a, b) & last_byte_mask(taps, i)).count_ones() as usize)
+                .sum()
+        };
+        let n11 = count(|a, b| a & b);
+        let n10 = count(|a, b| a & !b);
+        let n01 = count(|a, b| !a & b);
+        let counts = [taps - n11 - n10 - n01, n01, n10, n11];
+        let skip = (0..4).max_by_key(|&k| counts[k]).unwrap_or(0);
+        let mut starts = [0usize; 5];
+        for k in 0..4 {
+            starts[k + 1] = starts[k] + if k == skip { 0 } else { counts[k] };
+        }
+        pair_lists(g, sc, ra, rbits, skip, starts, list);
         let (mut oy, mut ox) = (0, 0);
         for (b, tot) in total.chunks_exact(LANES).enumerate() {
-            let mut part = [0i32; LANES];
-            block_sums(&xq[b * LANES..], &list[..n], &mut part);
-            for (&p, &t) in part.iter().zip(tot) {
+            let win = &xq[b * LANES..];
+            let mut parts = [[0i32; LANES]; 4];
+            for (k, part) in parts.iter_mut().enumerate() {
+                if k != skip {
+                    block_sums(win, &list[starts[k]..starts[k + 1]], part);
+                }
+            }
+            for j in 0..LANES {
                 if oy < g.oh && ox < g.ow {
-                    let pm = if minority_plus {
-                        p.wrapping_add(p).wrapping_sub(t)
-                    } else {
-                        t.wrapping_sub(p).wrapping_sub(p)
-                    };
-                    yo[oy * g.ow + ox] = finish(o, pm);
+                    let t = tot[j];
+                    let others = (0..4)
+                        .filter(|&k| k != skip)
+                        .fold(0i32, |a, k| a.wrapping_add(parts[k][j]));
+                    let mut p = [parts[0][j], parts[1][j], parts[2][j], parts[3][j]];
+                    p[skip] = t.wrapping_sub(others);
+                    let plus_a = p[2].wrapping_add(p[3]);
+                    let plus_b = p[1].wrapping_add(p[3]);
+                    let at = oy * g.ow + ox;
+                    ya[at] = finish(o, plus_a.wrapping_add(plus_a).wrapping_sub(t));
+                    yb[at] = finish(o + 1, plus_b.wrapping_add(plus_b).wrapping_sub(t));
                 }
                 ox += 1;
                 if ox == sc.wq {
                     ox = 0;
                     oy += 1;
                 }
+            }
+        }
+    }
+}
+
+/// The bits of byte `i` of a sign row that are taps (the last byte may be partly unused).
+fn last_byte_mask(taps: usize, i: usize) -> u8 {
+    if (i + 1) * 8 <= taps {
+        0xFF
+    } else {
+        ((1u16 << (taps - i * 8)) - 1) as u8
+    }
+}
+
+/// The tap offsets of a channel pair's classes (see [`bconv_spikes`]) except `skip`, class
+/// `k` at `list[starts[k]..starts[k + 1]]`.
+fn pair_lists(
+    g: &ConvGeom,
+    sc: &SpikeConv,
+    ra: &[u8],
+    rb: &[u8],
+    skip: usize,
+    starts: [usize; 5],
+    list: &mut [u16],
+) {
+    let mut pos = [starts[0], starts[1], starts[2], starts[3]];
+    let k = g.kernel;
+    let mut t = 0;
+    for c in 0..g.input.c as usize {
+        for ky in 0..k {
+            for kx in 0..k {
+                let class = (sign_at(ra, t) as usize) << 1 | sign_at(rb, t) as usize;
+                if class != skip {
+                    list[pos[class]] = sc.offset(c, ky, kx) as u16;
+                    pos[class] += 1;
+                }
+                t += 1;
+            }
+        }
+    }
+}
+
+/// One output channel alone (the last of an odd count): its minority-sign taps.
+#[allow(clippy::too_many_arguments)]
+fn single(
+    g: &ConvGeom,
+    sc: &SpikeConv,
+    xq: &[u8],
+    total: &[i32],
+    row: &[u8],
+    list: &mut [u16],
+    finish: impl Fn(i32) -> i32,
+    yo: &mut [i32],
+) {
+    let taps = g.taps();
+    let plus = row
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (b & last_byte_mask(taps, i)).count_ones() as usize)
+        .sum::<usize>();
+    // The minority sign: at most half the taps are summed.
+    let minority_plus = plus <= taps - plus;
+    let n = tap_list(g, sc, row, Some(minority_plus), list);
+    let (mut oy, mut ox) = (0, 0);
+    for (b, tot) in total.chunks_exact(LANES).enumerate() {
+        let mut part = [0i32; LANES];
+        block_sums(&xq[b * LANES..], &list[..n], &mut part);
+        for (&p, &t) in part.iter().zip(tot) {
+            if oy < g.oh && ox < g.ow {
+                let pm = if minority_plus {
+                    p.wrapping_add(p).wrapping_sub(t)
+                } else {
+                    t.wrapping_sub(p).wrapping_sub(p)
+                };
+                yo[oy * g.ow + ox] = finish(pm);
+            }
+            ox += 1;
+            if ox == sc.wq {
+                ox = 0;
+                oy += 1;
             }
         }
     }
