@@ -689,3 +689,47 @@ fn infer_many_is_independent_of_the_thread_count() {
     assert!(empf_edge_infer::check_threads(Some(all + 1)).is_err());
     assert_eq!(empf_edge_infer::check_threads(None).unwrap(), all);
 }
+
+#[test]
+fn to_onnx_qdq_writes_both_activation_types_and_refuses_integer_with_qdq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (float, quant) = build_models();
+    let mq = write(dir.path(), "q.empf", &quant);
+    for act in ["uint8", "int8"] {
+        let out = dir.path().join(format!("q_{act}.onnx"));
+        let o = edge(&["to-onnx", p(&mq), "-o", p(&out), "--qdq", act]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(&out).unwrap();
+        // The graph names its activation type.
+        let tag = format!("empf_qdq_{act}");
+        assert!(
+            bytes.windows(tag.len()).any(|w| w == tag.as_bytes()),
+            "{act}: graph name"
+        );
+    }
+    let out = dir.path().join("x.onnx");
+    let o = edge(&[
+        "to-onnx",
+        p(&mq),
+        "-o",
+        p(&out),
+        "--integer",
+        "--qdq",
+        "uint8",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // An uncalibrated model has no integer path to write.
+    let mf = write(dir.path(), "f.empf", &float);
+    let o = edge(&["to-onnx", p(&mf), "-o", p(&out), "--qdq", "int8"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no integer path"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
