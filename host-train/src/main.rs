@@ -5,11 +5,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use empf_host_train::checkpoint::Checkpoint;
 use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
 use empf_host_train::metrics::{EpochRecord, MetricsLog};
-use empf_host_train::net::{BenchOptions, Net, NetConfig, NeuronKind};
+use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
 use empf_host_train::optim::{AdamConfig, CosineSchedule, OptimizerConfig, SgdConfig};
-use empf_host_train::params::{ParamKind, ParamReport};
 use empf_host_train::run_dir::{remove_stale_temps, RunLock};
-use empf_host_train::tensor::ParamRole;
 use empf_host_train::train::{check_finite, random_bp_step, OnlineTrainer, TrainError, UpdateRule};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -31,6 +29,30 @@ struct Cli {
 enum DatasetArg {
     FashionMnist,
     Mnist,
+    /// 3×32×32, 10 classes (geometry only until its loader lands: `info`).
+    Cifar10,
+    /// 3×32×32, 100 classes (geometry only: `info`).
+    Cifar100,
+    /// 3×64×64, 200 classes (geometry only: `info`).
+    TinyImagenet,
+    /// 3×224×224, 1000 classes (geometry only: `info`).
+    Imagenet,
+    /// 2×48×48 event frames, 10 classes, T = 10 in the paper (geometry only: `info`).
+    Cifar10Dvs,
+}
+
+impl DatasetArg {
+    /// `(channels, image size, classes)` of the data set.
+    fn geometry(self) -> (usize, usize, usize) {
+        match self {
+            DatasetArg::FashionMnist | DatasetArg::Mnist => (1, 28, 10),
+            DatasetArg::Cifar10 => (3, 32, 10),
+            DatasetArg::Cifar100 => (3, 32, 100),
+            DatasetArg::TinyImagenet => (3, 64, 200),
+            DatasetArg::Imagenet => (3, 224, 1000),
+            DatasetArg::Cifar10Dvs => (2, 48, 10),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -66,6 +88,16 @@ enum ArchArg {
     Mcu,
     /// conv(1→16, s2)-bconv(16→64, s2)-bconv(64→128, s2)-GAP-fc: 2× wider, 64 KB with 8-bit spikes.
     McuWide,
+    /// ResNet-18 (spec §5.3): conv3×3 stem, [2,2,2,2] paper blocks, real-valued residual stream.
+    Resnet18,
+    /// ResNet-19: [3,3,2] blocks of 128/256/512, head FC-neuron-FC.
+    Resnet19,
+    /// ResNet-34 (ImageNet stem with max-pool: `info` only until empf-core has max-pool).
+    Resnet34,
+    /// VGG-13 (Tiny-ImageNet): 10 convs, average pools, GAP, FC.
+    Vgg13,
+    /// VGG-SNN (DVS): binary first conv, 8 convs, flatten, FC.
+    VggSnn,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -79,9 +111,25 @@ struct ModelArgs {
     /// Neuron version of every neuron layer.
     #[arg(long, value_enum, default_value = "empf")]
     neuron: NeuronArg,
-    /// Insert SECA_I after the BN of each binary conv.
+    /// Insert SECA after the BN of each binary conv (`--seca-version` says which).
     #[arg(long)]
     seca: bool,
+    /// Zoo networks: SECA_I (1) or SECA_II (2, the ResNet block's, spec §2.11).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    seca_version: u8,
+    /// Zoo networks: share of parallel (Version III) neurons, 0, 50 (the second neuron of each
+    /// block) or 100 %.
+    #[arg(long, default_value_t = 50)]
+    parallel: u8,
+    /// Zoo networks: classes (default: the data set's).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Zoo networks: input height = width (default: the data set's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Zoo networks: channel multiplier (narrow versions of the same topology).
+    #[arg(long, default_value_t = 1.0)]
+    width: f32,
 }
 
 #[derive(Subcommand)]
@@ -140,6 +188,10 @@ enum Command {
         /// Stop after this many epochs of the schedule, as an interruption would (tests resume).
         #[arg(long, hide = true)]
         stop_after_epoch: Option<u64>,
+        /// Stop after N training batches in all (smoke runs, profiling): the epoch then in
+        /// progress is evaluated and checkpointed as if it had ended, and training stops.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_steps: Option<u64>,
     },
     /// Parameter count and parameter memory (paper rule §5.5, and at 1 bit per binary weight).
     Info {
@@ -222,8 +274,8 @@ enum Command {
     },
 }
 
-fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
-    let _ = kind; // both datasets are 1×28×28, 10 classes
+fn net_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
+    use empf_host_train::net::zoo::{zoo_for_counting, Arch, SecaVariant, ZooOptions};
     let n = match m.neuron {
         NeuronArg::Empf => NeuronKind::EmPf,
         NeuronArg::Membn => NeuronKind::MemBn,
@@ -233,11 +285,55 @@ fn net_config(m: &ModelArgs, kind: DatasetArg) -> NetConfig {
         neurons: [n; 4],
         seca: m.seca,
     };
-    match m.arch {
-        ArchArg::Bench => NetConfig::bench(m.time_steps as usize, &opts),
-        ArchArg::Mcu => NetConfig::mcu(m.time_steps as usize, &opts),
-        ArchArg::McuWide => NetConfig::mcu_wide(m.time_steps as usize, &opts),
+    let t = m.time_steps as usize;
+    let arch = match m.arch {
+        ArchArg::Bench => return Ok(NetConfig::bench(t, &opts)),
+        ArchArg::Mcu => return Ok(NetConfig::mcu(t, &opts)),
+        ArchArg::McuWide => return Ok(NetConfig::mcu_wide(t, &opts)),
+        ArchArg::Resnet18 => Arch::Resnet18,
+        ArchArg::Resnet19 => Arch::Resnet19,
+        ArchArg::Resnet34 => Arch::Resnet34,
+        ArchArg::Vgg13 => Arch::Vgg13,
+        ArchArg::VggSnn => Arch::VggSnn,
+    };
+    let (c, size, classes) = dataset.geometry();
+    let o = ZooOptions {
+        time_steps: t,
+        in_channels: c,
+        image_size: m.image_size.unwrap_or(size),
+        classes: m.classes.unwrap_or(classes),
+        neuron: n,
+        parallel_percent: m.parallel,
+        seca: match (m.seca, m.seca_version) {
+            (false, _) => SecaVariant::Off,
+            (true, 1) => SecaVariant::One,
+            (true, _) => SecaVariant::Two,
+        },
+        width: m.width,
+    };
+    // ResNet-34 is described without its stem max-pool (no parameters) for `info`; building
+    // refuses it below, where the trainer checks what empf-core can run.
+    zoo_for_counting(arch, &o).map_err(|e| anyhow::anyhow!("--arch {}: {e}", arch.name()))
+}
+
+/// The description of a network to build: refuses what empf-core cannot run yet.
+fn buildable_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
+    if m.arch == ArchArg::Resnet34 {
+        let o = empf_host_train::net::zoo::ZooOptions {
+            time_steps: 1,
+            in_channels: 3,
+            image_size: 224,
+            classes: 1000,
+            neuron: NeuronKind::EmPf,
+            parallel_percent: 0,
+            seca: Default::default(),
+            width: 1.0,
+        };
+        let e = empf_host_train::net::zoo::zoo(empf_host_train::net::zoo::Arch::Resnet34, &o)
+            .expect_err("resnet34 is refused");
+        bail!("--arch resnet34: {e}");
     }
+    net_config(m, dataset)
 }
 
 const CKPT: &str = "checkpoint.safetensors";
@@ -256,6 +352,11 @@ fn save_checkpoint(
     ck.set_meta("model.time_steps", model.time_steps);
     ck.set_meta("model.neuron", format!("{:?}", model.neuron).to_lowercase());
     ck.set_meta("model.seca", model.seca);
+    // The description itself, so any network (zoo options included) is rebuilt exactly.
+    ck.set_meta(
+        "model.config",
+        serde_json::to_string(tr.net.config()).context("serialising the network description")?,
+    );
     ck.set_meta("test_acc", test_acc);
     for p in tr.net.params() {
         ck.insert(p.name.to_string(), p.shape.to_vec(), p.value.to_vec())?;
@@ -372,6 +473,7 @@ fn train(
     resume: bool,
     limits: (Option<usize>, Option<usize>),
     stop_after: Option<u64>,
+    max_steps: Option<u64>,
     schedule: ScheduleArg,
 ) -> Result<()> {
     if !(lr.is_finite() && lr > 0.0) {
@@ -382,10 +484,7 @@ fn train(
             bail!("{flag} must be at least 1 (it is a number of images; leave it out to use them all)");
         }
     }
-    let kind = match dataset {
-        DatasetArg::FashionMnist => DatasetKind::FashionMnist,
-        DatasetArg::Mnist => DatasetKind::Mnist,
-    };
+    let kind = dataset_kind(dataset)?;
     let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
         match n {
             Some(n) if n < d.len() => {
@@ -400,7 +499,7 @@ fn train(
             _ => Ok(d),
         }
     };
-    let config = net_config(model, dataset);
+    let config = buildable_config(model, dataset)?;
     // Both splits against the network before anything is trained or written: a wrong image
     // size would otherwise surface as the network's internal shape error, or after an epoch.
     let load_split = |split: Split, n: Option<usize>, what: &str| -> Result<Dataset> {
@@ -468,6 +567,7 @@ fn train(
         0
     };
     let sched = CosineSchedule::new(lr, epochs)?;
+    let mut steps_done = 0u64;
     let norm = kind.normalization();
     let loader = BatchLoader::new(
         Arc::new(train_set),
@@ -503,6 +603,10 @@ fn train(
         let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
         let nb = loader.batches_per_epoch() as f64;
         for batch in loader.epoch(epoch)? {
+            if max_steps.is_some_and(|m| steps_done >= m) {
+                break;
+            }
+            steps_done += 1;
             let r = random_bp.then(|| random_bp_step(seed, epoch, batch.index, t_steps));
             let lr_b = match schedule {
                 ScheduleArg::Epoch => lr_e,
@@ -584,10 +688,15 @@ fn train(
             record.test_acc,
         )?;
         log.push(record)?;
-        if stop_after == Some(epoch + 1) {
+        if stop_after == Some(epoch + 1) || max_steps.is_some_and(|m| steps_done >= m) {
             println!(
-                "stopping after epoch {} as asked (--stop-after-epoch)",
-                epoch + 1
+                "stopping after epoch {} as asked ({})",
+                epoch + 1,
+                if stop_after == Some(epoch + 1) {
+                    "--stop-after-epoch".to_string()
+                } else {
+                    format!("--max-steps: {steps_done} batches")
+                }
             );
             return Ok(());
         }
@@ -600,10 +709,14 @@ fn train(
     Ok(())
 }
 
-fn dataset_kind(d: DatasetArg) -> DatasetKind {
+fn dataset_kind(d: DatasetArg) -> Result<DatasetKind> {
     match d {
-        DatasetArg::FashionMnist => DatasetKind::FashionMnist,
-        DatasetArg::Mnist => DatasetKind::Mnist,
+        DatasetArg::FashionMnist => Ok(DatasetKind::FashionMnist),
+        DatasetArg::Mnist => Ok(DatasetKind::Mnist),
+        other => bail!(
+            "--dataset {}: its loader is not in the trainer yet (Fashion-MNIST and MNIST are); `host-train info` knows its geometry",
+            format!("{other:?}").to_lowercase()
+        ),
     }
 }
 
@@ -648,6 +761,10 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
         "bench" => ArchArg::Bench,
         "mcu" => ArchArg::Mcu,
         "mcuwide" => ArchArg::McuWide,
+        "resnet18" => ArchArg::Resnet18,
+        "resnet19" => ArchArg::Resnet19,
+        "vgg13" => ArchArg::Vgg13,
+        "vggsnn" => ArchArg::VggSnn,
         other => bail!(
             "checkpoint {}: unknown model.arch {other:?}",
             path.display()
@@ -658,8 +775,33 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
         time_steps: t,
         neuron,
         seca,
+        seca_version: 1,
+        parallel: 50,
+        classes: None,
+        image_size: None,
+        width: 1.0,
     };
-    let mut net = Net::new(net_config(&args, DatasetArg::FashionMnist), 0)?;
+    // Checkpoints store the description (`model.config`); older ones name a preset.
+    let config = match ck.meta("model.config") {
+        Ok(json) => serde_json::from_str::<NetConfig>(json).map_err(|e| {
+            in_checkpoint(
+                path,
+                format!("model.config is not a network description: {e}"),
+            )
+        })?,
+        Err(_) => net_config(&args, DatasetArg::FashionMnist)?,
+    };
+    if config.time_steps != t as usize {
+        return Err(in_checkpoint(
+            path,
+            format!(
+                "model.config has T = {} but model.time_steps = {t}",
+                config.time_steps
+            ),
+        ));
+    }
+    let mut net = Net::new(config, 0)
+        .map_err(|e| in_checkpoint(path, format!("model.config cannot be built: {e}")))?;
     let names: Vec<(String, Vec<usize>)> = net
         .params()
         .iter()
@@ -690,7 +832,7 @@ fn export(
     let float = empf_host_train::export::export_float(&net).context("exporting")?;
     let model = Model::decode(&float).map_err(|e| anyhow::anyhow!("{e}"))?;
     let train_set = Dataset::load(data, Split::Train)?;
-    let norm = dataset_kind(dataset).normalization();
+    let norm = dataset_kind(dataset)?.normalization();
     let n = calib.min(train_set.len());
     let samples: Vec<Vec<f32>> = (0..n)
         .filter_map(|i| train_set.image(i).map(|im| norm.normalize(im)))
@@ -711,7 +853,7 @@ fn export(
         args.seca,
         output.display()
     );
-    let report = param_report(&net);
+    let report = empf_host_train::net::zoo::report_of(net.tensors());
     println!("parameter memory (paper rule, §5.5): {} bytes; at 1 bit/weight: {} bytes; file: {} bytes (float + integer path)", report.paper_bytes(), report.packed_bytes(), bytes.len());
     println!(
         "arena: {} bytes sequential, {} bytes parallel",
@@ -812,7 +954,7 @@ fn eval(
     if test.is_empty() {
         bail!("{}: no test images", images_file.display());
     }
-    let norm = dataset_kind(dataset).normalization();
+    let norm = dataset_kind(dataset)?.normalization();
     let n = limit.unwrap_or(test.len()).min(test.len());
     let classes = m.classes();
     let started = Instant::now();
@@ -870,33 +1012,53 @@ fn eval(
     Ok(())
 }
 
-fn param_report(n: &Net) -> ParamReport {
-    let entries: Vec<(String, usize, ParamKind)> = n
-        .params()
-        .iter()
-        .map(|p| {
-            let kind = if !p.is_trainable() {
-                ParamKind::Excluded
-            } else {
-                match p.role {
-                    ParamRole::BinaryWeight => ParamKind::Binary,
-                    ParamRole::FullPrecision => ParamKind::FullPrecision,
-                    ParamRole::BatchNorm | ParamRole::Neuron => ParamKind::Excluded,
-                }
-            };
-            (p.name.to_string(), p.value.len(), kind)
-        })
-        .collect();
-    ParamReport::from_params(entries.iter().map(|(a, b, c)| (a.as_str(), *b, *c)))
-}
-
 fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
-    let n = Net::new(net_config(net, dataset), 0)?;
+    use empf_host_train::net::zoo::count_params;
+    let config = net_config(net, dataset)?;
+    let r = count_params(&config, config.time_steps);
     println!(
-        "{:?} net, T={}, neuron {:?}, SECA {}",
-        net.arch, net.time_steps, net.neuron, net.seca
+        "{} on {} ({}x{}x{} input, {} classes), T={}, neuron {:?}, SECA {}",
+        format!("{:?}", net.arch).to_lowercase(),
+        format!("{dataset:?}").to_lowercase(),
+        config.in_channels,
+        config.height,
+        config.width,
+        config
+            .layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                LayerSpec::Linear { out_features, .. }
+                | LayerSpec::BinaryLinear { out_features, .. } => Some(*out_features),
+                _ => None,
+            })
+            .unwrap_or(0),
+        net.time_steps,
+        net.neuron,
+        if net.seca {
+            (if net.seca_version == 1 { "I" } else { "II" }).to_string()
+        } else {
+            "off".into()
+        },
     );
-    println!("{}", param_report(&n));
+    println!("{r}");
+    println!(
+        "Param.(B) (paper, binary at 2 bits): {:.2}M   FP32: {:.2}M   at 1 bit per binary weight: {:.2} MB",
+        r.paper_bytes() / 1e6,
+        r.fp32_bytes() as f64 / 1e6,
+        r.packed_bytes() / 1e6
+    );
+    match buildable_config(net, dataset) {
+        Ok(config) => {
+            let n = Net::new(config, 0)?;
+            let bytes = empf_host_train::export::export_float(&n).context("exporting")?;
+            println!(
+                "empf-core model file: {} bytes (float path; signs packed 1 bit per weight, BN and α folded)",
+                bytes.len()
+            );
+        }
+        Err(e) => println!("empf-core model file: not exportable yet ({e})"),
+    }
     Ok(())
 }
 
@@ -935,6 +1097,7 @@ fn main() -> Result<()> {
             limit_test,
             threads,
             stop_after_epoch,
+            max_steps,
             schedule,
         } => {
             set_threads(threads)?;
@@ -977,6 +1140,7 @@ fn main() -> Result<()> {
                 resume,
                 (limit_train, limit_test),
                 stop_after_epoch,
+                max_steps,
                 schedule,
             )
         }

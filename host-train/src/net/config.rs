@@ -1,7 +1,7 @@
 //! The network description: layer kinds, presets and activation shapes.
 
 /// Which EM-PF neuron model a neuron layer uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum NeuronKind {
     /// Version I (spec §2.5): learnable per-step leak and threshold.
     #[default]
@@ -12,8 +12,9 @@ pub enum NeuronKind {
     Parallel,
 }
 
-/// One layer of a sequential network description.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One layer of a network description (`empf-core`'s vocabulary, BN and neuron kinds
+/// unfolded).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LayerSpec {
     /// Full-precision convolution (square kernel).
     Conv2d {
@@ -90,8 +91,8 @@ pub enum LayerSpec {
     },
 }
 
-/// A network description.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A network description (stored in checkpoints as JSON, `model.config`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     /// Input channels.
     pub in_channels: usize,

@@ -77,6 +77,7 @@
 mod arena;
 mod config;
 mod layer;
+pub mod zoo;
 
 pub use arena::{HostArena, ParamArena, ParamMut, ParamRef, TensorMeta};
 pub use config::{ActShape, BenchOptions, LayerSpec, NetConfig, NeuronKind};
