@@ -88,9 +88,9 @@ enum ArchArg {
     Mcu,
     /// conv(1→16, s2)-bconv(16→64, s2)-bconv(64→128, s2)-GAP-fc: 2× wider, 64 KB with 8-bit spikes.
     McuWide,
-    /// ResNet-18 (spec §5.3): conv3×3 stem, [2,2,2,2] paper blocks, real-valued residual stream.
+    /// ResNet-18 (spec §5.3): conv3×3 stem, `[2,2,2,2]` paper blocks, real-valued residual stream.
     Resnet18,
-    /// ResNet-19: [3,3,2] blocks of 128/256/512, head FC-neuron-FC.
+    /// ResNet-19: `[3,3,2]` blocks of 128/256/512, head FC-neuron-FC.
     Resnet19,
     /// ResNet-34 (ImageNet stem with max-pool: `info` only until empf-core has max-pool).
     Resnet34,

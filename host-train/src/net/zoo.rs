@@ -25,11 +25,11 @@ use crate::tensor::{self, ParamRole};
 /// A network of the zoo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
-    /// ResNet-18: [2, 2, 2, 2] blocks of 64/128/256/512 channels, strides 1/2/2/2; conv3×3 stem.
+    /// ResNet-18: `[2, 2, 2, 2]` blocks of 64/128/256/512 channels, strides 1/2/2/2; conv3×3 stem.
     Resnet18,
-    /// ResNet-19: [3, 3, 2] blocks of 128/256/512 channels; head FC 512→256 → neuron → FC.
+    /// ResNet-19: `[3, 3, 2]` blocks of 128/256/512 channels; head FC 512→256 → neuron → FC.
     Resnet19,
-    /// ResNet-34: [3, 4, 6, 3] blocks; ImageNet stem conv7×7 s2 + BN + max-pool 3×3 s2.
+    /// ResNet-34: `[3, 4, 6, 3]` blocks; ImageNet stem conv7×7 s2 + BN + max-pool 3×3 s2.
     Resnet34,
     /// VGG-13 (Tiny-ImageNet): 10 convs with average pools, GAP, FC.
     Vgg13,
