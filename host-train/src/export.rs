@@ -14,7 +14,9 @@ use empf_core::format::{
 
 use crate::layers::batchnorm2d::BN_EPS;
 use crate::layers::binary_conv2d::binarize_forward;
-use crate::net::{ActShape, LayerSpec, Net, NeuronKind};
+use std::borrow::Cow;
+
+use crate::net::{ActShape, LayerSpec, Net, NetConfig, NeuronKind};
 use crate::tensor::sigmoid;
 
 /// Why a network could not be exported.
@@ -64,14 +66,28 @@ fn le(v: &[f32]) -> Result<Vec<u8>, ExportError> {
     Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
 
+/// Where export reads the network's tensors: the trained values, or (to check that `core` can
+/// run a description before any parameter exists, [`crate::net::validate`]) one placeholder value
+/// for every element.
+pub(crate) enum ParamSource<'n> {
+    /// The network's own tensors.
+    Net(&'n Net),
+    /// Every tensor of every requested length holds this finite, non-zero value (non-zero so
+    /// that folds such as BN scale or Mem-BN input gain stay well defined).
+    Placeholder(f32),
+}
+
 struct Params<'n> {
-    net: &'n Net,
+    source: ParamSource<'n>,
 }
 
 impl Params<'_> {
-    fn get(&self, name: &str, len: usize) -> Result<&[f32], ExportError> {
-        let p = self
-            .net
+    fn get(&self, name: &str, len: usize) -> Result<Cow<'_, [f32]>, ExportError> {
+        let net = match self.source {
+            ParamSource::Net(net) => net,
+            ParamSource::Placeholder(v) => return Ok(Cow::Owned(vec![v; len])),
+        };
+        let p = net
             .param(name)
             .ok_or_else(|| ExportError::MissingTensor(name.into()))?;
         if p.value.len() != len {
@@ -84,7 +100,7 @@ impl Params<'_> {
         if p.value.iter().any(|v| !v.is_finite()) {
             return Err(ExportError::NonFinite(name.into()));
         }
-        Ok(p.value)
+        Ok(Cow::Borrowed(p.value))
     }
     /// Inference-time BN as `(scale, shift)` per channel: `y = scale·x + shift`.
     fn bn(&self, n: usize, c: usize) -> Result<(Vec<f64>, Vec<f64>), ExportError> {
@@ -107,10 +123,18 @@ pub type ExportedModel = (ModelMeta, Vec<Layer<Vec<u8>>>);
 
 /// The model-level fields and float layers of `net` (no integer path yet).
 pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
-    let cfg = net.config();
+    export_layers_from(net.config(), net.shapes(), ParamSource::Net(net))
+}
+
+/// [`export_layers`] of a description with its per-layer shapes (`shapes[0]` the input, then
+/// every layer's output), reading tensors from `source`.
+pub(crate) fn export_layers_from(
+    cfg: &NetConfig,
+    shapes: &[ActShape],
+    source: ParamSource<'_>,
+) -> Result<ExportedModel, ExportError> {
     let t = cfg.time_steps;
-    let ps = Params { net };
-    let shapes = net.shapes();
+    let ps = Params { source };
     let mut layers = Vec::new();
     let (mut n_conv, mut n_bn, mut n_seca, mut n_neuron, mut n_fc) = (0, 0, 0, 0, 0);
     let mut i = 0;
@@ -215,7 +239,7 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                         LayerSpec::SecaResidual { slot } => Some(*slot),
                         _ => None,
                     },
-                    weight: Blob(le(w)?),
+                    weight: Blob(le(&w)?),
                     bias: b[0],
                     fixed: None,
                 }));
@@ -251,7 +275,7 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
                 layers.push(Layer::Linear(Linear {
                     out_features: *out_features as u32,
                     in_features: f as u32,
-                    weight: Blob(le(w)?),
+                    weight: Blob(le(&w)?),
                     bias: Blob(le(&b)?),
                     fixed: None,
                 }));
@@ -291,7 +315,7 @@ pub fn export_layers(net: &Net) -> Result<ExportedModel, ExportError> {
             h: cfg.height as u16,
             w: cfg.width as u16,
         },
-        classes: net.num_classes() as u16,
+        classes: shapes.last().map_or(0, ActShape::per_sample) as u16,
         encoding: InputEncoding::Direct,
         fixed: None,
     };
@@ -321,7 +345,7 @@ fn binary(
     let w = ps.get(name, o * k)?;
     let mut wb = vec![0.0f32; w.len()];
     let mut alpha = vec![0.0f32; o];
-    binarize_forward(o, w, &mut wb, &mut alpha).map_err(|_| ExportError::TensorLength {
+    binarize_forward(o, &w, &mut wb, &mut alpha).map_err(|_| ExportError::TensorLength {
         name: name.into(),
         expected: o * k,
         got: w.len(),
@@ -340,7 +364,7 @@ fn binary(
     let bias = (0..o)
         .map(|i| (b0[i] as f64 * scale[i] + shift[i]) as f32)
         .collect();
-    Ok((pack_signs(w, o, k), gain, bias))
+    Ok((pack_signs(&w, o, k), gain, bias))
 }
 
 fn neuron(

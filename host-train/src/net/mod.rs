@@ -77,6 +77,7 @@
 mod arena;
 mod config;
 mod layer;
+mod validate;
 pub mod zoo;
 
 pub use arena::{HostArena, ParamArena, ParamMut, ParamRef, TensorMeta};
@@ -259,6 +260,7 @@ impl<B: Backend> Net<B> {
                 ))
             }
         }
+        validate::validate(&config, &shapes)?;
         let arena = builder.finish(&be)?;
         let stem_len = layers.iter().position(Layer::ends_stem).unwrap_or(nl);
         let slots = (0..empf_core::MAX_SLOTS)
@@ -1074,6 +1076,35 @@ mod tests {
             Net::new(cfg, 0),
             Err(Error::ConfigInvalid { layer: 9, .. })
         ));
+    }
+
+    /// What `core` refuses, the trainer refuses when it builds the network (net/validate.rs),
+    /// with the reason `core` gave; what it accepts still builds.
+    #[test]
+    fn building_validates_through_core() {
+        let mut cfg = small_config(2, [NeuronKind::EmPf; 3], false);
+        cfg.layers[3] = LayerSpec::BinaryConv2d {
+            out_channels: 8,
+            kernel: 3,
+            stride: 2,
+            pad: 3, // pad ≥ kernel: the trainer's shape rules allow it, core does not
+        };
+        let err = Net::new(cfg, 0).unwrap_err();
+        let Error::ConfigInvalid { detail, .. } = &err else {
+            panic!("expected ConfigInvalid, got {err:?}");
+        };
+        assert!(
+            detail.contains("empf-core cannot run this network"),
+            "{detail}"
+        );
+        for seca in [false, true] {
+            let cfg = small_config(
+                3,
+                [NeuronKind::MemBn, NeuronKind::Parallel, NeuronKind::EmPf],
+                seca,
+            );
+            Net::new(cfg, 0).unwrap();
+        }
     }
 
     #[test]
