@@ -592,6 +592,10 @@ impl<'a> Model<'a> {
                     };
                     bound = bound.saturating_mul(4);
                 }
+                Layer::MaxPool(p) => {
+                    shape = pool_out(shape, p.kernel, p.stride, p.padding, li)?;
+                    // A maximum of its inputs: same bound, same scale, same kind of tensor.
+                }
                 Layer::GlobalAvgPool => {
                     bound = bound.saturating_mul(shape.plane() as u64);
                     shape = Shape {
@@ -690,6 +694,8 @@ impl<'a> Model<'a> {
                     | Layer::AvgPool2
                     | Layer::GlobalAvgPool => w.produce(shape.numel(), false),
                     Layer::Neuron(_) => w.produce(shape.numel(), true),
+                    // Spikes pool to spikes (8-bit on the integer path), currents to currents.
+                    Layer::MaxPool(_) => w.produce(shape.numel(), w.spike),
                     Layer::Flatten => {}
                     Layer::Save { slot } => w.save(*slot as usize, in_numel),
                     Layer::Swap { slot } => w.swap(*slot as usize, in_numel, shape.numel()),
@@ -768,6 +774,23 @@ fn wide_words(
         .ok()
         .filter(|&w| w <= MAX_NUMEL * 4)
         .ok_or(Error::DecodeTooLarge)
+}
+
+/// Output shape of a max pool on `s`, checked: `kernel ≥ 1`, `stride ≥ 1`, `padding < kernel`
+/// (a bad field), and a window that fits the padded input (a shape mismatch).
+fn pool_out(s: Shape, k: u8, stride: u8, pad: u8, li: u16) -> Result<Shape, Error> {
+    if k == 0 || stride == 0 || pad >= k {
+        return Err(Error::DecodeBadField { layer: li });
+    }
+    let (k, st, p) = (k as u32, stride as u32, pad as u32);
+    if s.h + 2 * p < k || s.w + 2 * p < k {
+        return Err(Error::DecodeShapeMismatch { layer: li });
+    }
+    Ok(Shape {
+        c: s.c,
+        h: (s.h + 2 * p - k) / st + 1,
+        w: (s.w + 2 * p - k) / st + 1,
+    })
 }
 
 fn conv_out(

@@ -374,6 +374,8 @@ pub fn quantize(model: &Model<'_>, cal: &Calibration) -> Result<Vec<u8>, Error> 
                 scale = spike;
             }
             (Layer::AvgPool2, _) => scale /= 4.0,
+            // A maximum keeps its input's scale (rounding to the grid is monotone).
+            (Layer::MaxPool(_), _) => {}
             (Layer::GlobalAvgPool, _) => scale /= shape.plane() as f64,
             (Layer::Flatten, _) => {}
             (Layer::Save { slot }, _) => slots[*slot as usize] = (scale, shape),

@@ -210,3 +210,60 @@ fn corrupt_files_give_named_errors() {
     fix_header(&mut f);
     assert_eq!(Model::decode(&f).unwrap_err(), Error::DecodeTrailingBytes);
 }
+
+/// `MaxPool` is layer variant 12 (appended: every earlier variant keeps its index), with its
+/// three `u8` fields in wire order; decode refuses a kernel or stride of 0, padding ≥ kernel
+/// (`DecodeBadField`) and a window larger than the padded input (`DecodeShapeMismatch`),
+/// naming the layer.
+#[test]
+fn maxpool_exact_bytes_and_field_checks() {
+    let meta = ModelMeta {
+        time_steps: 1,
+        input: Shape3 { c: 1, h: 3, w: 3 },
+        classes: 4,
+        encoding: InputEncoding::Direct,
+        fixed: None,
+    };
+    let pool = |kernel, stride, padding| {
+        [
+            Layer::<&[u8]>::MaxPool(MaxPool {
+                kernel,
+                stride,
+                padding,
+            }),
+            Layer::Flatten,
+        ]
+    };
+    let bytes = encode_model(&meta, &pool(2, 1, 0)).unwrap();
+    // meta (7 bytes), count 2, MaxPool = variant 12, kernel 2, stride 1, padding 0, Flatten = 7.
+    assert_eq!(
+        &bytes[HEADER_LEN..],
+        &[1, 1, 3, 3, 4, 0, 0, 2, 12, 2, 1, 0, 7]
+    );
+    let m = Model::decode(&bytes).unwrap();
+    let x = [1.0f32, -2.0, 3.0, -4.0, -5.0, -6.0, 7.0, 0.5, -9.0];
+    let mut arena = vec![0u32; m.arena_words_for(Mode::Sequential)];
+    let mut out = [0.0f32; 4];
+    m.infer_float(&x, Mode::Sequential, &mut arena, &mut out)
+        .unwrap();
+    assert_eq!(out, [1.0, 3.0, 7.0, 0.5]);
+    assert_eq!(m.layer_infos().next().unwrap().unwrap().kind, "maxpool");
+
+    // The encoder decodes what it wrote and returns decode's error as is.
+    let refused = |k, s, p, classes| {
+        let meta = ModelMeta { classes, ..meta };
+        encode_model(&meta, &pool(k, s, p)).unwrap_err()
+    };
+    let bad_field = Error::DecodeBadField { layer: 0 };
+    assert_eq!(refused(0, 1, 0, 9), bad_field);
+    assert_eq!(refused(2, 0, 0, 4), bad_field);
+    assert_eq!(refused(2, 1, 2, 16), bad_field);
+    assert_eq!(refused(5, 1, 0, 1), Error::DecodeShapeMismatch { layer: 0 });
+    // The largest padding allowed, and a window of the whole padded input: one output each.
+    let ok = |k, s, p, classes| {
+        let meta = ModelMeta { classes, ..meta };
+        encode_model(&meta, &pool(k, s, p)).map(|_| ())
+    };
+    assert_eq!(ok(3, 1, 2, 25), Ok(()));
+    assert_eq!(ok(5, 3, 1, 1), Ok(()));
+}

@@ -330,6 +330,21 @@ pub struct FixedAdd {
     pub saved: ScalarRequant,
 }
 
+/// Max pooling over a square window: `y[c, oy, ox] = max x[c, oy·s+ky−p, ox·s+kx−p]` over the
+/// taps inside the input. Padding never wins (it acts as −∞), and `padding < kernel` keeps at
+/// least one tap of every window inside. ResNet-34's ImageNet stem (spec §5.3) is 3×3, stride 2,
+/// padding 1, on the real-valued stem output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MaxPool {
+    /// Square window side (≥ 1).
+    pub kernel: u8,
+    /// Stride (≥ 1).
+    pub stride: u8,
+    /// Padding on every side (`< kernel`).
+    pub padding: u8,
+}
+
 /// One layer. The network is a list of layers applied to one running tensor; `Save`, `Swap` and
 /// `Add` use up to [`crate::MAX_SLOTS`] side slots for residual connections.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -373,6 +388,8 @@ pub enum Layer<S> {
     },
     /// SECA attention.
     Seca(Seca<S>),
+    /// Max pooling (appended last: the variant indices of the layers above are unchanged).
+    MaxPool(MaxPool),
 }
 
 impl<S> Layer<S> {
@@ -394,6 +411,7 @@ impl<S> Layer<S> {
             Layer::Swap { .. } => "swap",
             Layer::Add { .. } => "add",
             Layer::Seca(_) => "seca",
+            Layer::MaxPool(_) => "maxpool",
         }
     }
 }
@@ -492,6 +510,7 @@ impl<S> Layer<S> {
                 bias: s.bias,
                 fixed: s.fixed,
             }),
+            Layer::MaxPool(p) => Layer::MaxPool(p),
         }
     }
 }

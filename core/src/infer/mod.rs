@@ -6,10 +6,11 @@
 pub(crate) mod conv;
 pub mod fixed;
 pub mod float;
+pub(crate) mod maxpool;
 pub(crate) mod spike_conv;
 
 use crate::format::{
-    BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Layer, Linear, Neuron, NeuronMode, Seca,
+    BinaryConv2d, BinaryLinear, Conv2d, FixedAdd, Layer, Linear, MaxPool, Neuron, NeuronMode, Seca,
 };
 use crate::model::{Mode, Model, Shape};
 use crate::{Error, MAX_SLOTS};
@@ -37,9 +38,9 @@ impl<'x, T> In<'x, T, T> {
 /// or, for spikes, as `S`.
 pub(crate) trait Kernels {
     /// Wide activation element (f32 or i32).
-    type E: bytemuck::Pod + Default;
+    type E: bytemuck::Pod + Default + PartialOrd;
     /// Spike element: what a neuron writes (f32, or u8 on the integer path).
-    type S: bytemuck::Pod + Default;
+    type S: bytemuck::Pod + Default + PartialOrd;
     /// Spikes are stored narrower than `E` (`S` ≠ `E`); then in-place layers (`Add`, `Seca`)
     /// widen a spike tensor first. When false, `S` and `E` must be the same type.
     const NARROW: bool;
@@ -127,6 +128,10 @@ pub(crate) fn out_shape(layer: &Layer<&[u8]>, s: Shape, slot: Option<Shape>) -> 
             c: s.c,
             h: s.h / 2,
             w: s.w / 2,
+        },
+        Layer::MaxPool(p) => Shape {
+            c: s.c,
+            ..conv::ConvGeom::new(s, p.kernel, p.stride, p.padding).out_shape(0)
         },
         Layer::GlobalAvgPool => Shape { c: s.c, h: 1, w: 1 },
         Layer::Flatten => Shape {
@@ -253,6 +258,32 @@ fn spike_ty<K: Kernels>() -> Ty {
     }
 }
 
+/// Max pool of elements `x` of buffer `a` (a tensor of kind `ty`) into elements `y` of `b`, in the
+/// same kind: spikes pool to spikes, wide tensors to wide ones.
+fn max_pool_buf<K: Kernels>(
+    p: &MaxPool,
+    s: Shape,
+    a: &[u32],
+    b: &mut [u32],
+    ty: Ty,
+    x: core::ops::Range<usize>,
+    y: core::ops::Range<usize>,
+) {
+    let g = conv::ConvGeom::new(s, p.kernel, p.stride, p.padding);
+    match ty {
+        Ty::Wide => maxpool::max_pool::<K::E>(
+            &g,
+            &bytemuck::cast_slice(a)[x],
+            &mut bytemuck::cast_slice_mut(b)[y],
+        ),
+        Ty::Spike => maxpool::max_pool::<K::S>(
+            &g,
+            &bytemuck::cast_slice(a)[x],
+            &mut bytemuck::cast_slice_mut(b)[y],
+        ),
+    }
+}
+
 /// In-place layers (`Add`, `Seca`) work on wide tensors: widens `n` spikes from `r.a` into
 /// `r.b` and makes that the running tensor. Decode sizes the buffers for this (`Walk`).
 fn widen_in_place<K: Kernels>(k: &K, r: &mut Regions<'_>, ty: &mut Ty, n: usize) {
@@ -365,6 +396,10 @@ fn run_step<K: Kernels>(
                 out_ty = spike_ty::<K>();
             }
             Layer::AvgPool2 => k.avgpool2(shape, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on)),
+            Layer::MaxPool(p) => {
+                max_pool_buf::<K>(p, shape, r.a, r.b, ty, 0..n, 0..on);
+                out_ty = ty;
+            }
             Layer::GlobalAvgPool => k.gap(shape, view::<K>(r.a, ty, 0..n), wide(r.b, 0..on)),
             Layer::Flatten => {
                 swap_ab = false;
@@ -477,6 +512,13 @@ fn run_layer_major<K: Kernels>(
             Layer::BinaryLinear(l) => each_copy!(|x, y| k.blinear(l, x, y)),
             Layer::AvgPool2 => each_copy!(|x, y| Ok::<(), Error>(k.avgpool2(shape, x, y))),
             Layer::GlobalAvgPool => each_copy!(|x, y| Ok::<(), Error>(k.gap(shape, x, y))),
+            Layer::MaxPool(p) => {
+                for s in 0..steps {
+                    let (x, y) = (s * n..(s + 1) * n, s * on..(s + 1) * on);
+                    max_pool_buf::<K>(p, shape, r.a, r.b, ty, x, y);
+                }
+                out_ty = ty;
+            }
             Layer::Neuron(nr) => {
                 let seq = nr.mode == NeuronMode::Sequential;
                 if seq {
@@ -796,6 +838,8 @@ impl Model<'_> {
                 ),
                 Layer::Seca(_) => (24, 2 * numel),
                 Layer::AvgPool2 => (0, 4 * numel),
+                // Comparisons, one per tap.
+                Layer::MaxPool(p) => (0, numel * p.kernel as u64 * p.kernel as u64),
                 Layer::GlobalAvgPool => (0, shape.numel() as u64),
                 Layer::Add { .. } => (0, numel),
                 Layer::Flatten | Layer::Save { .. } | Layer::Swap { .. } => (0, 0),

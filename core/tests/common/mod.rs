@@ -69,6 +69,11 @@ pub enum Dense {
         bias: Vec<f32>,
     },
     AvgPool2,
+    MaxPool {
+        k: usize,
+        stride: usize,
+        pad: usize,
+    },
     Gap,
     Flatten,
     Save(u8),
@@ -202,6 +207,11 @@ impl DenseModel {
                     fixed: None,
                 }),
                 Dense::AvgPool2 => Layer::AvgPool2,
+                Dense::MaxPool { k, stride, pad } => Layer::MaxPool(MaxPool {
+                    kernel: *k as u8,
+                    stride: *stride as u8,
+                    padding: *pad as u8,
+                }),
                 Dense::Gap => Layer::GlobalAvgPool,
                 Dense::Flatten => Layer::Flatten,
                 Dense::Save(s) => Layer::Save { slot: *s },
@@ -316,6 +326,24 @@ pub fn random_model(rng: &mut Rng, force_parallel: bool) -> DenseModel {
         1,
         false,
     );
+    // Max pools of 2–3, stride 1–2, padding 0–1, where the window fits.
+    let maxpool = |rng: &mut Rng, layers: &mut Vec<Dense>, h: &mut usize, w: &mut usize| {
+        let k = 2 + rng.below(2);
+        let stride = 1 + rng.below(2);
+        let pad = rng.below(2);
+        if *h + 2 * pad >= k && *w + 2 * pad >= k {
+            layers.push(Dense::MaxPool { k, stride, pad });
+            *h = (*h + 2 * pad - k) / stride + 1;
+            *w = (*w + 2 * pad - k) / stride + 1;
+        }
+    };
+    // Max pools are drawn from their own stream: a model without one is the same model (same
+    // weights) as before max pools existed, so the stated fixed-vs-float bound keeps its cases.
+    let mut side = Rng(rng.0 ^ 0x4D41_5850_4F4F_4C53);
+    // On the stem's currents (time-invariant, as in ResNet-34's stem), sometimes.
+    if side.below(3) == 0 {
+        maxpool(&mut side, &mut layers, &mut h, &mut w);
+    }
     neuron(rng, &mut layers, c);
     let blocks = 1 + rng.below(3);
     for _ in 0..blocks {
@@ -418,8 +446,16 @@ pub fn random_model(rng: &mut Rng, force_parallel: bool) -> DenseModel {
             _ => {
                 let out = 1 + rng.below(5);
                 conv(rng, &mut layers, &mut c, &mut h, &mut w, out, 3, 1, 1, true);
+                // On the currents of a binary conv, before its neuron.
+                if side.below(3) == 0 {
+                    maxpool(&mut side, &mut layers, &mut h, &mut w);
+                }
                 neuron(rng, &mut layers, c);
             }
+        }
+        // On spikes (or pooled spikes), after a block.
+        if side.below(4) == 0 {
+            maxpool(&mut side, &mut layers, &mut h, &mut w);
         }
     }
     let classes = 2 + rng.below(5);
@@ -595,6 +631,37 @@ pub fn reference(m: &DenseModel, x: &[f32]) -> Vec<f64> {
                                     + at(2 * oy + 1, 2 * ox)
                                     + at(2 * oy + 1, 2 * ox + 1))
                                     / 4.0;
+                            }
+                        }
+                    }
+                    a = y;
+                    h = oh;
+                    w = ow;
+                }
+                Dense::MaxPool { k, stride, pad } => {
+                    let oh = (h + 2 * pad - k) / stride + 1;
+                    let ow = (w + 2 * pad - k) / stride + 1;
+                    let mut y = vec![0.0; c * oh * ow];
+                    for ch in 0..c {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                // Padding is −∞: only taps inside the input compete.
+                                let mut best = f64::NEG_INFINITY;
+                                for ky in 0..*k {
+                                    for kx in 0..*k {
+                                        let iy = (oy * stride + ky) as isize - *pad as isize;
+                                        let ix = (ox * stride + kx) as isize - *pad as isize;
+                                        if iy >= 0
+                                            && ix >= 0
+                                            && (iy as usize) < h
+                                            && (ix as usize) < w
+                                        {
+                                            best = best
+                                                .max(a[(ch * h + iy as usize) * w + ix as usize]);
+                                        }
+                                    }
+                                }
+                                y[(ch * oh + oy) * ow + ox] = best;
                             }
                         }
                     }
