@@ -51,7 +51,7 @@
 
 use std::collections::HashMap;
 
-use empf_core::format::{Layer, Neuron, NeuronMode};
+use empf_core::format::{Layer, MaxPool, Neuron, NeuronMode};
 use empf_core::Model;
 use prost::Message;
 
@@ -464,6 +464,28 @@ fn signs_to_f32(signs: &[u8], rows: usize, k: usize) -> Vec<u8> {
     out
 }
 
+/// ONNX `MaxPool` of `x` (any element type the op takes: float, double, int8, uint8) with
+/// empf's window; ONNX ignores padded positions in the maximum, as core does (padding never
+/// wins). `x` must be rank 4.
+fn max_pool(b: &mut Builder, x: &Tensor, name_of: &str, p: &MaxPool) -> Tensor {
+    let (k, s, pad) = (p.kernel as usize, p.stride as usize, p.padding as usize);
+    let name = b.node(
+        "MaxPool",
+        &[name_of],
+        vec![
+            attr_ints("kernel_shape", &[k as i64, k as i64]),
+            attr_ints("strides", &[s as i64, s as i64]),
+            attr_ints("pads", &[pad as i64; 4]),
+        ],
+    );
+    Tensor {
+        name,
+        h: (x.h + 2 * pad - k) / s + 1,
+        w: (x.w + 2 * pad - k) / s + 1,
+        ..x.clone()
+    }
+}
+
 /// Dims of a per-channel constant broadcasting over `v`.
 fn chan_dims(v: &Tensor, c: usize) -> Vec<usize> {
     if v.rank2 {
@@ -836,6 +858,10 @@ fn stateless(
                 w: xv.w / 2,
                 ..xv
             }
+        }
+        Layer::MaxPool(p) => {
+            let xv = b.to4(cur);
+            max_pool(b, &xv, &xv.name.clone(), p)
         }
         Layer::GlobalAvgPool => {
             let xv = b.to4(cur);

@@ -595,6 +595,28 @@ fn stateless_int(
                 },
             )
         }
+        Layer::MaxPool(p) => {
+            // ONNX MaxPool takes 8-bit integers (spikes, the int8 input) as they are, but no
+            // int32: currents and pool sums go through float, exact below 2^24, or double.
+            let xv = b.to4(cur);
+            let y = match q.dt {
+                Dt::U8 | Dt::I8 => max_pool(b, &xv, &xv.name.clone(), p),
+                Dt::I32 => {
+                    let wide = if q.bound < 1 << 24 {
+                        DataType::Float
+                    } else {
+                        DataType::Double
+                    };
+                    let xf = b.cast(&xv.name, wide);
+                    let yf = max_pool(b, &xv, &xf, p);
+                    Tensor {
+                        name: b.cast(&yf.name, DataType::Int32),
+                        ..yf
+                    }
+                }
+            };
+            (y, q)
+        }
         Layer::GlobalAvgPool => {
             let xv = b.to4(cur);
             let x32 = b.i32_of(&xv.name, q);
@@ -1268,6 +1290,76 @@ pub(super) mod tests {
             }
             known.extend(n.output.iter().cloned());
         }
+    }
+
+    /// A max pool runs on the stored integers: spikes (uint8) straight into `MaxPool`; int32
+    /// currents through an exact float `Cast` and back (ONNX `MaxPool` has no int32).
+    #[test]
+    fn max_pool_takes_spikes_as_uint8_and_currents_through_float() {
+        use empf_core::format::MaxPool;
+        let bytes = calibrated_model();
+        let model = Model::decode(&bytes).unwrap();
+        let mut layers: Vec<Layer<Vec<u8>>> = model
+            .layers()
+            .map(|l| l.unwrap().map(&mut |b: &[u8]| b.to_vec()))
+            .collect();
+        // 3×3, stride 1, pad 1 keeps 6×6: after the FP conv (currents) and its neuron (spikes).
+        let pool = || {
+            Layer::MaxPool(MaxPool {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            })
+        };
+        layers.insert(2, pool());
+        layers.insert(1, pool());
+        let pooled = encode_model(model.meta(), &layers).unwrap();
+        let g = to_onnx_integer_proto(&Model::decode(&pooled).unwrap())
+            .unwrap()
+            .graph
+            .unwrap();
+        let producer = |name: &str| {
+            g.node
+                .iter()
+                .find(|n| n.output.iter().any(|o| o == name))
+                .unwrap()
+        };
+        let cast_to = |n: &NodeProto| {
+            assert_eq!(n.op_type.as_deref(), Some("Cast"), "{:?}", n.name);
+            n.attribute[0].i.unwrap()
+        };
+        let pools: Vec<&NodeProto> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("MaxPool"))
+            .collect();
+        assert_eq!(pools.len(), 2);
+        assert_eq!(
+            cast_to(producer(&pools[0].input[0])),
+            DataType::Float as i64
+        );
+        // The sequential neuron's uint8 step spikes, joined over T for the batched pool.
+        let joined = producer(&pools[1].input[0]);
+        assert_eq!(joined.op_type.as_deref(), Some("Concat"));
+        for step in &joined.input {
+            assert_eq!(cast_to(producer(step)), DataType::Uint8 as i64);
+        }
+        let pads = |n: &NodeProto| {
+            n.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("pads"))
+                .unwrap()
+                .ints
+                .clone()
+        };
+        assert_eq!(pads(pools[0]), [1, 1, 1, 1]);
+        // The pooled currents return to int32 before the neuron's requantisation.
+        let after = g
+            .node
+            .iter()
+            .find(|n| n.input.first() == Some(&pools[0].output[0]))
+            .unwrap();
+        assert_eq!(cast_to(after), DataType::Int32 as i64);
     }
 
     #[test]

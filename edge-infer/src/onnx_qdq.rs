@@ -502,6 +502,12 @@ fn stateless_qdq(
                 },
             )
         }
+        Layer::MaxPool(p) => {
+            // The maximum of values on the 8-bit grid (spikes) is on the grid, of currents is a
+            // current: no quantiser needed, the input's unit and bound hold.
+            let xv = b.to4(cur);
+            (max_pool(b, &xv, &xv.name.clone(), p), a)
+        }
         Layer::GlobalAvgPool => {
             let xv = b.to4(cur);
             let axes = b.const_i64(&[2, 3]);
