@@ -359,7 +359,7 @@ fn input_pool(source: &DataSource, count: usize, seed: u64) -> anyhow::Result<(V
                 let j = order[i % order.len()];
                 // `j < ds.len()`: both lookups succeed on a validated dataset.
                 norm.normalize_into(ds.image(j).context("image index")?, dst);
-                labels.push(ds.label(j).context("label index")?);
+                labels.push(u8::try_from(ds.label(j).context("label index")?)?);
             }
             Ok((images, labels))
         }

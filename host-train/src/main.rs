@@ -487,16 +487,8 @@ fn train(
     let kind = dataset_kind(dataset)?;
     let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
         match n {
-            Some(n) if n < d.len() => {
-                let (images, labels, h, w) = d.into_parts();
-                Ok(Dataset::new(
-                    images[..n * h * w].to_vec(),
-                    labels[..n].to_vec(),
-                    h,
-                    w,
-                )?)
-            }
-            _ => Ok(d),
+            Some(n) => Ok(d.truncated(n)),
+            None => Ok(d),
         }
     };
     let config = buildable_config(model, dataset)?;
@@ -603,6 +595,7 @@ fn train(
         let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
         let nb = loader.batches_per_epoch() as f64;
         for batch in loader.epoch(epoch)? {
+            let batch = batch?;
             if max_steps.is_some_and(|m| steps_done >= m) {
                 break;
             }
@@ -618,7 +611,7 @@ fn train(
                                 .cos())
                 }
             };
-            let stats = match tr.train_batch(&batch.images, &batch.labels, r, rule, lr_b) {
+            let stats = match tr.train_batch(&batch.images, &batch.labels_u8()?, r, rule, lr_b) {
                 Ok(s) => s,
                 Err(TrainError::NonFiniteLoss { loss, step }) => {
                     bar.abandon();
@@ -657,7 +650,8 @@ fn train(
         let train_secs = started.elapsed().as_secs_f64();
         let (mut test_correct, mut test_seen) = (0usize, 0usize);
         for batch in test_loader.epoch(0)? {
-            test_correct += tr.eval_batch(&batch.images, &batch.labels)?;
+            let batch = batch?;
+            test_correct += tr.eval_batch(&batch.images, &batch.labels_u8()?)?;
             test_seen += batch.labels.len();
         }
         let record = EpochRecord {

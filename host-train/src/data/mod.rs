@@ -1,20 +1,28 @@
-//! Datasets: MNIST and Fashion-MNIST from idx files (raw or gzipped), normalisation, and a
-//! background batch loader.
+//! Datasets, normalisation, augmentation and a multi-threaded batch loader.
 //!
-//! Files are looked up in a directory by their standard names ([`Split::file_names`]), each either
-//! raw or with a `.gz` suffix. The default directory is [`DEFAULT_FASHION_MNIST_DIR`], where the
-//! Debian package `dataset-fashion-mnist` installs the four gzipped files.
+//! Formats, each read from the files the official sites distribute (nothing downloads):
+//! * MNIST and Fashion-MNIST idx files, raw or gzipped ([`idx`], [`Dataset::load`]). Files are
+//!   looked up in a directory by their standard names ([`Split::file_names`]); the default
+//!   directory is [`DEFAULT_FASHION_MNIST_DIR`], where Debian's `dataset-fashion-mnist` installs
+//!   them.
+//!
+//! Storage: in-memory images are `u8`, **CHW** per sample (`[N][C][H][W]`): CIFAR's binary files
+//! are already planar, so they load with one copy, and every augmentation works on whole planes.
+//! The loader hands the trainer `f32` batches `[B][C][H][W]` (event data: `[T][B][C][H][W]`).
+//! Labels are `u16` (≤ 65 536 classes; ImageNet has 1 000).
 //!
 //! Every check ([`DataError`]) names the file it failed on: missing file, bad magic, truncated or
-//! trailing bytes, bad dimensions, a label ≥ [`NUM_CLASSES`], and an image/label count mismatch.
-//! A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
+//! trailing bytes, bad dimensions, a label ≥ the number of classes, an image/label count
+//! mismatch. A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
 
+pub mod augment;
 pub mod idx;
 pub mod loader;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use augment::{AugmentConfig, Cutout, RandomCrop};
 pub use loader::{epoch_order, Batch, BatchLoader, EpochBatches, LoaderConfig};
 
 /// Where Debian's `dataset-fashion-mnist` installs the Fashion-MNIST idx files.
@@ -22,6 +30,12 @@ pub const DEFAULT_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Number of classes of MNIST and Fashion-MNIST; every label must be below it.
 pub const NUM_CLASSES: usize = 10;
+
+/// Most channels an image may have (grey, DVS polarity pair, RGB).
+pub const MAX_CHANNELS: usize = 3;
+
+/// Most classes a dataset may have (labels are `u16`).
+pub const MAX_CLASSES: usize = 1 << 16;
 
 /// Errors of the data module. Every variant that concerns a file carries its path.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +116,7 @@ pub enum DataError {
         /// Index of the first bad label.
         index: usize,
         /// Its value.
-        value: u8,
+        value: u32,
         /// The number of classes.
         num_classes: usize,
     },
@@ -121,6 +135,33 @@ pub enum DataError {
         labels_path: PathBuf,
         /// Number of labels.
         labels: usize,
+    },
+    /// A published archive's MD5 is not the known one (a different or damaged download).
+    #[error("{}: MD5 {found}, expected {expected} (not the official archive, or a damaged download: delete it and download it again)", path.display())]
+    Checksum {
+        /// The archive.
+        path: PathBuf,
+        /// The known checksum.
+        expected: String,
+        /// The checksum of the file.
+        found: String,
+    },
+    /// The content is not what the format allows (wrong size of a record file, a missing archive
+    /// member, a malformed event packet or annotation line, …).
+    #[error("{}: {reason}", path.display())]
+    Format {
+        /// The file (or directory).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An image file cannot be decoded (corrupt, truncated, unsupported, or absurdly large).
+    #[error("{}: cannot decode image: {reason}", path.display())]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        reason: String,
     },
     /// In-memory arrays given to [`Dataset::new`] are inconsistent.
     #[error("invalid dataset: {0}")]
@@ -235,38 +276,248 @@ impl Normalization {
     }
 }
 
-/// A validated set of single-channel images with labels.
+/// Per-channel `x ↦ (x / 255 − mean_c) / std_c`; each channel's value is computed exactly as
+/// [`Normalization::apply`] computes it, so a 1-channel set normalises bit-identically to the
+/// single-channel type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChannelNorm {
+    /// Mean per channel of the pixel values in `[0, 1]` (unused channels ignored).
+    pub mean: [f32; MAX_CHANNELS],
+    /// Standard deviation per channel.
+    pub std: [f32; MAX_CHANNELS],
+}
+
+impl ChannelNorm {
+    /// CIFAR-10 training-set statistics (mean 0.4914, 0.4822, 0.4465; std 0.2470, 0.2435,
+    /// 0.2616: the per-pixel std over all 50 000 images, not the often-copied 0.2023, 0.1994,
+    /// 0.2010, which is a mean of per-image stds).
+    pub const CIFAR10: ChannelNorm = ChannelNorm {
+        mean: [0.4914, 0.4822, 0.4465],
+        std: [0.2470, 0.2435, 0.2616],
+    };
+    /// CIFAR-100 training-set statistics.
+    pub const CIFAR100: ChannelNorm = ChannelNorm {
+        mean: [0.5071, 0.4865, 0.4409],
+        std: [0.2673, 0.2564, 0.2762],
+    };
+    /// ImageNet (torchvision's constants; also used for Tiny-ImageNet).
+    pub const IMAGENET: ChannelNorm = ChannelNorm {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    /// Only scales by 1/255.
+    pub const UNIT: ChannelNorm = ChannelNorm {
+        mean: [0.0; MAX_CHANNELS],
+        std: [1.0; MAX_CHANNELS],
+    };
+
+    /// The single-channel transform of channel `c` (channel 0 past the end).
+    pub fn channel(&self, c: usize) -> Normalization {
+        let c = if c < MAX_CHANNELS { c } else { 0 };
+        Normalization {
+            mean: self.mean[c],
+            std: self.std[c],
+        }
+    }
+
+    /// One 256-entry table per channel.
+    pub fn tables(&self) -> [[f32; 256]; MAX_CHANNELS] {
+        [
+            self.channel(0).table(),
+            self.channel(1).table(),
+            self.channel(2).table(),
+        ]
+    }
+
+    /// Whether every mean is finite and every std finite and non-zero.
+    pub fn is_valid(&self) -> bool {
+        self.mean.iter().all(|m| m.is_finite())
+            && self.std.iter().all(|s| s.is_finite() && *s != 0.0)
+    }
+}
+
+impl From<Normalization> for ChannelNorm {
+    /// The same mean and std in every channel.
+    fn from(n: Normalization) -> Self {
+        ChannelNorm {
+            mean: [n.mean; MAX_CHANNELS],
+            std: [n.std; MAX_CHANNELS],
+        }
+    }
+}
+
+/// What one sample looks like once the loader has made it: `frames × channels × height × width`
+/// (`frames == 1` for images), and how many classes its label ranges over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SampleShape {
+    /// Channels (1, 2 or 3).
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Time frames (1 for a static image; T for integrated event data).
+    pub frames: usize,
+    /// Number of classes; every label is below it.
+    pub classes: usize,
+}
+
+impl SampleShape {
+    /// Values per frame (`C·H·W`).
+    pub fn frame_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Values per sample (`T·C·H·W`).
+    pub fn sample_len(&self) -> usize {
+        self.frames * self.frame_len()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_CHANNELS).contains(&self.channels) {
+            return Err(format!("{} channels (1 to {MAX_CHANNELS})", self.channels));
+        }
+        if self.height == 0 || self.width == 0 || self.frames == 0 {
+            return Err(format!(
+                "image size {}x{} with {} frame(s) has a zero side",
+                self.height, self.width, self.frames
+            ));
+        }
+        if self.classes == 0 || self.classes > MAX_CLASSES {
+            return Err(format!("{} classes (1 to {MAX_CLASSES})", self.classes));
+        }
+        // The loader allocates `B · sample_len` floats; keep one sample well below 2^31 values.
+        let len = [self.channels, self.height, self.width, self.frames]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= 1 << 28);
+        if len.is_none() {
+            return Err(format!(
+                "{}x{}x{}x{} values per sample is absurd",
+                self.frames, self.channels, self.height, self.width
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A decoded `u8` image, planar CHW.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageU8 {
+    /// Channels.
+    pub channels: usize,
+    /// Height.
+    pub height: usize,
+    /// Width.
+    pub width: usize,
+    /// `[C][H][W]` pixels.
+    pub data: Vec<u8>,
+}
+
+impl ImageU8 {
+    /// A black image.
+    pub fn zeros(channels: usize, height: usize, width: usize) -> Self {
+        ImageU8 {
+            channels,
+            height,
+            width,
+            data: vec![0; channels * height * width],
+        }
+    }
+
+    /// Channel `c`'s plane.
+    pub fn plane(&self, c: usize) -> &[u8] {
+        let n = self.height * self.width;
+        &self.data[c * n..(c + 1) * n]
+    }
+
+    /// Channel `c`'s plane, mutable.
+    pub fn plane_mut(&mut self, c: usize) -> &mut [u8] {
+        let n = self.height * self.width;
+        &mut self.data[c * n..(c + 1) * n]
+    }
+}
+
+/// What a [`SampleSource`] hands the loader for one sample, before augmentation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSample {
+    /// A `u8` image of any size (the loader fits it to the source's [`SampleShape`]).
+    Image(ImageU8),
+    /// Integrated event frames, `[T][C][H][W]` in the source's shape exactly.
+    Frames(Vec<f32>),
+}
+
+/// Anything the loader can draw samples from: in memory ([`Dataset`]) or decoded on demand in the
+/// loader's workers (image folders, event files).
+pub trait SampleSource: Send + Sync + std::fmt::Debug {
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The shape the loader makes every sample into.
+    fn shape(&self) -> SampleShape;
+    /// Label of sample `i` (`< shape().classes`), or `None` past the end.
+    fn label(&self, i: usize) -> Option<u16>;
+    /// Loads sample `i` (`i < len()`); an error names the file that failed.
+    fn load(&self, i: usize) -> Result<RawSample, DataError>;
+    /// Class names in label order, when the dataset ships them.
+    fn class_names(&self) -> Option<&[String]> {
+        None
+    }
+}
+
+/// A validated set of `u8` images with labels, in memory.
 ///
-/// Invariants (checked by every constructor): `images.len() == len · height · width`,
-/// `labels.len() == len`, `height, width > 0`, every label `< NUM_CLASSES`.
+/// Invariants (checked by every constructor): `images.len() == len · C · H · W` (CHW per image),
+/// `labels.len() == len`, `1 ≤ C ≤ 3`, `H, W > 0`, every label `< classes ≤ 65 536`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
     images: Vec<u8>,
-    labels: Vec<u8>,
+    labels: Vec<u16>,
+    channels: usize,
     height: usize,
     width: usize,
+    classes: usize,
+    class_names: Option<Vec<String>>,
 }
 
 impl Dataset {
-    /// Builds a dataset from in-memory arrays (`images` is N × height × width, row-major).
+    /// Builds a 1-channel, [`NUM_CLASSES`]-class dataset from in-memory arrays (`images` is
+    /// N × height × width, row-major) — the MNIST shape.
     pub fn new(
         images: Vec<u8>,
         labels: Vec<u8>,
         height: usize,
         width: usize,
     ) -> Result<Self, DataError> {
-        if height == 0 || width == 0 {
-            return Err(DataError::InvalidDataset(format!(
-                "image size {height}x{width} has a zero side"
-            )));
-        }
-        let expected = labels
-            .len()
-            .checked_mul(height)
-            .and_then(|n| n.checked_mul(width));
+        let labels = labels.into_iter().map(u16::from).collect();
+        Self::with_shape(images, labels, 1, height, width, NUM_CLASSES)
+    }
+
+    /// Builds a dataset of `channels`-channel images (`images` is N × C × H × W) whose labels are
+    /// below `classes`.
+    pub fn with_shape(
+        images: Vec<u8>,
+        labels: Vec<u16>,
+        channels: usize,
+        height: usize,
+        width: usize,
+        classes: usize,
+    ) -> Result<Self, DataError> {
+        let shape = SampleShape {
+            channels,
+            height,
+            width,
+            frames: 1,
+            classes,
+        };
+        shape.check().map_err(DataError::InvalidDataset)?;
+        let expected = labels.len().checked_mul(shape.frame_len());
         if expected != Some(images.len()) {
             return Err(DataError::InvalidDataset(format!(
-                "{} image bytes for {} labels of {height}x{width}",
+                "{} image bytes for {} labels of {channels}x{height}x{width}",
                 images.len(),
                 labels.len()
             )));
@@ -274,18 +525,34 @@ impl Dataset {
         if let Some((index, &value)) = labels
             .iter()
             .enumerate()
-            .find(|(_, &l)| usize::from(l) >= NUM_CLASSES)
+            .find(|(_, &l)| usize::from(l) >= classes)
         {
             return Err(DataError::InvalidDataset(format!(
-                "label {value} at index {index} is not below {NUM_CLASSES}"
+                "label {value} at index {index} is not below {classes}"
             )));
         }
         Ok(Dataset {
             images,
             labels,
+            channels,
             height,
             width,
+            classes,
+            class_names: None,
         })
+    }
+
+    /// Attaches class names (one per class, in label order).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self, DataError> {
+        if names.len() != self.classes {
+            return Err(DataError::InvalidDataset(format!(
+                "{} class names for {} classes",
+                names.len(),
+                self.classes
+            )));
+        }
+        self.class_names = Some(names);
+        Ok(self)
     }
 
     /// Loads one split from `dir` (each file raw or `.gz`), with full validation.
@@ -332,15 +599,18 @@ impl Dataset {
             return Err(DataError::BadLabel {
                 path: labels_path.to_path_buf(),
                 index,
-                value,
+                value: value.into(),
                 num_classes: NUM_CLASSES,
             });
         }
         Ok(Dataset {
             images: images.data,
-            labels: labels.data,
+            labels: labels.data.into_iter().map(u16::from).collect(),
+            channels: 1,
             height,
             width,
+            classes: NUM_CLASSES,
+            class_names: None,
         })
     }
 
@@ -354,6 +624,11 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Channels per image.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
     /// Image height in pixels.
     pub fn height(&self) -> usize {
         self.height
@@ -364,22 +639,32 @@ impl Dataset {
         self.width
     }
 
-    /// Pixels per image (`height · width`).
-    pub fn image_len(&self) -> usize {
-        self.height * self.width
+    /// Number of classes (every label is below it).
+    pub fn classes(&self) -> usize {
+        self.classes
     }
 
-    /// All images, N × height × width, row-major.
+    /// Class names in label order, if known.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// Values per image (`channels · height · width`).
+    pub fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// All images, N × C × H × W.
     pub fn images(&self) -> &[u8] {
         &self.images
     }
 
     /// All labels.
-    pub fn labels(&self) -> &[u8] {
+    pub fn labels(&self) -> &[u16] {
         &self.labels
     }
 
-    /// Image `i`, or `None` past the end.
+    /// Image `i` (`[C][H][W]`), or `None` past the end.
     pub fn image(&self, i: usize) -> Option<&[u8]> {
         let n = self.image_len();
         self.images
@@ -387,13 +672,77 @@ impl Dataset {
     }
 
     /// Label `i`, or `None` past the end.
-    pub fn label(&self, i: usize) -> Option<u8> {
+    pub fn label(&self, i: usize) -> Option<u16> {
         self.labels.get(i).copied()
     }
 
-    /// Consumes the dataset, returning `(images, labels, height, width)`.
-    pub fn into_parts(self) -> (Vec<u8>, Vec<u8>, usize, usize) {
+    /// The first `n` samples (all of them when `n ≥ len`).
+    pub fn truncated(mut self, n: usize) -> Self {
+        if n < self.len() {
+            self.images.truncate(n * self.image_len());
+            self.labels.truncate(n);
+        }
+        self
+    }
+
+    /// Concatenates datasets of the same shape and class count (CIFAR-10's five training
+    /// batches). `None` when the list is empty or the shapes differ.
+    pub fn concat(parts: Vec<Dataset>) -> Option<Dataset> {
+        let mut it = parts.into_iter();
+        let mut all = it.next()?;
+        for d in it {
+            if (d.channels, d.height, d.width, d.classes)
+                != (all.channels, all.height, all.width, all.classes)
+            {
+                return None;
+            }
+            all.images.extend_from_slice(&d.images);
+            all.labels.extend_from_slice(&d.labels);
+        }
+        Some(all)
+    }
+
+    /// Consumes the dataset, returning `(images, labels, height, width)`; images are
+    /// N × C × H × W (see [`Dataset::channels`]).
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u16>, usize, usize) {
         (self.images, self.labels, self.height, self.width)
+    }
+}
+
+impl SampleSource for Dataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn shape(&self) -> SampleShape {
+        SampleShape {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            frames: 1,
+            classes: self.classes,
+        }
+    }
+
+    fn label(&self, i: usize) -> Option<u16> {
+        Dataset::label(self, i)
+    }
+
+    fn load(&self, i: usize) -> Result<RawSample, DataError> {
+        let data = self
+            .image(i)
+            .ok_or_else(|| DataError::InvalidDataset(format!("sample {i} of {}", self.len())))?
+            .to_vec();
+        Ok(RawSample::Image(ImageU8 {
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            data,
+        }))
+    }
+
+    fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
     }
 }
 
