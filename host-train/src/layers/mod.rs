@@ -34,3 +34,4 @@ pub mod neuron;
 pub mod parallel_neuron;
 pub mod residual_add;
 pub mod seca;
+pub mod soft_cross_entropy;
