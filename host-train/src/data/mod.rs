@@ -5,6 +5,8 @@
 //!   looked up in a directory by their standard names ([`Split::file_names`]); the default
 //!   directory is [`DEFAULT_FASHION_MNIST_DIR`], where Debian's `dataset-fashion-mnist` installs
 //!   them.
+//! * CIFAR-10 / CIFAR-100 binary versions, from the official archive (MD5-checked) or extracted
+//!   ([`cifar`]).
 //!
 //! Storage: in-memory images are `u8`, **CHW** per sample (`[N][C][H][W]`): CIFAR's binary files
 //! are already planar, so they load with one copy, and every augmentation works on whole planes.
@@ -16,6 +18,8 @@
 //! mismatch. A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
 
 pub mod augment;
+pub mod checksum;
+pub mod cifar;
 pub mod idx;
 pub mod loader;
 
