@@ -330,7 +330,8 @@ impl Job {
             })?;
             match self.source.load(i)? {
                 RawSample::Image(img) => {
-                    let mut img = fit_image(img, &shape)?;
+                    let img = fit_channels(img, &shape)?;
+                    let mut img = aug.fit(img, shape.height, shape.width, &mut rng);
                     aug.apply_u8(&mut img, &mut rng);
                     let plane = shape.height * shape.width;
                     for (c, (dst, src)) in sample
@@ -354,9 +355,7 @@ impl Job {
                         )));
                     }
                     sample.copy_from_slice(&f);
-                    for frame in sample.chunks_exact_mut(frame_len) {
-                        aug.apply_f32(frame, shape.height, shape.width, &mut rng);
-                    }
+                    aug.apply_f32(&mut sample, shape.height, shape.width, &mut rng);
                 }
             }
             // [T][B][C][H][W]: frame t of sample j at (t·B + j)·C·H·W.
@@ -367,13 +366,24 @@ impl Job {
             }
             labels.push(label);
         }
-        debug_assert!(frames >= 1);
+        let soft_targets = aug.soft_targets().then(|| {
+            let mut rng = augment::batch_rng(self.config.seed, self.epoch, index);
+            augment::mix_batch(
+                &mut images,
+                &labels,
+                shape.classes,
+                (shape.channels, shape.height, shape.width),
+                aug.mix,
+                aug.label_smoothing,
+                &mut rng,
+            )
+        });
         Ok(Batch {
             epoch: self.epoch,
             index,
             images,
             labels,
-            soft_targets: None,
+            soft_targets,
             sample_indices: indices.to_vec(),
             channels: shape.channels,
             height: shape.height,
@@ -384,14 +394,15 @@ impl Job {
     }
 }
 
-/// Brings a raw image to the source's shape (a source of fixed-size images already is).
-fn fit_image(img: ImageU8, shape: &SampleShape) -> Result<ImageU8, DataError> {
-    if (img.channels, img.height, img.width) == (shape.channels, shape.height, shape.width) {
+/// Checks a raw image's channel count (sources decode to their own channel count; the size is
+/// fitted by the augmentation config).
+fn fit_channels(img: ImageU8, shape: &SampleShape) -> Result<ImageU8, DataError> {
+    if img.channels == shape.channels && img.height > 0 && img.width > 0 {
         return Ok(img);
     }
     Err(DataError::InvalidDataset(format!(
-        "a {}x{}x{} image in a set of {}x{}x{} images",
-        img.channels, img.height, img.width, shape.channels, shape.height, shape.width
+        "a {}x{}x{} image in a set of {}-channel images",
+        img.channels, img.height, img.width, shape.channels
     )))
 }
 
@@ -600,6 +611,9 @@ mod tests {
                     holes: 1,
                     length: 8,
                 }),
+                mix: Some(augment::MixConfig::TIMM),
+                label_smoothing: 0.1,
+                ..AugmentConfig::none()
             },
             ..LoaderConfig::new(7, 42, Normalization::FASHION_MNIST)
         }
@@ -664,6 +678,8 @@ mod tests {
         let loader = BatchLoader::new(ds, augmented(2, 2)).expect("loader");
         assert_ne!(collect(&loader, 3)[0].images, one[0].images);
         assert_eq!(loader.make_batch(2, 1).expect("batch"), one[1]);
+        let t = one[1].soft_targets.as_ref().expect("mixup gives soft targets");
+        assert_eq!(t.len(), one[1].len() * 10);
     }
 
     #[test]

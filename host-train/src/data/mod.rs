@@ -18,15 +18,18 @@
 //! mismatch. A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
 
 pub mod augment;
+pub mod autoaugment;
 pub mod checksum;
 pub mod cifar;
 pub mod idx;
+pub mod image;
 pub mod loader;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use augment::{AugmentConfig, Cutout, RandomCrop};
+pub use augment::{AugmentConfig, Cutout, DvsAugment, MixConfig, RandomCrop, RandomResizedCrop};
+pub use autoaugment::AutoAugmentPolicy;
 pub use loader::{epoch_order, Batch, BatchLoader, EpochBatches, LoaderConfig};
 
 /// Where Debian's `dataset-fashion-mnist` installs the Fashion-MNIST idx files.
