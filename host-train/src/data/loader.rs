@@ -678,7 +678,10 @@ mod tests {
         let loader = BatchLoader::new(ds, augmented(2, 2)).expect("loader");
         assert_ne!(collect(&loader, 3)[0].images, one[0].images);
         assert_eq!(loader.make_batch(2, 1).expect("batch"), one[1]);
-        let t = one[1].soft_targets.as_ref().expect("mixup gives soft targets");
+        let t = one[1]
+            .soft_targets
+            .as_ref()
+            .expect("mixup gives soft targets");
         assert_eq!(t.len(), one[1].len() * 10);
     }
 
