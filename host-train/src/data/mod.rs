@@ -7,6 +7,8 @@
 //!   them.
 //! * CIFAR-10 / CIFAR-100 binary versions, from the official archive (MD5-checked) or extracted
 //!   ([`cifar`]).
+//! * Tiny-ImageNet and ImageNet-1k JPEG/PNG folders, decoded lazily in the loader's workers
+//!   ([`folder`], [`image`]).
 //!
 //! Storage: in-memory images are `u8`, **CHW** per sample (`[N][C][H][W]`): CIFAR's binary files
 //! are already planar, so they load with one copy, and every augmentation works on whole planes.
@@ -21,6 +23,7 @@ pub mod augment;
 pub mod autoaugment;
 pub mod checksum;
 pub mod cifar;
+pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod loader;
