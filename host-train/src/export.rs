@@ -8,7 +8,7 @@
 
 use empf_core::bits::pack_signs;
 use empf_core::format::{
-    encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear,
+    encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear, MaxPool,
     ModelMeta, Neuron, NeuronMode, Seca, Shape3,
 };
 
@@ -262,6 +262,20 @@ pub(crate) fn export_layers_from(
                 layers.push(Layer::Neuron(neuron(&ps, n_neuron, *kind, t, c)?));
             }
             LayerSpec::AvgPool2 => layers.push(Layer::AvgPool2),
+            LayerSpec::MaxPool {
+                kernel,
+                stride,
+                pad,
+            } => {
+                let field = |v: usize| {
+                    u8::try_from(v).map_err(|_| unsupported(i, "maxpool", "a field above 255"))
+                };
+                layers.push(Layer::MaxPool(MaxPool {
+                    kernel: field(*kernel)?,
+                    stride: field(*stride)?,
+                    padding: field(*pad)?,
+                }));
+            }
             LayerSpec::GlobalAvgPool => layers.push(Layer::GlobalAvgPool),
             LayerSpec::Linear { out_features, bias } => {
                 n_fc += 1;

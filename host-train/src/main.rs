@@ -316,23 +316,8 @@ fn net_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
     zoo_for_counting(arch, &o).map_err(|e| anyhow::anyhow!("--arch {}: {e}", arch.name()))
 }
 
-/// The description of a network to build: refuses what empf-core cannot run yet.
+/// The description of a network to build.
 fn buildable_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
-    if m.arch == ArchArg::Resnet34 {
-        let o = empf_host_train::net::zoo::ZooOptions {
-            time_steps: 1,
-            in_channels: 3,
-            image_size: 224,
-            classes: 1000,
-            neuron: NeuronKind::EmPf,
-            parallel_percent: 0,
-            seca: Default::default(),
-            width: 1.0,
-        };
-        let e = empf_host_train::net::zoo::zoo(empf_host_train::net::zoo::Arch::Resnet34, &o)
-            .expect_err("resnet34 is refused");
-        bail!("--arch resnet34: {e}");
-    }
     net_config(m, dataset)
 }
 

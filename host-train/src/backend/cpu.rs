@@ -22,6 +22,7 @@ use crate::layers::cross_entropy::{cross_entropy_backward, cross_entropy_forward
 use crate::layers::flatten::{flatten_backward, flatten_forward};
 use crate::layers::gap::{gap_backward, gap_forward, GapGeom};
 use crate::layers::linear::{self, LinearGeom, LinearGrads};
+use crate::layers::maxpool::{maxpool_backward, maxpool_forward, MaxPoolGeom, MaxPoolSaved};
 use crate::layers::membn_neuron::{
     membn_neuron_backward, membn_neuron_forward, MemBnGrads, MemBnParams, MemBnSaved,
 };
@@ -119,6 +120,7 @@ impl Backend for CpuBackend {
     type BnSaved = BatchNormSaved;
     type SecaSaved = SecaSaved;
     type MemBnSaved = MemBnSaved;
+    type MaxPoolSaved = MaxPoolSaved;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -189,6 +191,20 @@ impl Backend for CpuBackend {
 
     fn bn_saved(&self, c: usize) -> Result<BatchNormSaved> {
         Ok(BatchNormSaved::new(c))
+    }
+
+    fn maxpool_saved(&self) -> Result<MaxPoolSaved> {
+        Ok(MaxPoolSaved::default())
+    }
+
+    fn size_maxpool_saved(&self, s: &mut MaxPoolSaved, outputs: usize) -> Result<()> {
+        s.argmax.clear();
+        s.argmax.resize(outputs, 0);
+        Ok(())
+    }
+
+    fn maxpool_saved_bytes(&self, s: &MaxPoolSaved) -> usize {
+        4 * s.argmax.capacity()
     }
 
     fn seca_saved(&self) -> Result<SecaSaved> {
@@ -653,6 +669,47 @@ impl Backend for CpuBackend {
             &g,
             prefix(dy, planes * g.oh() * g.ow(), "avgpool2.dy")?,
             prefix_mut(dx, planes * h * w, "avgpool2.dx")?,
+        )
+    }
+
+    fn maxpool_forward(
+        &self,
+        g: &MaxPoolGeom,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        saved: &mut MaxPoolSaved,
+    ) -> Result<()> {
+        let (n, held) = (g.outputs(), saved.argmax.len());
+        maxpool_forward(
+            g,
+            prefix(x, g.planes * g.h * g.w, "maxpool.x")?,
+            prefix_mut(y, n, "maxpool.y")?,
+            saved
+                .argmax
+                .get_mut(..n)
+                .ok_or_else(|| Error::ShapeInvalid {
+                    what: "maxpool.argmax",
+                    detail: format!("saved state of {held} outputs, need {n}"),
+                })?,
+        )
+    }
+
+    fn maxpool_backward(
+        &self,
+        g: &MaxPoolGeom,
+        saved: &MaxPoolSaved,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) -> Result<()> {
+        let n = g.outputs();
+        maxpool_backward(
+            g,
+            saved.argmax.get(..n).ok_or_else(|| Error::ShapeInvalid {
+                what: "maxpool.argmax",
+                detail: format!("saved state of {} outputs, need {n}", saved.argmax.len()),
+            })?,
+            prefix(dy, n, "maxpool.dy")?,
+            prefix_mut(dx, g.planes * g.h * g.w, "maxpool.dx")?,
         )
     }
 

@@ -9,7 +9,7 @@
 //! * One method per layer pass, forward and backward: convolution and linear (dense weights),
 //!   binarisation with its straight-through backward, BatchNorm (train and eval, and the
 //!   running-statistics update alone for a reused step), the three neuron versions, SECA I,
-//!   average pooling, global average pooling, flatten, the residual slots (copy, add,
+//!   average pooling, max pooling (with its argmax), global average pooling, flatten, the residual slots (copy, add,
 //!   accumulate), the fused loss (cross-entropy
 //!   with the cumulative logits and the correct count), and the optimiser updates (SGD/Nesterov,
 //!   Adam, AdamW) over the flat parameter / gradient / moment arenas.
@@ -32,6 +32,7 @@ pub mod cuda;
 use crate::error::Result;
 use crate::layers::conv2d::Conv2dGeom;
 use crate::layers::linear::LinearGeom;
+use crate::layers::maxpool::MaxPoolGeom;
 use crate::layers::seca::SecaGeom;
 use crate::optim::{AdamConfig, SgdConfig};
 
@@ -103,6 +104,8 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     type SecaSaved: std::fmt::Debug + Send + Sync;
     /// What a Mem-BN neuron keeps from its forward.
     type MemBnSaved: std::fmt::Debug + Send + Sync;
+    /// What a max pool keeps from its forward: the winning input of every output.
+    type MaxPoolSaved: std::fmt::Debug + Send + Sync;
 
     /// Short name for logs (`"cpu"`, `"cuda"`).
     fn name(&self) -> &'static str;
@@ -150,6 +153,13 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     fn seca_saved_bytes(&self, s: &Self::SecaSaved) -> usize;
     /// Bytes of saved state.
     fn membn_saved_bytes(&self, s: &Self::MemBnSaved) -> usize;
+    /// Saved state of a max pool (sized by [`Backend::size_maxpool_saved`]).
+    fn maxpool_saved(&self) -> Result<Self::MaxPoolSaved>;
+    /// Sizes a max pool's saved state for `outputs` outputs (all planes), reusing its
+    /// allocation.
+    fn size_maxpool_saved(&self, s: &mut Self::MaxPoolSaved, outputs: usize) -> Result<()>;
+    /// Bytes of saved state.
+    fn maxpool_saved_bytes(&self, s: &Self::MaxPoolSaved) -> usize;
 
     // ---- layout --------------------------------------------------------------------------
 
@@ -394,6 +404,25 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
         planes: usize,
         h: usize,
         w: usize,
+        dy: &Self::Buf,
+        dx: &mut Self::Buf,
+    ) -> Result<()>;
+
+    /// Max pooling over the `g.planes` planes of CBHW `x`; records each output's argmax (the
+    /// first maximum in scan order) in `saved`.
+    fn maxpool_forward(
+        &self,
+        g: &MaxPoolGeom,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        saved: &mut Self::MaxPoolSaved,
+    ) -> Result<()>;
+
+    /// Accumulates `dy` into `dx` at the argmax the last forward recorded.
+    fn maxpool_backward(
+        &self,
+        g: &MaxPoolGeom,
+        saved: &Self::MaxPoolSaved,
         dy: &Self::Buf,
         dx: &mut Self::Buf,
     ) -> Result<()>;

@@ -29,6 +29,7 @@ pub mod flatten;
 pub mod gap;
 pub mod im2col;
 pub mod linear;
+pub mod maxpool;
 pub mod membn_neuron;
 pub mod neuron;
 pub mod parallel_neuron;

@@ -48,6 +48,17 @@ pub enum LayerSpec {
     Neuron(NeuronKind),
     /// 2×2 average pooling, stride 2.
     AvgPool2,
+    /// Max pooling (core `MaxPool`): `kernel × kernel` windows, padding never wins. Needs a
+    /// spatial input; `kernel ≥ 1`, `stride ≥ 1`, `pad < kernel` and a window that fits the
+    /// padded input; output `(H + 2·pad − kernel)/stride + 1` per side. No parameters.
+    MaxPool {
+        /// Window side.
+        kernel: usize,
+        /// Stride.
+        stride: usize,
+        /// Padding on every side (acts as −∞).
+        pad: usize,
+    },
     /// Global average pooling to `[B][C]`.
     GlobalAvgPool,
     /// Full-precision linear layer on `[B][F]` features.

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::layers::avgpool2::PoolGeom;
 use crate::layers::conv2d::Conv2dGeom;
 use crate::layers::linear::LinearGeom;
+use crate::layers::maxpool::MaxPoolGeom;
 use crate::layers::seca::{SecaGeom, SECA_K};
 use crate::tensor::ParamRole;
 
@@ -175,6 +176,31 @@ pub(crate) struct PoolLayer {
 }
 
 #[derive(Debug)]
+pub(crate) struct MaxPoolLayer<B: Backend> {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    /// The argmax of the last forward.
+    pub saved: B::MaxPoolSaved,
+}
+
+impl<B: Backend> MaxPoolLayer<B> {
+    pub fn geom(&self, batch: usize) -> Result<MaxPoolGeom> {
+        MaxPoolGeom::new(
+            self.c * batch,
+            self.h,
+            self.w,
+            self.kernel,
+            self.stride,
+            self.pad,
+        )
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct FlattenLayer {
     pub c: usize,
     pub hw: usize,
@@ -202,6 +228,7 @@ pub(crate) enum Layer<B: Backend> {
     Seca(SecaLayer<B>),
     Neuron(NeuronLayer<B>),
     Pool(PoolLayer),
+    MaxPool(MaxPoolLayer<B>),
     Gap(GapLayer),
     Linear(LinearLayer<B>),
     Flatten(FlattenLayer),
@@ -513,6 +540,31 @@ impl<B: Backend> Layer<B> {
                     },
                 ))
             }
+            LayerSpec::MaxPool {
+                kernel,
+                stride,
+                pad,
+            } => {
+                let (c, h, w) = spatial("maxpool")?;
+                let g = MaxPoolGeom::new(1, h, w, kernel, stride, pad)
+                    .map_err(|e| cfg_err(idx, e.to_string()))?;
+                Ok((
+                    Layer::MaxPool(MaxPoolLayer {
+                        c,
+                        h,
+                        w,
+                        kernel,
+                        stride,
+                        pad,
+                        saved: be.maxpool_saved()?,
+                    }),
+                    ActShape::Spatial {
+                        c,
+                        h: g.oh(),
+                        w: g.ow(),
+                    },
+                ))
+            }
             LayerSpec::GlobalAvgPool => {
                 let (c, h, w) = spatial("global average pool")?;
                 Ok((
@@ -606,6 +658,10 @@ impl<B: Backend> Layer<B> {
                     be.size_membn_saved(&mut m.saved, m.c, elems)?;
                 }
             }
+            Layer::MaxPool(l) => {
+                let outputs = l.geom(batch)?.outputs();
+                be.size_maxpool_saved(&mut l.saved, outputs)?;
+            }
             Layer::Seca(l) => {
                 be.size_seca_saved(&mut l.saved, l.c, batch)?;
                 if let Some(r) = &mut l.residual {
@@ -639,6 +695,7 @@ impl<B: Backend> Layer<B> {
                         .as_ref()
                         .map_or(0, |m| be.membn_saved_bytes(&m.saved))
             }
+            Layer::MaxPool(l) => be.maxpool_saved_bytes(&l.saved),
             Layer::Pool(_) | Layer::Gap(_) | Layer::Flatten(_) | Layer::Slot { .. } => 0,
         }
     }
@@ -660,12 +717,14 @@ impl<B: Backend> Layer<B> {
                         .as_ref()
                         .map_or(0, |m| be.membn_saved_bytes(&m.saved))
             }
+            Layer::MaxPool(l) => be.maxpool_saved_bytes(&l.saved),
             Layer::Pool(_) | Layer::Gap(_) | Layer::Flatten(_) | Layer::Slot { .. } => 0,
         }
     }
 
     /// The part of a forward that a provably unchanged stem step still has to do: BN in train
-    /// mode advances its running statistics once per executed step.
+    /// mode advances its running statistics once per executed step. A max pool has nothing to
+    /// redo: its argmax from the step that ran is that of the same input.
     pub fn reuse(&mut self, f: &mut Fwd<'_, B>) -> Result<()> {
         match self {
             Layer::Bn(l) if f.train => {
@@ -763,6 +822,10 @@ impl<B: Backend> Layer<B> {
                 Ok(())
             }
             Layer::Pool(l) => be.avgpool2_forward(l.c * batch, l.h, l.w, x, y),
+            Layer::MaxPool(l) => {
+                let g = l.geom(batch)?;
+                be.maxpool_forward(&g, x, y, &mut l.saved)
+            }
             Layer::Gap(l) => be.gap_forward(l.c, batch, l.hw, x, y),
             Layer::Linear(l) => {
                 let g = LinearGeom::new(batch, l.d_in, l.d_out)?;
@@ -941,6 +1004,10 @@ impl<B: Backend> Layer<B> {
             },
             Layer::Pool(l) => match dx {
                 Some(dx) => be.avgpool2_backward(l.c * batch, l.h, l.w, dy, dx),
+                None => Ok(()),
+            },
+            Layer::MaxPool(l) => match dx {
+                Some(dx) => be.maxpool_backward(&l.geom(batch)?, &l.saved, dy, dx),
                 None => Ok(()),
             },
             Layer::Gap(l) => match dx {

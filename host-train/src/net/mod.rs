@@ -1225,6 +1225,105 @@ mod tests {
         assert!(failures.is_empty(), "gradcheck failures: {failures:#?}");
     }
 
+    /// The ImageNet-style stem (conv + BN + max-pool 3×3 s2 pad 1 on currents, no neuron) and
+    /// a max-pool on spikes, 2×8×8 input, 5 classes.
+    fn maxpool_config(t: usize, kinds: [NeuronKind; 2]) -> NetConfig {
+        let layers = vec![
+            LayerSpec::Conv2d {
+                out_channels: 6,
+                kernel: 3,
+                stride: 1,
+                pad: 1,
+                bias: false,
+            },
+            LayerSpec::BatchNorm2d,
+            LayerSpec::MaxPool {
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            },
+            LayerSpec::Neuron(kinds[0]),
+            LayerSpec::BinaryConv2d {
+                out_channels: 8,
+                kernel: 3,
+                stride: 1,
+                pad: 1,
+            },
+            LayerSpec::BatchNorm2d,
+            LayerSpec::Neuron(kinds[1]),
+            LayerSpec::MaxPool {
+                kernel: 2,
+                stride: 1,
+                pad: 0,
+            },
+            LayerSpec::GlobalAvgPool,
+            LayerSpec::Linear {
+                out_features: 5,
+                bias: true,
+            },
+        ];
+        NetConfig {
+            in_channels: 2,
+            height: 8,
+            width: 8,
+            time_steps: t,
+            layers,
+        }
+    }
+
+    /// Whole-network gradients through both max-pools match finite differences, and the stem
+    /// with its max-pool is reused across steps exactly: the same logits, running statistics and
+    /// gradients (the backward routes through the argmax of the step that ran) as recomputing it.
+    ///
+    /// The max-pool layer is gradient-checked without ties in its own file. Here a ±1e-3 stem
+    /// weight moves every value of a channel, and in 3·6·16 stem windows the top two of some
+    /// window can be closer than that: the winner switches (a kink of the max) and one sampled
+    /// element misses the tolerance for half the seeds tried (2, 6, 7, 8 of 1–9; none with an
+    /// average pool in its place). Checked for seed 7's worst element: one-sided differences
+    /// −0.040 / +0.052 at 1e-3, −0.079 / −0.057 at 1e-4, −0.074 / −0.069 at 3e-5, against the
+    /// analytic −0.077. Seed 1 has no such window.
+    #[test]
+    fn maxpool_net_gradcheck_and_stem_reuse() {
+        let kinds = [NeuronKind::EmPf, NeuronKind::Parallel];
+        let net = Net::new(maxpool_config(3, kinds), 1).unwrap();
+        assert_eq!(net.stem_len(), 3, "conv, BN, max-pool");
+        assert_eq!(
+            net.shapes()[3],
+            ActShape::Spatial { c: 6, h: 4, w: 4 },
+            "8×8 → 4×4"
+        );
+        net_gradcheck_of(net);
+        let (batch, tt) = (4, 3);
+        let x = batch_input(5, batch, 128);
+        let labels = [0u8, 1, 2, 3];
+        let run = |recompute: bool| {
+            let mut net = Net::new(maxpool_config(tt, kinds), 21).unwrap();
+            net.load_batch(&x, &labels).unwrap();
+            net.zero_grad().unwrap();
+            let mut logits = Vec::new();
+            for t in 0..tt {
+                if recompute {
+                    let _ = net.params_mut(); // bumps the version: nothing may be reused
+                }
+                net.forward(t, true, t + 1 == tt).unwrap();
+                net.loss_step(t, t + 1 == tt).unwrap();
+                logits.push(net.logits().to_vec());
+            }
+            net.backward().unwrap();
+            let params: Vec<(Vec<f32>, Vec<f32>)> = net
+                .params()
+                .iter()
+                .map(|p| (p.value.to_vec(), p.grad.to_vec()))
+                .collect();
+            (logits, params, net.work_counters().stem_reuses)
+        };
+        let (l_reuse, p_reuse, reuses) = run(false);
+        let (l_full, p_full, none) = run(true);
+        assert_eq!((reuses, none), (tt as u64 - 1, 0));
+        assert_eq!(l_reuse, l_full, "logits");
+        assert_eq!(p_reuse, p_full, "values, statistics and gradients");
+    }
+
     /// A residual network in core's vocabulary: the paper's block with SECA_II on an identity
     /// shortcut (Save/SecaResidual/Add), a downsampling block with SECA_I and a binary 1×1
     /// shortcut (Save/Swap/Add), Flatten, and a neuron on flat features (ResNet-19's head).

@@ -1,5 +1,6 @@
 //! The paper's networks (spec §5) in the trainer's description, which is `empf-core`'s
-//! vocabulary: ResNet-18 (CIFAR and DVS stems), ResNet-19, ResNet-34, VGG-13 and VGG-SNN.
+//! vocabulary: ResNet-18 (CIFAR and DVS stems), ResNet-19, ResNet-34 (ImageNet stem with its
+//! max-pool), VGG-13 and VGG-SNN.
 //!
 //! Common rules (§5.1): the stem conv and the classifier are full precision (VGG-SNN's first
 //! conv is binary); every other conv, the 1×1 downsample shortcuts included, is a binary conv
@@ -77,14 +78,6 @@ pub enum ZooError {
     /// An option out of range.
     #[error("{0}")]
     Invalid(String),
-    /// The network needs a layer `empf-core` does not run yet.
-    #[error("{arch}: {why}")]
-    Unsupported {
-        /// The network.
-        arch: &'static str,
-        /// What is missing.
-        why: &'static str,
-    },
 }
 
 impl Arch {
@@ -185,24 +178,14 @@ impl Builder {
     }
 }
 
-/// The description of `arch` with options `o`.
-///
-/// ResNet-34's stem has a 3×3 max-pool, which `empf-core` (and so the trainer, which builds only
-/// what core runs) does not have yet: [`zoo`] refuses it; [`zoo_for_counting`] describes it
-/// without the max-pool, which has no parameters, for the parameter report.
-pub fn zoo(arch: Arch, o: &ZooOptions) -> Result<NetConfig, ZooError> {
-    if arch == Arch::Resnet34 {
-        return Err(ZooError::Unsupported {
-            arch: "resnet34",
-            why: "its ImageNet stem has a 3×3 max-pool, which empf-core does not run yet; \
-                  `host-train info --arch resnet34` reports its parameters",
-        });
-    }
-    zoo_for_counting(arch, o)
+/// The same description as [`zoo`]: every network of the zoo is buildable (ResNet-34's stem
+/// max-pool runs in `empf-core`), so counting and building describe the same network.
+pub fn zoo_for_counting(arch: Arch, o: &ZooOptions) -> Result<NetConfig, ZooError> {
+    zoo(arch, o)
 }
 
-/// [`zoo`], but ResNet-34 without its stem max-pool (parameter counts do not depend on it).
-pub fn zoo_for_counting(arch: Arch, o: &ZooOptions) -> Result<NetConfig, ZooError> {
+/// The description of `arch` with options `o`.
+pub fn zoo(arch: Arch, o: &ZooOptions) -> Result<NetConfig, ZooError> {
     if ![0, 50, 100].contains(&o.parallel_percent) {
         return Err(ZooError::Invalid(format!(
             "parallel share {} %: the paper's blocks give 0, 50 or 100 %",
@@ -263,6 +246,15 @@ pub fn zoo_for_counting(arch: Arch, o: &ZooOptions) -> Result<NetConfig, ZooErro
             };
             let stem = b.ch(stem_c);
             b.fp_conv(stem, stem_k, stem_s);
+            if arch == Arch::Resnet34 {
+                // ImageNet stem: conv7×7 s2 (pad 3) + BN + max-pool 3×3 s2 (pad 1) on the
+                // real-valued currents, no neuron (spec §5.1, §5.3).
+                b.layers.push(LayerSpec::MaxPool {
+                    kernel: 3,
+                    stride: 2,
+                    pad: 1,
+                });
+            }
             let mut c = stem;
             for &(blocks, width, stride) in stages {
                 let out = b.ch(width);
@@ -430,6 +422,16 @@ pub fn count_params(cfg: &NetConfig, with_time_steps: usize) -> ParamReport {
                     s = S::Sp(c, h / 2, w / 2);
                 }
             }
+            LayerSpec::MaxPool {
+                kernel: k,
+                stride,
+                pad,
+            } => {
+                if let S::Sp(c, h, w) = s {
+                    let out = |n: usize| (n + 2 * pad).saturating_sub(k) / stride.max(1) + 1;
+                    s = S::Sp(c, out(h), out(w));
+                }
+            }
             LayerSpec::GlobalAvgPool => s = S::Flat(chans(s)),
             LayerSpec::Flatten => {
                 if let S::Sp(c, h, w) = s {
@@ -578,17 +580,63 @@ mod tests {
         let r = count_params(&zoo(Arch::Resnet18, &seca).unwrap(), 4);
         assert_eq!(r.full_precision, 6_858 + 16 * 6);
         assert_eq!(format!("{:.2}", r.paper_bytes() / 1e6), "2.82");
-        assert!(matches!(
-            zoo(Arch::Resnet34, &opts(3, 224, 1000)),
-            Err(ZooError::Unsupported { .. })
-        ));
+    }
+
+    /// ResNet-34 builds with the paper's ImageNet stem: conv7×7 s2 pad 3 + BN + max-pool 3×3 s2
+    /// pad 1, no neuron, so 224² becomes 112² then 56² before the first block; the stem (conv,
+    /// BN, pool) is the time-invariant part the trainer reuses across steps.
+    #[test]
+    fn resnet34_builds_with_its_imagenet_stem() {
+        let o = ZooOptions {
+            width: 0.125,
+            ..opts(3, 224, 1000)
+        };
+        let cfg = zoo(Arch::Resnet34, &o).unwrap();
+        assert_eq!(
+            cfg.layers[..4],
+            [
+                LayerSpec::Conv2d {
+                    out_channels: 8,
+                    kernel: 7,
+                    stride: 2,
+                    pad: 3,
+                    bias: false
+                },
+                LayerSpec::BatchNorm2d,
+                LayerSpec::MaxPool {
+                    kernel: 3,
+                    stride: 2,
+                    pad: 1
+                },
+                LayerSpec::Save { slot: 0 },
+            ]
+        );
+        let net = Net::new(cfg.clone(), 1).unwrap();
+        use crate::net::ActShape::Spatial;
+        assert_eq!(
+            net.shapes()[2],
+            Spatial {
+                c: 8,
+                h: 112,
+                w: 112
+            }
+        );
+        assert_eq!(net.shapes()[3], Spatial { c: 8, h: 56, w: 56 });
+        assert_eq!(net.stem_len(), 3, "conv, BN, max-pool");
+        assert_eq!(count_params(&cfg, 4), report_of(net.tensors()));
     }
 
     /// The count without building equals the built network's tensors, for narrow versions of
     /// every zoo network and each option.
     #[test]
     fn count_matches_the_built_network() {
-        for arch in [Arch::Resnet18, Arch::Resnet19, Arch::Vgg13, Arch::VggSnn] {
+        for arch in [
+            Arch::Resnet18,
+            Arch::Resnet19,
+            Arch::Resnet34,
+            Arch::Vgg13,
+            Arch::VggSnn,
+        ] {
             for (neuron, parallel_percent, seca) in [
                 (NeuronKind::EmPf, 0, SecaVariant::Off),
                 (NeuronKind::MemBn, 50, SecaVariant::One),
