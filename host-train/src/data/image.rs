@@ -183,6 +183,34 @@ pub fn resize(img: &ImageU8, out_h: usize, out_w: usize) -> ImageU8 {
     out
 }
 
+/// Antialiased bilinear resize of one `f32` plane (event counts: no rounding or clipping), the
+/// same filter as [`resize`].
+pub fn resize_plane_f32(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    if (h, w) == (out_h, out_w) {
+        return src.to_vec();
+    }
+    let wx = weights(w, out_w);
+    let wy = weights(h, out_h);
+    let mut rows = vec![0f32; h * out_w];
+    for y in 0..h {
+        for (x, (start, ws)) in wx.iter().enumerate() {
+            let line = &src[y * w + start..];
+            rows[y * out_w + x] = ws.iter().zip(line).map(|(k, &p)| k * p).sum();
+        }
+    }
+    let mut out = vec![0f32; out_h * out_w];
+    for (y, (start, ws)) in wy.iter().enumerate() {
+        for x in 0..out_w {
+            out[y * out_w + x] = ws
+                .iter()
+                .enumerate()
+                .map(|(k, wgt)| wgt * rows[(start + k) * out_w + x])
+                .sum();
+        }
+    }
+    out
+}
+
 /// For each output index, the first input index and the normalised triangle weights (PIL's
 /// `precompute_coeffs` with the bilinear filter: support `max(1, in/out)`).
 fn weights(input: usize, output: usize) -> Vec<(usize, Vec<f32>)> {

@@ -9,6 +9,8 @@
 //!   ([`cifar`]).
 //! * Tiny-ImageNet and ImageNet-1k JPEG/PNG folders, decoded lazily in the loader's workers
 //!   ([`folder`], [`image`]).
+//! * CIFAR10-DVS AEDAT 3.1 (and 2.0) event files integrated into `T` frames by event count,
+//!   2 polarity channels, resized to 48×48 ([`aedat`], [`dvs`]).
 //!
 //! Storage: in-memory images are `u8`, **CHW** per sample (`[N][C][H][W]`): CIFAR's binary files
 //! are already planar, so they load with one copy, and every augmentation works on whole planes.
@@ -19,10 +21,12 @@
 //! trailing bytes, bad dimensions, a label ≥ the number of classes, an image/label count
 //! mismatch. A loaded [`Dataset`] is valid by construction, so the loader does not re-check it.
 
+pub mod aedat;
 pub mod augment;
 pub mod autoaugment;
 pub mod checksum;
 pub mod cifar;
+pub mod dvs;
 pub mod folder;
 pub mod idx;
 pub mod image;
