@@ -24,6 +24,7 @@
 pub mod aedat;
 pub mod augment;
 pub mod autoaugment;
+pub mod bench;
 pub mod checksum;
 pub mod cifar;
 pub mod dvs;
