@@ -22,6 +22,10 @@
 //! 3. `warmup` untimed batches, then `batches` timed batches;
 //! 4. images/s = `batches · batch_size / elapsed`, peak RSS = `VmHWM` after the timed batches.
 //!
+//! Zoo networks (`host-train bench --arch resnet18 --image-size 32`, [`ZooBench`]): the same
+//! protocol on synthetic `C×S×S` images, one `T`, and every parallel share (0, 50, 100 % of the
+//! neurons in Version III) in both modes; the child line then carries `parallel=<P>`.
+//!
 //! Modes: *full online* is a loss, a backward and an optimiser step at every time step
 //! ([`UpdateRule::PerStep`], `random_step = None`); *random BP* back-propagates one step per
 //! batch, drawn by [`random_bp_step`]`(seed, 0, batch_index, T)`.
@@ -35,7 +39,8 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 
 use crate::data::{epoch_order, idx, Dataset, Normalization, Split};
-use crate::net::{BenchOptions, Net, NetConfig};
+use crate::net::zoo::{zoo, Arch, SecaVariant, ZooOptions};
+use crate::net::{BenchOptions, Net, NetConfig, NeuronKind};
 use crate::optim::{OptimizerConfig, SgdConfig};
 use crate::rng::Rng;
 use crate::train::{random_bp_step, OnlineTrainer, UpdateRule};
@@ -54,8 +59,56 @@ const IMAGE_SIDE: usize = 28;
 const IMAGE_LEN: usize = IMAGE_SIDE * IMAGE_SIDE;
 const CLASSES: u64 = 10;
 
+/// A zoo network to benchmark instead of the bench network (Version I stateful neurons, no
+/// SECA: the paper's CIFAR rows).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZooBench {
+    /// The architecture.
+    pub arch: Arch,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height = width.
+    pub image_size: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Share of parallel neurons (0, 50 or 100; [`run_bench`] measures all three).
+    pub parallel_percent: u8,
+    /// Channel multiplier.
+    pub width: f32,
+}
+
+impl ZooBench {
+    /// The network's description at `t` time steps.
+    pub fn config(&self, t: usize) -> anyhow::Result<NetConfig> {
+        let o = ZooOptions {
+            time_steps: t,
+            in_channels: self.in_channels,
+            image_size: self.image_size,
+            classes: self.classes,
+            neuron: NeuronKind::EmPf,
+            parallel_percent: self.parallel_percent,
+            seca: SecaVariant::Off,
+            width: self.width,
+        };
+        zoo(self.arch, &o).map_err(|e| anyhow::anyhow!("bench --arch {}: {e}", self.arch.name()))
+    }
+}
+
+/// The zoo architecture called `name` (its `--arch` name).
+pub fn arch_named(name: &str) -> Option<Arch> {
+    [
+        Arch::Resnet18,
+        Arch::Resnet19,
+        Arch::Resnet34,
+        Arch::Vgg13,
+        Arch::VggSnn,
+    ]
+    .into_iter()
+    .find(|a| a.name() == name)
+}
+
 /// Arguments of `host-train bench`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BenchArgs {
     /// Time-step counts to measure (default `[2, 4, 8, 16]`).
     pub time_steps: Vec<usize>,
@@ -70,6 +123,8 @@ pub struct BenchArgs {
     pub data: Option<PathBuf>,
     /// Seed of the network initialisation, the data and the random-BP steps.
     pub seed: u64,
+    /// A zoo network instead of the bench network (synthetic data; `time_steps[0]` only).
+    pub zoo: Option<ZooBench>,
 }
 
 impl Default for BenchArgs {
@@ -81,6 +136,7 @@ impl Default for BenchArgs {
             warmup: 1,
             data: None,
             seed: 0,
+            zoo: None,
         }
     }
 }
@@ -93,11 +149,12 @@ impl Default for BenchArgs {
 /// ```text
 /// --time-steps <T> --batch-size <B> --batches <N> --warmup <W> --mode <full|random>
 /// --seed <S> [--data <DIR>]
+/// [--arch <NAME> --in-channels <C> --image-size <S> --classes <K> --parallel <P> --width <W>]
 /// ```
 ///
 /// `--mode full` is full online training, `--mode random` random BP. `--data` is omitted for
 /// synthetic data.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BenchOneArgs {
     /// Time steps `T`.
     pub time_steps: usize,
@@ -113,6 +170,8 @@ pub struct BenchOneArgs {
     pub seed: u64,
     /// Fashion-MNIST directory (`None`: synthetic data).
     pub data: Option<PathBuf>,
+    /// A zoo network instead of the bench network (always synthetic data).
+    pub zoo: Option<ZooBench>,
 }
 
 /// `"random"` or `"full"`, the `--mode` value and the `mode=` field.
@@ -154,6 +213,19 @@ impl BenchOneArgs {
             v.push("--data".to_string());
             v.push(dir.to_string_lossy().into_owned());
         }
+        if let Some(z) = &self.zoo {
+            for (flag, value) in [
+                ("--arch", z.arch.name().to_string()),
+                ("--in-channels", z.in_channels.to_string()),
+                ("--image-size", z.image_size.to_string()),
+                ("--classes", z.classes.to_string()),
+                ("--parallel", z.parallel_percent.to_string()),
+                ("--width", z.width.to_string()),
+            ] {
+                v.push(flag.to_string());
+                v.push(value);
+            }
+        }
         v
     }
 
@@ -162,6 +234,8 @@ impl BenchOneArgs {
     pub fn parse_args<S: AsRef<str>>(args: &[S]) -> anyhow::Result<Self> {
         let (mut t, mut b, mut n, mut w, mut mode, mut seed, mut data) =
             (None, None, None, None, None, None, None);
+        let (mut arch, mut channels, mut size, mut classes, mut parallel, mut width) =
+            (None, None, None, None, None, None);
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(flag) = it.next() {
             let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -184,10 +258,45 @@ impl BenchOneArgs {
                     )
                 }
                 "--data" => data = Some(PathBuf::from(value)),
+                "--arch" => {
+                    arch = Some(
+                        arch_named(value)
+                            .with_context(|| format!("--arch {value:?} is not a zoo network"))?,
+                    )
+                }
+                "--in-channels" => channels = Some(num(flag)?),
+                "--image-size" => size = Some(num(flag)?),
+                "--classes" => classes = Some(num(flag)?),
+                "--parallel" => {
+                    parallel = Some(
+                        value
+                            .parse::<u8>()
+                            .with_context(|| format!("--parallel {value:?} is not 0 to 255"))?,
+                    )
+                }
+                "--width" => {
+                    width = Some(
+                        value
+                            .parse::<f32>()
+                            .with_context(|| format!("--width {value:?} is not a number"))?,
+                    )
+                }
                 other => bail!("unknown bench-one flag {other:?}"),
             }
         }
+        let zoo = match arch {
+            None => None,
+            Some(arch) => Some(ZooBench {
+                arch,
+                in_channels: channels.context("--arch needs --in-channels")?,
+                image_size: size.context("--arch needs --image-size")?,
+                classes: classes.context("--arch needs --classes")?,
+                parallel_percent: parallel.context("--arch needs --parallel")?,
+                width: width.context("--arch needs --width")?,
+            }),
+        };
         Ok(BenchOneArgs {
+            zoo,
             time_steps: t.context("--time-steps is required")?,
             batch_size: b.context("--batch-size is required")?,
             batches: n.context("--batches is required")?,
@@ -222,18 +331,24 @@ pub struct BenchOneResult {
     pub images_per_s: f64,
     /// Peak resident set size in KiB (`VmHWM`).
     pub peak_rss_kb: u64,
+    /// Share of parallel neurons of a zoo network (`None` for the bench network).
+    pub parallel_percent: Option<u8>,
 }
 
 impl BenchOneResult {
     /// `BENCH_ONE t=<T> mode=<full|random> images_per_s=<f> peak_rss_kb=<n>`.
     pub fn to_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{BENCH_ONE_PREFIX} t={} mode={} images_per_s={:.3} peak_rss_kb={}",
             self.time_steps,
             mode_name(self.random_bp),
             self.images_per_s,
             self.peak_rss_kb
-        )
+        );
+        if let Some(p) = self.parallel_percent {
+            let _ = write!(line, " parallel={p}");
+        }
+        line
     }
 
     /// Parses a `BENCH_ONE` line (surrounding whitespace and unknown extra `key=value` fields
@@ -245,7 +360,7 @@ impl BenchOneResult {
             return None;
         }
         let parse = || -> anyhow::Result<Self> {
-            let (mut t, mut mode, mut ips, mut rss) = (None, None, None, None);
+            let (mut t, mut mode, mut ips, mut rss, mut parallel) = (None, None, None, None, None);
             for word in line.split_whitespace().skip(1) {
                 let (key, value) = word
                     .split_once('=')
@@ -256,6 +371,7 @@ impl BenchOneResult {
                     "mode" => mode = Some(parse_mode(value)?),
                     "images_per_s" => ips = Some(value.parse::<f64>().with_context(bad)?),
                     "peak_rss_kb" => rss = Some(value.parse::<u64>().with_context(bad)?),
+                    "parallel" => parallel = Some(value.parse::<u8>().with_context(bad)?),
                     _ => {}
                 }
             }
@@ -265,6 +381,7 @@ impl BenchOneResult {
                 random_bp: mode.with_context(|| missing("mode"))?,
                 images_per_s: ips.with_context(|| missing("images_per_s"))?,
                 peak_rss_kb: rss.with_context(|| missing("peak_rss_kb"))?,
+                parallel_percent: parallel,
             })
         };
         Some(parse())
@@ -374,17 +491,51 @@ fn input_pool(source: &DataSource, count: usize, seed: u64) -> anyhow::Result<(V
     }
 }
 
+/// `count` synthetic images of `image_len` values (standard-normal-like: uniform with unit
+/// variance, as normalised pixels) and uniform labels below `classes`.
+fn synthetic_pool(
+    count: usize,
+    image_len: usize,
+    classes: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<f32>, Vec<u8>)> {
+    if classes == 0 || classes > 256 {
+        bail!("the bench draws labels of 1 to 256 classes (the trainer's labels are bytes), got {classes}");
+    }
+    let mut rng = Rng::for_stream(seed, 0x200B);
+    let half_width = 3f32.sqrt();
+    let images = (0..count * image_len)
+        .map(|_| ((rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * half_width)
+        .collect();
+    let labels = (0..count)
+        .map(|_| rng.below(classes as u64) as u8)
+        .collect();
+    Ok((images, labels))
+}
+
 /// Runs one configuration in this process and returns its result (images/s over the timed
 /// batches, `VmHWM` after them; 0 where `VmHWM` is unavailable). Notes go to stderr.
 pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
     args.validate()?;
     let source = DataSource::resolve(args.data.as_deref());
     let total = args.warmup + args.batches;
-    let (images, labels) = input_pool(&source, total * args.batch_size, args.seed)?;
-    let net = Net::new(
-        NetConfig::bench(args.time_steps, &BenchOptions::default()),
-        args.seed,
-    )?;
+    let (config, (images, labels)) = match &args.zoo {
+        None => (
+            NetConfig::bench(args.time_steps, &BenchOptions::default()),
+            input_pool(&source, total * args.batch_size, args.seed)?,
+        ),
+        Some(z) => (
+            z.config(args.time_steps)?,
+            synthetic_pool(
+                total * args.batch_size,
+                z.in_channels * z.image_size * z.image_size,
+                z.classes,
+                args.seed,
+            )?,
+        ),
+    };
+    let image_len = images.len() / (total * args.batch_size);
+    let net = Net::new(config, args.seed)?;
     let mut trainer = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::paper()))?;
     if !reset_peak_rss() {
         eprintln!(
@@ -392,7 +543,7 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
         );
     }
 
-    let batch_len = args.batch_size * IMAGE_LEN;
+    let batch_len = args.batch_size * image_len;
     let mut run_batch = |i: usize| -> anyhow::Result<()> {
         let x = &images[i * batch_len..(i + 1) * batch_len];
         let y = &labels[i * args.batch_size..(i + 1) * args.batch_size];
@@ -423,6 +574,7 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
         random_bp: args.random_bp,
         images_per_s: (args.batches * args.batch_size) as f64 / secs.max(1e-9),
         peak_rss_kb: peak_rss_kb().unwrap_or(0),
+        parallel_percent: args.zoo.map(|z| z.parallel_percent),
     })
 }
 
@@ -569,7 +721,10 @@ fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
                 one.to_args().join(" ")
             )
         })??;
-    if result.time_steps != one.time_steps || result.random_bp != one.random_bp {
+    if result.time_steps != one.time_steps
+        || result.random_bp != one.random_bp
+        || result.parallel_percent != one.zoo.map(|z| z.parallel_percent)
+    {
         bail!(
             "`bench-one {}` reported another configuration: {}",
             one.to_args().join(" "),
@@ -585,6 +740,9 @@ fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
 pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.time_steps.is_empty() {
         bail!("bench needs at least one T");
+    }
+    if let Some(z) = args.zoo {
+        return run_zoo_bench(args, z);
     }
     let source = DataSource::resolve(args.data.as_deref());
     let exe = std::env::current_exe().context("cannot locate the host-train executable")?;
@@ -628,6 +786,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 random_bp,
                 seed: args.seed,
                 data: data.clone(),
+                zoo: None,
             };
             one.validate()?;
             let r = spawn_one(&exe, &one)?;
@@ -648,6 +807,133 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The zoo report for `results` (pure): one row per parallel share, images/s of both modes,
+/// the random-BP speed-up and the peak RSS of both modes.
+pub fn render_zoo_table(results: &[BenchOneResult]) -> String {
+    let find = |p: u8, random: bool| {
+        results
+            .iter()
+            .find(|r| r.parallel_percent == Some(p) && r.random_bp == random)
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>9}  {:>12}  {:>12}  {:>9}  {:>16}  {:>16}",
+        "parallel", "full img/s", "random img/s", "speed-up", "full RSS KiB", "random RSS KiB"
+    );
+    for p in [0u8, 50, 100] {
+        let ips = |random| fmt_opt(find(p, random), |r| format!("{:.2}", r.images_per_s));
+        let rss = |random| fmt_opt(find(p, random), |r| r.peak_rss_kb.to_string());
+        let speed = match (find(p, false), find(p, true)) {
+            (Some(f), Some(r)) if f.images_per_s > 0.0 => {
+                format!("{:.2}x", r.images_per_s / f.images_per_s)
+            }
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "{:>8}%  {:>12}  {:>12}  {:>9}  {:>16}  {:>16}",
+            p,
+            ips(false),
+            ips(true),
+            speed,
+            rss(false),
+            rss(true)
+        );
+    }
+    let base = find(0, false).filter(|r| r.images_per_s > 0.0);
+    if let Some(base) = base {
+        let _ = writeln!(s, "\nimages/s relative to 0 % parallel, full online:");
+        for p in [0u8, 50, 100] {
+            for random in [false, true] {
+                if let Some(r) = find(p, random) {
+                    let _ = writeln!(
+                        s,
+                        "  {p:>3} % {:<6} {:.2}x",
+                        mode_name(random),
+                        r.images_per_s / base.images_per_s
+                    );
+                }
+            }
+        }
+    }
+    s
+}
+
+/// `host-train bench --arch …`: a zoo network at `args.time_steps[0]`, every parallel share in
+/// both modes, each in a fresh child process.
+fn run_zoo_bench(args: &BenchArgs, z: ZooBench) -> anyhow::Result<()> {
+    let t = args.time_steps[0];
+    let exe = std::env::current_exe().context("cannot locate the host-train executable")?;
+    let probe = Net::new(z.config(t)?, args.seed)?;
+    let params: usize = probe
+        .tensors()
+        .iter()
+        .filter(|m| m.kind == crate::tensor::ParamKind::Trainable)
+        .map(|m| m.span.len)
+        .sum();
+    let backend = probe.backend_name();
+    drop(probe);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "EM-PF training benchmark: {} (width x{}, {}x{}x{} -> {} classes, {:.2} M trainable values), T = {t}",
+        z.arch.name(),
+        z.width,
+        z.in_channels,
+        z.image_size,
+        z.image_size,
+        z.classes,
+        params as f64 / 1e6
+    )?;
+    writeln!(
+        out,
+        "backend {backend}, {} rayon threads, batch size {}, {} timed + {} warm-up batches per config, SGD (paper) lr {BENCH_LR}, seed {}",
+        rayon::current_num_threads(),
+        args.batch_size,
+        args.batches,
+        args.warmup,
+        args.seed
+    )?;
+    writeln!(out, "data: SYNTHETIC images (uniform, unit variance) with random labels; stateful neurons Version I, no SECA")?;
+    writeln!(out, "each (parallel share, mode) runs in its own child process; peak RSS is VmHWM after the timed batches, with the mark reset after set-up")?;
+    writeln!(out)?;
+    out.flush()?;
+    let mut results = Vec::new();
+    for parallel_percent in [0u8, 50, 100] {
+        for random_bp in [false, true] {
+            let one = BenchOneArgs {
+                time_steps: t,
+                batch_size: args.batch_size,
+                batches: args.batches,
+                warmup: args.warmup,
+                random_bp,
+                seed: args.seed,
+                data: None,
+                zoo: Some(ZooBench {
+                    parallel_percent,
+                    ..z
+                }),
+            };
+            one.validate()?;
+            let r = spawn_one(&exe, &one)?;
+            writeln!(
+                out,
+                "  parallel {parallel_percent:>3} % {:<6}  {:>8.2} images/s  peak RSS {} KiB",
+                mode_name(random_bp),
+                r.images_per_s,
+                r.peak_rss_kb
+            )?;
+            out.flush()?;
+            results.push(r);
+        }
+    }
+    writeln!(out)?;
+    write!(out, "{}", render_zoo_table(&results))?;
+    out.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +944,7 @@ mod tests {
             random_bp,
             images_per_s: ips,
             peak_rss_kb: rss,
+            parallel_percent: None,
         }
     }
 
@@ -705,6 +992,7 @@ mod tests {
             random_bp: false,
             seed: 42,
             data: None,
+            zoo: None,
         };
         assert_eq!(
             a.to_args(),
@@ -742,6 +1030,68 @@ mod tests {
         assert!(BenchOneArgs::parse_args(&["--time-steps", "2"]).is_err());
         assert!(BenchOneArgs::parse_args(&["--mode"]).is_err());
         assert!(BenchOneArgs::parse_args(&["--bogus", "1"]).is_err());
+        a.data = None;
+        a.zoo = Some(ZooBench {
+            arch: Arch::Resnet18,
+            in_channels: 3,
+            image_size: 32,
+            classes: 10,
+            parallel_percent: 50,
+            width: 0.25,
+        });
+        let argv = a.to_args();
+        assert_eq!(BenchOneArgs::parse_args(&argv).unwrap(), a);
+        let mut partial = argv.clone();
+        partial.truncate(argv.len() - 2); // without --width
+        let e = BenchOneArgs::parse_args(&partial).unwrap_err().to_string();
+        assert!(e.contains("--width"), "{e}");
+    }
+
+    #[test]
+    fn zoo_lines_and_table() {
+        let mut r = res(4, true, 12.5, 777);
+        r.parallel_percent = Some(100);
+        let line = r.to_line();
+        assert!(line.ends_with(" parallel=100"), "{line}");
+        assert_eq!(BenchOneResult::parse_line(&line).unwrap().unwrap(), r);
+        let mut rows = Vec::new();
+        for (p, full, random) in [(0u8, 2.0, 5.0), (50, 3.0, 6.0), (100, 4.0, 8.0)] {
+            for (rb, ips) in [(false, full), (true, random)] {
+                let mut x = res(4, rb, ips, 1000 + p as u64);
+                x.parallel_percent = Some(p);
+                rows.push(x);
+            }
+        }
+        let table = render_zoo_table(&rows);
+        assert!(
+            table.contains("     100%          4.00          8.00      2.00x"),
+            "{table}"
+        );
+        assert!(table.contains("  50 % random 3.00x"), "{table}");
+    }
+
+    #[test]
+    fn zoo_measure_one_small_real_run() {
+        let a = BenchOneArgs {
+            time_steps: 2,
+            batch_size: 2,
+            batches: 1,
+            warmup: 0,
+            random_bp: true,
+            seed: 3,
+            data: None,
+            zoo: Some(ZooBench {
+                arch: Arch::Resnet18,
+                in_channels: 3,
+                image_size: 8,
+                classes: 4,
+                parallel_percent: 100,
+                width: 0.0625,
+            }),
+        };
+        let r = measure_one(&a).unwrap();
+        assert_eq!(r.parallel_percent, Some(100));
+        assert!(r.images_per_s > 0.0);
     }
 
     #[test]
@@ -812,6 +1162,7 @@ mod tests {
             random_bp: false,
             seed: 0,
             data: None,
+            zoo: None,
         };
         assert!(measure_one(&a).is_err());
     }
@@ -829,6 +1180,7 @@ mod tests {
                 random_bp,
                 seed: 1,
                 data: None,
+                zoo: None,
             };
             let r = measure_one(&a).unwrap();
             assert_eq!((r.time_steps, r.random_bp), (2, random_bp));

@@ -203,12 +203,30 @@ enum Command {
         #[command(flatten)]
         net: ModelArgs,
     },
-    /// Training images/s at several T, full online vs random BP, and peak RSS per T.
+    /// Training images/s at several T, full online vs random BP, and peak RSS per T; with
+    /// `--arch resnet18|…` a zoo network at one T, every parallel share in both modes.
     Bench {
-        #[arg(long, value_delimiter = ',', default_values_t = vec![2usize, 4, 8, 16])]
+        /// T values (default 2,4,8,16; a zoo network takes the first, default 4).
+        #[arg(long, value_delimiter = ',')]
         time_steps: Vec<usize>,
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
+        /// Samples per batch (default 64; 16 for a zoo network).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// `bench` (default) or a zoo network: resnet18, resnet19, resnet34, vgg13, vgg-snn.
+        #[arg(long, default_value = "bench")]
+        arch: String,
+        /// Zoo network: input height = width.
+        #[arg(long, default_value_t = 32)]
+        image_size: usize,
+        /// Zoo network: input channels.
+        #[arg(long, default_value_t = 3)]
+        in_channels: usize,
+        /// Zoo network: classes.
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        /// Zoo network: channel multiplier.
+        #[arg(long, default_value_t = 1.0)]
+        width: f32,
         #[arg(long, default_value_t = 6)]
         batches: usize,
         #[arg(long)]
@@ -271,6 +289,18 @@ enum Command {
         seed: u64,
         #[arg(long)]
         data: Option<PathBuf>,
+        #[arg(long)]
+        arch: Option<String>,
+        #[arg(long)]
+        in_channels: Option<usize>,
+        #[arg(long)]
+        image_size: Option<usize>,
+        #[arg(long)]
+        classes: Option<usize>,
+        #[arg(long)]
+        parallel: Option<u8>,
+        #[arg(long)]
+        width: Option<f32>,
     },
 }
 
@@ -1166,8 +1196,33 @@ fn main() -> Result<()> {
             batches,
             data,
             seed,
+            arch,
+            image_size,
+            in_channels,
+            classes,
+            width,
         } => {
-            if time_steps.is_empty() || time_steps.contains(&0) || batch_size == 0 || batches == 0 {
+            use empf_host_train::bench::{arch_named, ZooBench};
+            let zoo = match arch.as_str() {
+                "bench" => None,
+                name => Some(ZooBench {
+                    arch: arch_named(name).with_context(|| {
+                        format!("--arch {name:?}: bench takes bench, resnet18, resnet19, resnet34, vgg13 or vgg-snn")
+                    })?,
+                    in_channels,
+                    image_size,
+                    classes,
+                    parallel_percent: 0,
+                    width,
+                }),
+            };
+            let time_steps = match (time_steps.is_empty(), zoo.is_some()) {
+                (false, _) => time_steps,
+                (true, false) => vec![2, 4, 8, 16],
+                (true, true) => vec![4],
+            };
+            let batch_size = batch_size.unwrap_or(if zoo.is_some() { 16 } else { 64 });
+            if time_steps.contains(&0) || batch_size == 0 || batches == 0 {
                 bail!("--time-steps, --batch-size and --batches must be positive");
             }
             empf_host_train::bench::run_bench(&empf_host_train::bench::BenchArgs {
@@ -1177,6 +1232,7 @@ fn main() -> Result<()> {
                 warmup: 1,
                 data,
                 seed,
+                zoo,
             })
         }
         Command::BenchOne {
@@ -1187,6 +1243,12 @@ fn main() -> Result<()> {
             mode,
             seed,
             data,
+            arch,
+            in_channels,
+            image_size,
+            classes,
+            parallel,
+            width,
         } => {
             let random_bp = match mode.as_str() {
                 "full" => false,
@@ -1201,6 +1263,18 @@ fn main() -> Result<()> {
                 random_bp,
                 seed,
                 data,
+                zoo: match arch {
+                    None => None,
+                    Some(name) => Some(empf_host_train::bench::ZooBench {
+                        arch: empf_host_train::bench::arch_named(&name)
+                            .with_context(|| format!("--arch {name:?} is not a zoo network"))?,
+                        in_channels: in_channels.context("--arch needs --in-channels")?,
+                        image_size: image_size.context("--arch needs --image-size")?,
+                        classes: classes.context("--arch needs --classes")?,
+                        parallel_percent: parallel.context("--arch needs --parallel")?,
+                        width: width.context("--arch needs --width")?,
+                    }),
+                },
             })
         }
     }
