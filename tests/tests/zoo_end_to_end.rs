@@ -1,4 +1,4 @@
-//! Every network of the model zoo (spec §5), at a narrow width, trains end to end: a few online
+//! Every network of the model zoo (spec §5; ResNet-34 with its max-pool stem), at a narrow width, trains end to end: a few online
 //! steps on generated data with the loss falling, export through `core`'s encoder, and the same
 //! logits from host evaluation, `core` float (sequential and parallel), `core` integer and ONNX
 //! Runtime, each within the conformance suite's tolerance.
@@ -137,6 +137,17 @@ fn cases() -> Vec<Case> {
             EmPf,
             0,
             One,
+            0.0625,
+        ),
+        // ImageNet stem (conv7×7 s2 + BN + max-pool 3×3 s2): 32 → 16 → 8, then 8/4/2/1.
+        case(
+            "resnet34-imagenet-stem-I+III",
+            Arch::Resnet34,
+            3,
+            32,
+            EmPf,
+            50,
+            Off,
             0.0625,
         ),
         case("vgg13-II", Arch::Vgg13, 3, 16, MemBn, 0, Off, 0.125),
