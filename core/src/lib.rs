@@ -12,6 +12,8 @@
 //!   semantic reference, [`Model::infer_fixed`] the integer path (8-bit spikes, i32 sums from
 //!   packed bits, fixed-point requantisation, no float instructions), each in
 //!   [`Mode::Sequential`] (step-major) or [`Mode::Parallel`] (layer-major, all `T` steps batched).
+//! * [`idx`]: the idx (MNIST) header and item slices, without allocation, shared by the trainer
+//!   and the edge runner.
 //! * The caller owns the only memory: an arena of [`Model::arena_words_for`] `u32` words.
 //! * Feature `alloc`: [`format::encode_model`] and the integer-path calibration [`quant`].
 //!   Feature `defmt`: `defmt::Format` on public types.
@@ -45,6 +47,7 @@ pub mod bits;
 mod crc32;
 mod error;
 pub mod format;
+pub mod idx;
 pub mod infer;
 mod le;
 mod model;

@@ -211,10 +211,6 @@ pub fn parse_input(
     }
 }
 
-fn be_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 fn check_index(path: &Path, index: Option<usize>, count: usize) -> Result<usize, InputError> {
     let i = index.unwrap_or(0);
     if i >= count {
@@ -234,35 +230,32 @@ fn parse_idx3(
     shape: Shape,
     norm: Normalize,
 ) -> Result<Vec<f32>, InputError> {
+    use empf_core::idx::{parse_header, IdxError, MAGIC_U8_IMAGES, MAGIC_U8_LABELS};
     let p = || path.to_path_buf();
-    if b.len() < 4 {
-        return Err(InputError::WrongSize {
+    // The header is empf-core's parser (shared with host-train).
+    let header = parse_header(b, MAGIC_U8_IMAGES).map_err(|e| match e {
+        IdxError::IdxBadMagic { found, .. } => {
+            let detail = if found == MAGIC_U8_LABELS {
+                "0x00000801 is an IDX1 label file, not IDX3 images".to_string()
+            } else {
+                format!("0x{found:08x} (expected 0x00000803, IDX3 u8 images)")
+            };
+            InputError::BadMagic { path: p(), detail }
+        }
+        _ => InputError::WrongSize {
             path: p(),
             found: b.len(),
             expected: 16,
-        });
-    }
-    let magic = be_u32(b, 0);
-    if magic != 0x0000_0803 {
-        let detail = if magic == 0x0000_0801 {
-            "0x00000801 is an IDX1 label file, not IDX3 images".to_string()
-        } else {
-            format!("0x{magic:08x} (expected 0x00000803, IDX3 u8 images)")
-        };
-        return Err(InputError::BadMagic { path: p(), detail });
-    }
-    if b.len() < 16 {
-        return Err(InputError::WrongSize {
+        },
+    })?;
+    // An IDX3 magic parses to three dimensions; anything else is refused, never indexed.
+    let [n, rows, cols] = *header.dims() else {
+        return Err(InputError::BadHeader {
             path: p(),
-            found: b.len(),
-            expected: 16,
+            detail: format!("{} dimensions, expected 3", header.dims().len()),
         });
-    }
-    let (n, rows, cols) = (
-        be_u32(b, 4) as usize,
-        be_u32(b, 8) as usize,
-        be_u32(b, 12) as usize,
-    );
+    };
+    let (n, rows, cols) = (n as usize, rows as usize, cols as usize);
     if shape.c != 1 || rows != shape.h as usize || cols != shape.w as usize {
         return Err(InputError::WrongShape {
             path: p(),
@@ -527,39 +520,37 @@ pub fn read_idx(path: &Path, magic: u32, max_bytes: u64) -> Result<Idx, InputErr
             InputError::Io { path: p(), source }
         }
     };
-    let mut m = [0u8; 4];
-    let got = read_full(&mut r, &mut m).map_err(err)?;
-    if got < 4 {
-        return Err(InputError::WrongSize {
+    use empf_core::idx::{self as core_idx, IdxError};
+    let nd = ((magic & 0xFF) as usize).min(core_idx::MAX_DIMS);
+    let mut hd = vec![0u8; core_idx::header_len(nd)];
+    let got = read_full(&mut r, &mut hd).map_err(err)?;
+    // The header itself is empf-core's parser (shared with host-train).
+    let header = core_idx::parse_header(&hd[..got], magic).map_err(|e| match e {
+        IdxError::IdxTruncatedHeader { needed: 4, found } => InputError::WrongSize {
             path: p(),
-            found: got,
+            found,
             expected: 4,
-        });
-    }
-    let found = u32::from_be_bytes(m);
-    if found != magic {
-        return Err(InputError::BadMagic {
+        },
+        IdxError::IdxTruncatedHeader { needed, found } => InputError::BadHeader {
+            path: p(),
+            detail: format!("truncated: {} of {} dimension bytes", found - 4, needed - 4),
+        },
+        IdxError::IdxBadMagic { found, .. } => InputError::BadMagic {
             path: p(),
             detail: format!("0x{found:08x} (expected 0x{magic:08x})"),
-        });
-    }
-    let nd = (magic & 0xFF) as usize;
-    let mut hd = vec![0u8; 4 * nd];
-    let got = read_full(&mut r, &mut hd).map_err(err)?;
-    if got < hd.len() {
-        return Err(InputError::BadHeader {
+        },
+        IdxError::IdxDimsOverflow => InputError::TooLarge {
             path: p(),
-            detail: format!("truncated: {} of {} dimension bytes", got, hd.len()),
-        });
-    }
-    let dims: Vec<usize> = hd
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let n = dims
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-        .unwrap_or(u64::MAX);
+            announced: u64::MAX,
+            cap: max_bytes,
+        },
+        e => InputError::BadHeader {
+            path: p(),
+            detail: e.to_string(),
+        },
+    })?;
+    let dims: Vec<usize> = header.dims().iter().map(|&d| d as usize).collect();
+    let n = header.data_len();
     if n > max_bytes {
         return Err(InputError::TooLarge {
             path: p(),

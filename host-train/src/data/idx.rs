@@ -23,9 +23,9 @@ use flate2::read::MultiGzDecoder;
 use super::DataError;
 
 /// Magic of an unsigned-byte idx file with 3 dimensions (images).
-pub const MAGIC_IMAGES: u32 = 0x0000_0803;
+pub const MAGIC_IMAGES: u32 = empf_core::idx::MAGIC_U8_IMAGES;
 /// Magic of an unsigned-byte idx file with 1 dimension (labels).
-pub const MAGIC_LABELS: u32 = 0x0000_0801;
+pub const MAGIC_LABELS: u32 = empf_core::idx::MAGIC_U8_LABELS;
 
 /// A decoded idx array of unsigned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,44 +119,35 @@ fn parse_idx_content<R: Read>(
             }
         }
     };
-    let ndim = (expected_magic & 0xff) as usize;
-    let header_len = 4 + 4 * ndim;
+    use empf_core::idx::{self as core_idx, IdxError};
+    let ndim = ((expected_magic & 0xff) as usize).min(core_idx::MAX_DIMS);
+    let header_len = core_idx::header_len(ndim);
 
     let mut header = Vec::with_capacity(header_len);
     (&mut reader)
         .take(header_len as u64)
         .read_to_end(&mut header)
         .map_err(read_err)?;
-    if header.len() < 4 {
-        return Err(DataError::Truncated {
+    // The header itself is empf-core's parser (shared with edge-infer).
+    let parsed = core_idx::parse_header(&header, expected_magic).map_err(|e| match e {
+        IdxError::IdxBadMagic { expected, found } => DataError::BadMagic {
+            path: path.to_path_buf(),
+            expected,
+            found,
+        },
+        IdxError::IdxTruncatedHeader { found, .. } => DataError::Truncated {
             path: path.to_path_buf(),
             what: "header",
             expected: header_len as u64,
-            found: header.len() as u64,
-        });
-    }
-    let magic = be_u32(&header, 0);
-    if magic != expected_magic {
-        return Err(DataError::BadMagic {
+            found: found as u64,
+        },
+        e => DataError::BadDims {
             path: path.to_path_buf(),
-            expected: expected_magic,
-            found: magic,
-        });
-    }
-    if header.len() < header_len {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            what: "header",
-            expected: header_len as u64,
-            found: header.len() as u64,
-        });
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| be_u32(&header, 4 + 4 * i) as usize)
-        .collect();
-    let data_len = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            reason: e.to_string(),
+        },
+    })?;
+    let dims: Vec<usize> = parsed.dims().iter().map(|&d| d as usize).collect();
+    let data_len = Some(parsed.data_len())
         .filter(|&n| usize::try_from(n).is_ok())
         .ok_or_else(|| DataError::BadDims {
             path: path.to_path_buf(),
@@ -185,14 +176,6 @@ fn parse_idx_content<R: Read>(
         });
     }
     Ok(IdxArray { dims, data })
-}
-
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        word.copy_from_slice(src);
-    }
-    u32::from_be_bytes(word)
 }
 
 fn is_gz(path: &Path) -> bool {
