@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use empf_host_train::checkpoint::Checkpoint;
+use empf_host_train::data::augment::{AugmentConfig, Cutout, RandomCrop};
 use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
 use empf_host_train::metrics::{EpochRecord, MetricsLog};
 use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
@@ -132,6 +133,52 @@ struct ModelArgs {
     width: f32,
 }
 
+/// Training-set augmentation (spec §6); each off unless given.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct AugmentArgs {
+    /// Random crop after zero padding by this many pixels per side (4 for CIFAR).
+    #[arg(long, value_name = "PAD")]
+    random_crop: Option<usize>,
+    /// Horizontal flip with probability ½.
+    #[arg(long)]
+    hflip: bool,
+    /// Cutout squares of this side length (16 for CIFAR-10, 8 for CIFAR-100).
+    #[arg(long, value_name = "LENGTH")]
+    cutout: Option<usize>,
+    /// Number of Cutout squares.
+    #[arg(long, default_value_t = 1, requires = "cutout")]
+    cutout_holes: usize,
+}
+
+/// The augmentation in words, for the run's log.
+fn describe_augment(a: &AugmentConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = a.random_crop {
+        parts.push(format!("random crop (pad {})", c.padding));
+    }
+    if a.hflip {
+        parts.push("horizontal flip".to_string());
+    }
+    if let Some(c) = a.cutout {
+        parts.push(format!("cutout {}x{}", c.holes, c.length));
+    }
+    parts.join(", ")
+}
+
+impl AugmentArgs {
+    fn config(&self) -> AugmentConfig {
+        AugmentConfig {
+            random_crop: self.random_crop.map(|padding| RandomCrop { padding }),
+            hflip: self.hflip,
+            cutout: self.cutout.map(|length| Cutout {
+                holes: self.cutout_holes,
+                length,
+            }),
+            ..AugmentConfig::none()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train the bench network (spec Algorithm 1) and write metrics, plot and checkpoints.
@@ -143,6 +190,8 @@ enum Command {
         dataset: DatasetArg,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        augment: AugmentArgs,
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         epochs: u64,
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -490,6 +539,7 @@ fn train(
     stop_after: Option<u64>,
     max_steps: Option<u64>,
     schedule: ScheduleArg,
+    augment: AugmentConfig,
 ) -> Result<()> {
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
@@ -532,6 +582,9 @@ fn train(
         Ok(set)
     };
     let train_set = load_split(Split::Train, limits.0, "training")?;
+    augment
+        .validate(train_set.height(), train_set.width())
+        .map_err(|e| anyhow::anyhow!("augmentation: {e}"))?;
     let test_set = load_split(Split::Test, limits.1, "test")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Held until `train` returns: a second run on the same --out stops here, before it touches
@@ -553,7 +606,11 @@ fn train(
             out.display()
         );
     }
-    let config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs} schedule={schedule:?}");
+    let mut config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs} schedule={schedule:?}");
+    if !augment.is_none() {
+        // Only when on, so that checkpoints written before augmentation existed still resume.
+        config_str.push_str(&format!(" augment={augment:?}"));
+    }
     let net = Net::new(config, seed)?;
     let mut tr = OnlineTrainer::new(net, optim)?;
     let mut log = MetricsLog::open(out)?;
@@ -578,7 +635,10 @@ fn train(
     let norm = kind.normalization();
     let loader = BatchLoader::new(
         Arc::new(train_set),
-        LoaderConfig::new(batch_size, seed, norm),
+        LoaderConfig {
+            augment: augment.clone(),
+            ..LoaderConfig::new(batch_size, seed, norm)
+        },
     )?;
     let test_loader = BatchLoader::new(
         Arc::new(test_set),
@@ -588,6 +648,9 @@ fn train(
         },
     )?;
     let t_steps = model.time_steps as usize;
+    if !augment.is_none() {
+        println!("augmentation: {}", describe_augment(&augment));
+    }
     println!(
         "training {:?} net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
         model.arch,
@@ -1090,6 +1153,7 @@ fn main() -> Result<()> {
             data,
             dataset,
             model,
+            augment,
             epochs,
             batch_size,
             lr,
@@ -1151,6 +1215,7 @@ fn main() -> Result<()> {
                 stop_after_epoch,
                 max_steps,
                 schedule,
+                augment.config(),
             )
         }
         Command::Export {

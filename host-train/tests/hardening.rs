@@ -309,6 +309,31 @@ fn train_threads_and_limits_are_bounded() {
 }
 
 #[test]
+fn augmentation_flags_are_checked_and_used() {
+    let f = Fixture::new();
+    let out = f.s("run");
+    let o = f.train(&out, &["--random-crop", "40"]);
+    assert_fails_with(&o, &["augmentation", "random-crop padding 40", "28x28"]);
+    let o = f.train(&out, &["--cutout", "0"]);
+    assert_fails_with(&o, &["augmentation", "cutout"]);
+    assert!(!f.path("run/checkpoint.safetensors").exists());
+    // A valid set trains, says what it uses, and its checkpoint records it.
+    let o = f.train(&out, &["--random-crop", "2", "--hflip", "--cutout", "8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("augmentation: random crop (pad 2), horizontal flip, cutout 1x8"),
+        "{}",
+        text(&o)
+    );
+    let ckpt = std::fs::read(f.path("run/checkpoint.safetensors")).unwrap();
+    let header = String::from_utf8_lossy(&ckpt[..ckpt.len().min(1 << 16)]);
+    assert!(
+        header.contains("hflip: true"),
+        "the checkpoint's configuration omits the augmentation"
+    );
+}
+
+#[test]
 fn image_size_is_checked_for_both_splits_before_training() {
     // Training images of the wrong size used to fail inside the network ("shape mismatch in
     // net.forward_step.x"); a test split of another size only after a whole epoch.
