@@ -32,6 +32,7 @@ pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod loader;
+pub mod sets;
 
 use std::io;
 use std::path::{Path, PathBuf};
