@@ -96,12 +96,15 @@ pub fn open(
     })
 }
 
+/// A shared sample source.
+pub type Source = Arc<dyn SampleSource>;
+
 /// Both splits (a CIFAR archive is streamed once for both).
 pub fn open_train_test(
     set: DataSet,
     dir: &Path,
     opts: OpenOptions,
-) -> Result<(Arc<dyn SampleSource>, Arc<dyn SampleSource>), DataError> {
+) -> Result<(Source, Source), DataError> {
     let kind = match set {
         DataSet::Cifar10 => Some(CifarKind::Cifar10),
         DataSet::Cifar100 => Some(CifarKind::Cifar100),
