@@ -159,5 +159,55 @@ mod tests {
                 );
             }
         }
+        // JPEG decoding: a Tiny-ImageNet-shaped tree of 64×64 JPEGs, the paper's preset.
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tiny-imagenet-200");
+        let wnids: Vec<String> = (0..8).map(|k| format!("n{k:08}")).collect();
+        std::fs::create_dir_all(t.join("val/images")).unwrap();
+        std::fs::write(t.join("wnids.txt"), wnids.join("\n")).unwrap();
+        let mut rng = Rng::seed_from_u64(3);
+        for w in &wnids {
+            let d = t.join("train").join(w).join("images");
+            std::fs::create_dir_all(&d).unwrap();
+            for j in 0..128 {
+                let rgb: Vec<u8> = (0..64 * 64 * 3)
+                    .map(|i| ((i / 3 % 64) as u32 * 3 + rng.next_u32() % 40) as u8)
+                    .collect();
+                let mut out = Vec::new();
+                jpeg_encoder::Encoder::new(&mut out, 90)
+                    .encode(&rgb, 64, 64, jpeg_encoder::ColorType::Rgb)
+                    .unwrap();
+                std::fs::write(d.join(format!("{w}_{j}.JPEG")), out).unwrap();
+            }
+        }
+        let src: Arc<dyn crate::data::SampleSource> = Arc::new(
+            crate::data::folder::ImageFolder::tiny_imagenet(&t, crate::data::Split::Train, 64)
+                .unwrap(),
+        );
+        for (name, aug) in [
+            ("tiny-imagenet jpeg, none", AugmentConfig::none()),
+            (
+                "tiny-imagenet jpeg, paper preset",
+                AugmentConfig::tiny_imagenet(),
+            ),
+        ] {
+            for workers in [1, max] {
+                let loader = BatchLoader::from_source(
+                    src.clone(),
+                    LoaderConfig {
+                        workers,
+                        prefetch: 2 * workers,
+                        augment: aug.clone(),
+                        ..LoaderConfig::new(64, 0, ChannelNorm::IMAGENET)
+                    },
+                )
+                .unwrap();
+                let r = loader_images_per_second(&loader, 0, None).unwrap();
+                println!(
+                    "{name:<36} workers {workers}: {:>9.0} images/s",
+                    r.images_per_second
+                );
+            }
+        }
     }
 }
