@@ -458,7 +458,7 @@ impl Drop for EpochBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::Normalization;
+    use crate::data::{ChannelNorm, Normalization};
 
     fn dataset(n: usize) -> Arc<Dataset> {
         let images: Vec<u8> = (0..n * 4).map(|i| (i % 251) as u8).collect();
@@ -736,5 +736,37 @@ mod tests {
             ..LoaderConfig::new(1, 0, Normalization::UNIT)
         };
         assert!(BatchLoader::new(ds, wide_pad).is_err());
+    }
+
+    #[test]
+    fn rgb_batches_normalise_each_channel_with_its_own_constants() {
+        let n = 5;
+        let images: Vec<u8> = (0..n * 3 * 4).map(|i| (i * 13 % 256) as u8).collect();
+        let labels: Vec<u16> = (0..n as u16).map(|i| i * 20).collect();
+        let ds = Arc::new(Dataset::with_shape(images, labels, 3, 2, 2, 100).expect("valid"));
+        let norm = ChannelNorm::CIFAR100;
+        let loader = BatchLoader::new(ds.clone(), LoaderConfig::new(2, 1, norm)).expect("loader");
+        for b in collect(&loader, 0) {
+            assert_eq!(b.shape(), [b.len(), 3, 2, 2]);
+            assert_eq!(b.classes, 100);
+            for (j, &i) in b.sample_indices.iter().enumerate() {
+                let img = ds.image(i).expect("in range");
+                for c in 0..3 {
+                    for k in 0..4 {
+                        let want = norm.channel(c).apply(img[c * 4 + k]);
+                        assert_eq!(b.images[j * 12 + c * 4 + k].to_bits(), want.to_bits());
+                    }
+                }
+                assert_eq!(b.labels[j], ds.labels()[i]);
+            }
+        }
+        // Labels above 255 cannot go through the trainer's 8-bit interface.
+        let wide =
+            Arc::new(Dataset::with_shape(vec![0; 12], vec![300], 3, 2, 2, 1000).expect("valid"));
+        let b = BatchLoader::new(wide, LoaderConfig::new(1, 0, norm))
+            .expect("loader")
+            .make_batch(0, 0)
+            .expect("batch");
+        assert!(b.labels_u8().is_err());
     }
 }
