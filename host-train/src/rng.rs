@@ -1,4 +1,7 @@
-//! Small seedable deterministic RNG: PCG32 (XSH-RR 64/32), written out by hand.
+//! The trainer's one RNG module: PCG32 (XSH-RR 64/32) for data order and augmentation,
+//! SplitMix64 ([`splitmix64`], [`InitRng`]) for seed derivation and weight initialisation, and
+//! SplitMix64's finaliser ([`mix64`]) for pure functions of `(seed, epoch, batch)`.
+//!
 //!
 //! The generator and its seeding are exactly O'Neill's reference `pcg32_random_r` /
 //! `pcg32_srandom_r` (pcg-random.org, minimal C library), so `Rng::new(42, 54)` yields the
@@ -42,10 +45,63 @@ pub enum RngError {
 /// independent seeds from small integers (seed, epoch, worker index).
 pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
+    mix64(*state)
+}
+
+/// SplitMix64's output function (a bijective 64-bit finaliser): hashes a word that already
+/// combines its inputs, e.g. `(seed, epoch, batch)` in [`crate::train::random_bp_step`].
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// Small deterministic RNG for weight initialisation (SplitMix64; Steele, Lea & Flood 2014).
+///
+/// Only used to draw initial weights, so statistical quality beyond SplitMix64 is not needed;
+/// what matters is that the same seed gives the same network on every machine.
+#[derive(Clone, Debug)]
+pub struct InitRng {
+    state: u64,
+}
+
+impl InitRng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        InitRng { state: seed }
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        splitmix64(&mut self.state)
+    }
+
+    /// Uniform in `[0, 1)` with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform_range(&mut self, lo: f32, hi: f32) -> f32 {
+        (lo as f64 + (hi as f64 - lo as f64) * self.uniform()) as f32
+    }
+
+    /// Standard normal (Box–Muller, one value per call).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]
+        let u2 = self.uniform();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
+    /// `n` values uniform in `[-bound, bound)`.
+    pub fn uniform_vec(&mut self, n: usize, bound: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform_range(-bound, bound)).collect()
+    }
+
+    /// `n` values normal with mean 0 and standard deviation `std`.
+    pub fn normal_vec(&mut self, n: usize, std: f32) -> Vec<f32> {
+        (0..n).map(|_| std * self.normal()).collect()
+    }
 }
 
 /// The complete state of an [`Rng`]; `Display`/`FromStr` give a stable text form for
@@ -276,6 +332,14 @@ mod tests {
         let mut rng = Rng::new(42, 54);
         let got: Vec<u32> = (0..6).map(|_| rng.next_u32()).collect();
         assert_eq!(got, PCG32_42_54);
+    }
+
+    #[test]
+    fn init_rng_is_splitmix64() {
+        let (mut state, mut init) = (1234u64, InitRng::new(1234));
+        for _ in 0..8 {
+            assert_eq!(init.next_u64(), splitmix64(&mut state));
+        }
     }
 
     #[test]

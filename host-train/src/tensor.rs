@@ -102,57 +102,7 @@ impl Param {
     }
 }
 
-/// Small deterministic RNG for weight initialisation (SplitMix64; Steele, Lea & Flood 2014).
-///
-/// Only used to draw initial weights, so statistical quality beyond SplitMix64 is not needed;
-/// what matters is that the same seed gives the same network on every machine.
-#[derive(Clone, Debug)]
-pub struct InitRng {
-    state: u64,
-}
-
-impl InitRng {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        InitRng { state: seed }
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    pub fn uniform_range(&mut self, lo: f32, hi: f32) -> f32 {
-        (lo as f64 + (hi as f64 - lo as f64) * self.uniform()) as f32
-    }
-
-    /// Standard normal (Box–Muller, one value per call).
-    pub fn normal(&mut self) -> f32 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]
-        let u2 = self.uniform();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-
-    /// `n` values uniform in `[-bound, bound)`.
-    pub fn uniform_vec(&mut self, n: usize, bound: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform_range(-bound, bound)).collect()
-    }
-
-    /// `n` values normal with mean 0 and standard deviation `std`.
-    pub fn normal_vec(&mut self, n: usize, std: f32) -> Vec<f32> {
-        (0..n).map(|_| std * self.normal()).collect()
-    }
-}
+pub use crate::rng::InitRng;
 
 /// Logistic sigmoid.
 #[inline]

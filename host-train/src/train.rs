@@ -78,12 +78,10 @@ pub struct BatchStats {
 /// The step `r` that random BP back-propagates for batch `batch` of `epoch`: uniform on
 /// `0..T`, a pure function of `(seed, epoch, batch)` so a resumed run draws the same steps.
 pub fn random_bp_step(seed: u64, epoch: u64, batch: usize, time_steps: usize) -> usize {
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
+    let z = crate::rng::mix64(
+        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (batch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    );
     (z % time_steps as u64) as usize
 }
 
