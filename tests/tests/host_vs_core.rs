@@ -1,5 +1,5 @@
 //! Host evaluation and `core` inference of the exported model agree on every case.
-use empf_conformance::{random_case, Rng, HOST_VS_CORE_REL};
+use empf_conformance::{random_case, DescribeOnFailure, Rng, HOST_VS_CORE_REL};
 use empf_core::quant::{calibrate, quantize};
 use empf_core::{Mode, Model};
 use empf_host_train::export::{export_float, host_logits};
@@ -7,6 +7,9 @@ use proptest::prelude::*;
 
 fn check(seed: u64) -> Result<(), TestCaseError> {
     let mut net = random_case(seed);
+    // Panics print the description; failed assertions below name it themselves.
+    let _describe = DescribeOnFailure::of(&format!("random_case({seed})"), &net);
+    let desc = format!("{:?}", net.config());
     let bytes = export_float(&net).expect("export");
     let model = Model::decode(&bytes).expect("decode");
     let n = net.input_len();
@@ -28,8 +31,7 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
             for (j, (&c, &hv)) in out.iter().zip(h).enumerate() {
                 prop_assert!(
                     ((c - hv) as f64).abs() <= tol,
-                    "seed {seed} sample {b} logit {j}: core {c} host {hv}\n{:?}",
-                    net.config()
+                    "seed {seed} sample {b} logit {j}: core {c} host {hv}\n{desc}"
                 );
             }
             let argmax =
@@ -37,7 +39,7 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
             let mut sorted: Vec<f32> = h.to_vec();
             sorted.sort_by(|a, b| b.total_cmp(a));
             if (sorted[0] - sorted[1]) as f64 > tol {
-                prop_assert_eq!(argmax(&out), argmax(h));
+                prop_assert_eq!(argmax(&out), argmax(h), "seed {} argmax\n{}", seed, desc);
             }
         }
     }
@@ -48,7 +50,10 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
     let cal = calibrate(&model, samples.iter().map(|v| v.as_slice())).unwrap();
     let q = quantize(&model, &cal).unwrap_or_else(|e| {
         let kinds: Vec<_> = model.layers().map(|l| l.unwrap().kind()).collect();
-        panic!("seed {seed}: {e} in {kinds:?} max {:?}", cal.layer_max)
+        panic!(
+            "seed {seed}: {e} in {kinds:?} max {:?}\n{desc}",
+            cal.layer_max
+        )
     });
     let qm = Model::decode(&q).unwrap();
     let mut arena = vec![0u32; qm.arena_bytes() / 4];
@@ -64,7 +69,7 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
     for (f, qv) in fo.iter().zip(&qo) {
         prop_assert!(
             (*qv as f64 * scale - *f as f64).abs() <= 0.15 * r,
-            "seed {seed}: int {} float {f}",
+            "seed {seed}: int {} float {f}\n{desc}",
             *qv as f64 * scale
         );
     }

@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use empf_conformance::{random_case, randomize, Rng, HOST_VS_CORE_REL};
+use empf_conformance::{random_case, randomize, DescribeOnFailure, Rng, HOST_VS_CORE_REL};
 use empf_core::format::{
-    encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear,
+    encode_model, BinaryConv2d, BinaryLinear, Blob, Conv2d, InputEncoding, Layer, Linear, MaxPool,
     ModelMeta, Neuron, NeuronMode, Seca, Shape3,
 };
 use empf_core::{Mode, Model};
@@ -115,7 +115,9 @@ fn rand_neuron(rng: &mut Rng, t: usize, c: usize, mode: NeuronMode) -> Layer<Vec
 
 /// Hand-written core models for what the trainer's generator does not emit: residual
 /// `Save`/`Swap`/`Add`, SECA_II (`add_slot`), `Flatten`, neurons after `Flatten`, per-channel
-/// and empty neuron arrays, and a network without neurons (time-invariant output).
+/// and empty neuron arrays, and a network without neurons (time-invariant output). A 3×3
+/// max pool (stride 1, pad 1) follows the first conv (time-invariant currents) in every third
+/// model and the first neuron (spikes) in the next.
 fn handmade(seed: u64) -> Vec<u8> {
     handmade_with(seed, None, false)
 }
@@ -141,6 +143,14 @@ fn handmade_with(seed: u64, modes: Option<[NeuronMode; 4]>, same_steps: bool) ->
         fixed: None,
     })];
     let (oh, ow) = (h / 2, w / 2);
+    let pool = Layer::MaxPool(MaxPool {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
+    if seed % 3 == 0 {
+        layers.push(pool.clone());
+    }
     if seed % 5 == 4 {
         // No neuron: every step is the same.
         layers.push(Layer::AvgPool2);
@@ -148,6 +158,9 @@ fn handmade_with(seed: u64, modes: Option<[NeuronMode; 4]>, same_steps: bool) ->
     } else {
         layers.push(Layer::Save { slot: 0 });
         layers.push(rand_neuron(&mut rng, t, f, mode(0, NeuronMode::Sequential)));
+        if seed % 3 == 1 {
+            layers.push(pool);
+        }
         layers.push(Layer::BinaryConv2d(BinaryConv2d {
             out_channels: f as u16,
             in_channels: f as u16,
@@ -325,6 +338,7 @@ fn trainer_cases_ort_equals_core_float() {
     let Some(env) = env_or_skip() else { return };
     for seed in 0..48u64 {
         let net = random_case(seed);
+        let _describe = DescribeOnFailure::of(&format!("random_case({seed})"), &net);
         let bytes = export_float(&net).expect("export");
         compare(&env.python, &bytes, &format!("random_case({seed})"), seed);
     }
@@ -385,6 +399,7 @@ fn trainer_parallel_and_mixed_cases_ort_equals_core_float() {
     for seed in 0..16u64 {
         // The random trainer topologies with every neuron parallel.
         let config = random_case(seed).config().clone();
+        let _describe = DescribeOnFailure(format!("random_case({seed}) parallel: {config:?}"));
         let bytes = trainer_model(&config, seed, |_| Parallel);
         compare(
             &env.python,
@@ -650,7 +665,8 @@ fn integer_cases() -> Vec<(String, Vec<u8>, u64)> {
     for seed in 0..24u64 {
         let net = random_case(seed);
         cases.push((
-            format!("random_case({seed})"),
+            // The description, so that a failing integer or QDQ case names its network.
+            format!("random_case({seed}) {:?}", net.config()),
             export_float(&net).expect("export"),
             seed,
         ));
