@@ -283,6 +283,29 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Loader throughput: samples/s the data loader delivers for a data set and augmentation at
+    /// each worker count (nothing is trained).
+    BenchLoader {
+        #[arg(long, value_enum, default_value = "fashion-mnist")]
+        dataset: DatasetArg,
+        /// The data set's files (training split); without it, synthetic images of its shape.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// `none`, `paper` (the spec §6 preset of the data set) or a list such as
+        /// `crop=4,flip,cutout=1x16` (see `AugmentConfig::parse`).
+        #[arg(long, default_value = "none")]
+        augment: String,
+        /// Worker counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Batches per measurement (default: one epoch).
+        #[arg(long)]
+        batches: Option<usize>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Export a checkpoint to an empf-core model file (float + calibrated integer path).
     Export {
         /// Checkpoint written by `train`.
@@ -1084,6 +1107,74 @@ fn eval(
     Ok(())
 }
 
+/// `host-train bench-loader`: one epoch (or `batches`) of the training loader per worker count.
+fn bench_loader(
+    dataset: DatasetArg,
+    data: Option<&Path>,
+    augment: &str,
+    workers: &[usize],
+    batch_size: usize,
+    batches: Option<usize>,
+    seed: u64,
+) -> Result<()> {
+    use empf_host_train::data::bench::{loader_images_per_second, synthetic_dataset};
+    use empf_host_train::data::sets::{self, DataSet};
+    use empf_host_train::data::{SampleShape, SampleSource};
+    let set = match dataset {
+        DatasetArg::FashionMnist => DataSet::FashionMnist,
+        DatasetArg::Mnist => DataSet::Mnist,
+        DatasetArg::Cifar10 => DataSet::Cifar10,
+        DatasetArg::Cifar100 => DataSet::Cifar100,
+        DatasetArg::TinyImagenet => DataSet::TinyImageNet,
+        DatasetArg::Imagenet => DataSet::ImageNet,
+        DatasetArg::Cifar10Dvs => DataSet::Cifar10Dvs,
+    };
+    let aug = match augment {
+        "paper" => set.paper_augment(),
+        spec => AugmentConfig::parse(spec).map_err(|e| anyhow::anyhow!("--augment: {e}"))?,
+    };
+    let source: Arc<dyn SampleSource> = match data {
+        Some(dir) => sets::open(set, dir, Split::Train, set.default_options())?,
+        None => {
+            let (channels, size, classes) = dataset.geometry();
+            let shape = SampleShape {
+                channels,
+                height: size,
+                width: size,
+                frames: 1,
+                classes,
+            };
+            // About 256 MiB of synthetic pixels at most (ImageNet-sized images are large).
+            let n = ((256usize << 20) / shape.frame_len()).clamp(256, 10_000);
+            synthetic_dataset(shape, n, seed)?
+        }
+    };
+    println!(
+        "{} ({}), {} samples of {:?}, batch {batch_size}, augmentation: {augment}",
+        format!("{dataset:?}").to_lowercase(),
+        data.map_or("synthetic".to_string(), |d| d.display().to_string()),
+        source.len(),
+        source.shape()
+    );
+    for &w in workers {
+        let loader = BatchLoader::from_source(
+            source.clone(),
+            LoaderConfig {
+                workers: w,
+                prefetch: 2 * w,
+                augment: aug.clone(),
+                ..LoaderConfig::new(batch_size, seed, set.normalization())
+            },
+        )?;
+        let r = loader_images_per_second(&loader, 0, batches)?;
+        println!(
+            "workers {w:>3}: {:>10.0} samples/s ({} samples in {:.2}s)",
+            r.images_per_second, r.images, r.seconds
+        );
+    }
+    Ok(())
+}
+
 fn info(net: &ModelArgs, dataset: DatasetArg) -> Result<()> {
     use empf_host_train::net::zoo::count_params;
     let config = net_config(net, dataset)?;
@@ -1255,6 +1346,23 @@ fn main() -> Result<()> {
             }
             info(&net, dataset)
         }
+        Command::BenchLoader {
+            dataset,
+            data,
+            augment,
+            workers,
+            batch_size,
+            batches,
+            seed,
+        } => bench_loader(
+            dataset,
+            data.as_deref(),
+            &augment,
+            &workers,
+            batch_size,
+            batches,
+            seed,
+        ),
         Command::Bench {
             time_steps,
             batch_size,
