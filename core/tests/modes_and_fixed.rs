@@ -223,6 +223,38 @@ fn fixed_path_within_bound_of_float() {
     );
 }
 
+/// Each path runs in exactly its own arena on every generated model (max pools on 8-bit spikes
+/// and on currents, residual slots holding either), with the same outputs as in an arena large
+/// enough for both paths: the per-path plan sizes every buffer the walk uses.
+#[test]
+fn each_path_runs_in_exactly_its_own_arena() {
+    let mut pooled = 0;
+    for seed in 0..120u64 {
+        let (dm, bytes, mut rng) = calibrated(seed, seed % 3 == 0);
+        pooled += has_maxpool(&dm) as usize;
+        let m = Model::decode(&bytes).unwrap();
+        let x = random_input(&mut rng, &dm);
+        let mut xq = vec![0i8; x.len()];
+        m.quantize_input(&x, &mut xq).unwrap();
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let mut q = vec![0i32; m.classes()];
+            let mut exact = vec![0xDEAD_BEEFu32; m.arena_words_integer(mode)];
+            m.infer_fixed(&xq, mode, &mut exact, &mut q).unwrap();
+            assert_eq!(q, run_fixed(&m, &x, mode), "seed {seed} {mode:?}");
+            let mut f = vec![0f32; m.classes()];
+            let mut exact = vec![0xDEAD_BEEFu32; m.arena_words_float(mode)];
+            m.infer_float(&x, mode, &mut exact, &mut f).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&f),
+                bits(&run_float(&m, &x, mode)),
+                "seed {seed} {mode:?}"
+            );
+        }
+    }
+    assert!(pooled >= 40, "{pooled} models with a max pool");
+}
+
 #[test]
 fn arena_contract() {
     let (dm, bytes, mut rng) = calibrated(11, false);
