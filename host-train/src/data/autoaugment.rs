@@ -6,7 +6,7 @@
 //! draws one sub-policy uniformly, then each step runs with its probability. Magnitude `m` maps to:
 //! shear `0.3·m/9`, translate `(150/331)·m/9` of the side, rotate `30·m/9` degrees, colour /
 //! contrast / brightness / sharpness factor `1 ± 0.9·m/9`, posterize to `round(8 − 4m/9)` bits,
-//! solarize threshold `256 − 256·m/9`. Signs (`±`) are drawn per application; rotation is
+//! solarize threshold `256 − 256·m/9` (pixels at or above it inverted). Signs (`±`) are drawn per application; rotation is
 //! counter-clockwise by the magnitude with no sign draw, as in that implementation.
 //!
 //! Each operation follows PIL's definition: `ImageEnhance` blends with a degenerate image
@@ -155,7 +155,8 @@ fn sign(rng: &mut Rng) -> f32 {
 
 /// Applies one operation at magnitude `m` (0–9; see the module docs).
 pub fn apply_op(img: &mut ImageU8, op: Op, m: u8, rng: &mut Rng) {
-    let m = f32::from(m.min(9)) / 9.0;
+    let mag = m.min(9);
+    let m = f32::from(mag) / 9.0;
     match op {
         ShearX => {
             let s = 0.3 * m * sign(rng);
@@ -177,7 +178,9 @@ pub fn apply_op(img: &mut ImageU8, op: Op, m: u8, rng: &mut Rng) {
         AutoContrast => autocontrast(img),
         Invert => img.data.iter_mut().for_each(|p| *p = 255 - *p),
         Equalize => equalize(img),
-        Solarize => solarize(img, (256.0 - 256.0 * m).round() as u32),
+        // PIL inverts `p ≥ thr` for the float threshold 256·(9 − mag)/9: the integer threshold
+        // is its ceiling, computed exactly.
+        Solarize => solarize(img, (256 * (9 - u32::from(mag))).div_ceil(9)),
         Posterize => posterize(img, (8.0 - 4.0 * m).round() as u32),
         Contrast => contrast(img, 1.0 + 0.9 * m * sign(rng)),
         Color => color(img, 1.0 + 0.9 * m * sign(rng)),
@@ -467,6 +470,28 @@ mod tests {
         contrast(&mut x, 0.0);
         let mean = orig.data.iter().map(|&v| f64::from(v)).sum::<f64>() / 16.0;
         assert!(x.data.iter().all(|&v| v == (mean + 0.5) as u8));
+    }
+
+    #[test]
+    fn solarize_thresholds_match_the_float_comparison() {
+        for mag in 0u8..=9 {
+            let thr = 256.0 * f64::from(9 - mag) / 9.0;
+            let mut x = ImageU8 {
+                channels: 1,
+                height: 1,
+                width: 256,
+                data: (0..=255).collect(),
+            };
+            apply_op(&mut x, Solarize, mag, &mut Rng::seed_from_u64(0));
+            for (p, &v) in x.data.iter().enumerate() {
+                let want = if p as f64 >= thr {
+                    255 - p as u8
+                } else {
+                    p as u8
+                };
+                assert_eq!(v, want, "magnitude {mag}, pixel {p}");
+            }
+        }
     }
 
     #[test]
