@@ -36,7 +36,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use crate::data::DataError;
+use crate::error::Error as NetError;
+use crate::train::TrainError;
 
 use crate::data::{epoch_order, idx, Dataset, Normalization, Split};
 use crate::net::zoo::{zoo, Arch, SecaVariant, ZooOptions};
@@ -44,6 +46,67 @@ use crate::net::{BenchOptions, Net, NetConfig, NeuronKind};
 use crate::optim::{OptimizerConfig, SgdConfig};
 use crate::rng::Rng;
 use crate::train::{random_bp_step, OnlineTrainer, UpdateRule};
+
+/// Why a benchmark could not run or report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// Bad arguments, or a child's result line that does not parse (the text says which).
+    #[error("{0}")]
+    Invalid(String),
+    /// Loading the images.
+    #[error("{what}: {source}")]
+    Data {
+        /// What was being loaded.
+        what: String,
+        /// The data error.
+        source: DataError,
+    },
+    /// Building the network or the trainer.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A training step failed.
+    #[error("{what}: {source}")]
+    Train {
+        /// Which batch and configuration.
+        what: String,
+        /// The trainer's error.
+        source: TrainError,
+    },
+    /// A child process could not run, or it failed.
+    #[error("{0}")]
+    Child(String),
+    /// Writing the report.
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The benchmark's results.
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+/// `return Err(BenchError::Invalid(format!(…)))`.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(BenchError::Invalid(format!($($arg)*)))
+    };
+}
+
+/// `Option`/`Result` → [`BenchError::Invalid`] with a message (the library's `context`).
+trait OrInvalid<T> {
+    fn or_invalid(self, message: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> OrInvalid<T> for Option<T> {
+    fn or_invalid(self, message: impl FnOnce() -> String) -> Result<T> {
+        self.ok_or_else(|| BenchError::Invalid(message()))
+    }
+}
+
+impl<T, E: std::fmt::Display> OrInvalid<T> for std::result::Result<T, E> {
+    fn or_invalid(self, message: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| BenchError::Invalid(format!("{}: {e}", message())))
+    }
+}
 
 /// Learning rate of the benchmark's SGD steps (the paper's initial lr, spec §6).
 pub const BENCH_LR: f64 = 0.01;
@@ -79,7 +142,7 @@ pub struct ZooBench {
 
 impl ZooBench {
     /// The network's description at `t` time steps.
-    pub fn config(&self, t: usize) -> anyhow::Result<NetConfig> {
+    pub fn config(&self, t: usize) -> Result<NetConfig> {
         let o = ZooOptions {
             time_steps: t,
             in_channels: self.in_channels,
@@ -90,7 +153,8 @@ impl ZooBench {
             seca: SecaVariant::Off,
             width: self.width,
         };
-        zoo(self.arch, &o).map_err(|e| anyhow::anyhow!("bench --arch {}: {e}", self.arch.name()))
+        zoo(self.arch, &o)
+            .map_err(|e| BenchError::Invalid(format!("bench --arch {}: {e}", self.arch.name())))
     }
 }
 
@@ -183,11 +247,11 @@ fn mode_name(random_bp: bool) -> &'static str {
     }
 }
 
-fn parse_mode(s: &str) -> anyhow::Result<bool> {
+fn parse_mode(s: &str) -> Result<bool> {
     match s {
         "full" => Ok(false),
         "random" => Ok(true),
-        other => bail!("unknown mode {other:?} (expected full or random)"),
+        other => invalid!("unknown mode {other:?} (expected full or random)"),
     }
 }
 
@@ -231,18 +295,18 @@ impl BenchOneArgs {
 
     /// Parses the argv after `bench-one` (the inverse of [`BenchOneArgs::to_args`]). All flags
     /// but `--data` are required; `--warmup` defaults to 1.
-    pub fn parse_args<S: AsRef<str>>(args: &[S]) -> anyhow::Result<Self> {
+    pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Self> {
         let (mut t, mut b, mut n, mut w, mut mode, mut seed, mut data) =
             (None, None, None, None, None, None, None);
         let (mut arch, mut channels, mut size, mut classes, mut parallel, mut width) =
             (None, None, None, None, None, None);
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(flag) = it.next() {
-            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-            let num = |what: &str| -> anyhow::Result<usize> {
+            let value = it.next().or_invalid(|| format!("{flag} needs a value"))?;
+            let num = |what: &str| -> Result<usize> {
                 value
                     .parse()
-                    .with_context(|| format!("{what} {value:?} is not a number"))
+                    .or_invalid(|| format!("{what} {value:?} is not a number"))
             };
             match flag {
                 "--time-steps" => t = Some(num(flag)?),
@@ -254,14 +318,14 @@ impl BenchOneArgs {
                     seed = Some(
                         value
                             .parse()
-                            .with_context(|| format!("--seed {value:?} is not a number"))?,
+                            .or_invalid(|| format!("--seed {value:?} is not a number"))?,
                     )
                 }
                 "--data" => data = Some(PathBuf::from(value)),
                 "--arch" => {
                     arch = Some(
                         arch_named(value)
-                            .with_context(|| format!("--arch {value:?} is not a zoo network"))?,
+                            .or_invalid(|| format!("--arch {value:?} is not a zoo network"))?,
                     )
                 }
                 "--in-channels" => channels = Some(num(flag)?),
@@ -271,45 +335,45 @@ impl BenchOneArgs {
                     parallel = Some(
                         value
                             .parse::<u8>()
-                            .with_context(|| format!("--parallel {value:?} is not 0 to 255"))?,
+                            .or_invalid(|| format!("--parallel {value:?} is not 0 to 255"))?,
                     )
                 }
                 "--width" => {
                     width = Some(
                         value
                             .parse::<f32>()
-                            .with_context(|| format!("--width {value:?} is not a number"))?,
+                            .or_invalid(|| format!("--width {value:?} is not a number"))?,
                     )
                 }
-                other => bail!("unknown bench-one flag {other:?}"),
+                other => invalid!("unknown bench-one flag {other:?}"),
             }
         }
         let zoo = match arch {
             None => None,
             Some(arch) => Some(ZooBench {
                 arch,
-                in_channels: channels.context("--arch needs --in-channels")?,
-                image_size: size.context("--arch needs --image-size")?,
-                classes: classes.context("--arch needs --classes")?,
-                parallel_percent: parallel.context("--arch needs --parallel")?,
-                width: width.context("--arch needs --width")?,
+                in_channels: channels.or_invalid(|| "--arch needs --in-channels".into())?,
+                image_size: size.or_invalid(|| "--arch needs --image-size".into())?,
+                classes: classes.or_invalid(|| "--arch needs --classes".into())?,
+                parallel_percent: parallel.or_invalid(|| "--arch needs --parallel".into())?,
+                width: width.or_invalid(|| "--arch needs --width".into())?,
             }),
         };
         Ok(BenchOneArgs {
             zoo,
-            time_steps: t.context("--time-steps is required")?,
-            batch_size: b.context("--batch-size is required")?,
-            batches: n.context("--batches is required")?,
+            time_steps: t.or_invalid(|| "--time-steps is required".into())?,
+            batch_size: b.or_invalid(|| "--batch-size is required".into())?,
+            batches: n.or_invalid(|| "--batches is required".into())?,
             warmup: w.unwrap_or(1),
-            random_bp: mode.context("--mode is required")?,
-            seed: seed.context("--seed is required")?,
+            random_bp: mode.or_invalid(|| "--mode is required".into())?,
+            seed: seed.or_invalid(|| "--seed is required".into())?,
             data,
         })
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> Result<()> {
         if self.time_steps == 0 || self.batch_size == 0 || self.batches == 0 {
-            bail!(
+            invalid!(
                 "bench needs T, batch size and timed batches > 0 (got T={}, batch size {}, batches {})",
                 self.time_steps,
                 self.batch_size,
@@ -354,33 +418,33 @@ impl BenchOneResult {
     /// Parses a `BENCH_ONE` line (surrounding whitespace and unknown extra `key=value` fields
     /// are ignored). `None` when `line` is not a `BENCH_ONE` line; an error when it is one but
     /// a field is missing or malformed.
-    pub fn parse_line(line: &str) -> Option<anyhow::Result<Self>> {
+    pub fn parse_line(line: &str) -> Option<Result<Self>> {
         let mut words = line.split_whitespace();
         if words.next() != Some(BENCH_ONE_PREFIX) {
             return None;
         }
-        let parse = || -> anyhow::Result<Self> {
+        let parse = || -> Result<Self> {
             let (mut t, mut mode, mut ips, mut rss, mut parallel) = (None, None, None, None, None);
             for word in line.split_whitespace().skip(1) {
                 let (key, value) = word
                     .split_once('=')
-                    .with_context(|| format!("field {word:?} is not key=value"))?;
+                    .or_invalid(|| format!("field {word:?} is not key=value"))?;
                 let bad = || format!("bad {key}={value:?} in {line:?}");
                 match key {
-                    "t" => t = Some(value.parse::<usize>().with_context(bad)?),
+                    "t" => t = Some(value.parse::<usize>().or_invalid(bad)?),
                     "mode" => mode = Some(parse_mode(value)?),
-                    "images_per_s" => ips = Some(value.parse::<f64>().with_context(bad)?),
-                    "peak_rss_kb" => rss = Some(value.parse::<u64>().with_context(bad)?),
-                    "parallel" => parallel = Some(value.parse::<u8>().with_context(bad)?),
+                    "images_per_s" => ips = Some(value.parse::<f64>().or_invalid(bad)?),
+                    "peak_rss_kb" => rss = Some(value.parse::<u64>().or_invalid(bad)?),
+                    "parallel" => parallel = Some(value.parse::<u8>().or_invalid(bad)?),
                     _ => {}
                 }
             }
             let missing = |k: &str| format!("{k} missing in {line:?}");
             Ok(BenchOneResult {
-                time_steps: t.with_context(|| missing("t"))?,
-                random_bp: mode.with_context(|| missing("mode"))?,
-                images_per_s: ips.with_context(|| missing("images_per_s"))?,
-                peak_rss_kb: rss.with_context(|| missing("peak_rss_kb"))?,
+                time_steps: t.or_invalid(|| missing("t"))?,
+                random_bp: mode.or_invalid(|| missing("mode"))?,
+                images_per_s: ips.or_invalid(|| missing("images_per_s"))?,
+                peak_rss_kb: rss.or_invalid(|| missing("peak_rss_kb"))?,
                 parallel_percent: parallel,
             })
         };
@@ -455,14 +519,16 @@ impl DataSource {
 }
 
 /// `count` normalised images (`[count][1][28][28]`) and their labels.
-fn input_pool(source: &DataSource, count: usize, seed: u64) -> anyhow::Result<(Vec<f32>, Vec<u8>)> {
+fn input_pool(source: &DataSource, count: usize, seed: u64) -> Result<(Vec<f32>, Vec<u8>)> {
     let norm = Normalization::FASHION_MNIST;
     match source {
         DataSource::FashionMnist(dir) => {
-            let ds = Dataset::load(dir, Split::Train)
-                .with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+            let ds = Dataset::load(dir, Split::Train).map_err(|source| BenchError::Data {
+                what: format!("loading Fashion-MNIST from {}", dir.display()),
+                source,
+            })?;
             if (ds.height(), ds.width()) != (IMAGE_SIDE, IMAGE_SIDE) {
-                bail!(
+                invalid!(
                     "{}: images are {}x{}, the bench network takes 28x28",
                     dir.display(),
                     ds.height(),
@@ -475,8 +541,9 @@ fn input_pool(source: &DataSource, count: usize, seed: u64) -> anyhow::Result<(V
             for (i, dst) in images.chunks_exact_mut(IMAGE_LEN).enumerate() {
                 let j = order[i % order.len()];
                 // `j < ds.len()`: both lookups succeed on a validated dataset.
-                norm.normalize_into(ds.image(j).context("image index")?, dst);
-                labels.push(u8::try_from(ds.label(j).context("label index")?)?);
+                norm.normalize_into(ds.image(j).or_invalid(|| "image index".into())?, dst);
+                let label = ds.label(j).or_invalid(|| "label index".into())?;
+                labels.push(u8::try_from(label).or_invalid(|| format!("label {label}"))?);
             }
             Ok((images, labels))
         }
@@ -498,9 +565,9 @@ fn synthetic_pool(
     image_len: usize,
     classes: usize,
     seed: u64,
-) -> anyhow::Result<(Vec<f32>, Vec<u8>)> {
+) -> Result<(Vec<f32>, Vec<u8>)> {
     if classes == 0 || classes > 256 {
-        bail!("the bench draws labels of 1 to 256 classes (the trainer's labels are bytes), got {classes}");
+        invalid!("the bench draws labels of 1 to 256 classes (the trainer's labels are bytes), got {classes}");
     }
     let mut rng = Rng::for_stream(seed, 0x200B);
     let half_width = 3f32.sqrt();
@@ -515,7 +582,7 @@ fn synthetic_pool(
 
 /// Runs one configuration in this process and returns its result (images/s over the timed
 /// batches, `VmHWM` after them; 0 where `VmHWM` is unavailable). Notes go to stderr.
-pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
+pub fn measure_one(args: &BenchOneArgs) -> Result<BenchOneResult> {
     args.validate()?;
     let source = DataSource::resolve(args.data.as_deref());
     let total = args.warmup + args.batches;
@@ -536,7 +603,13 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
     };
     let image_len = images.len() / (total * args.batch_size);
     let net = Net::new(config, args.seed)?;
-    let mut trainer = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::paper()))?;
+    let mut trainer =
+        OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::paper())).map_err(|source| {
+            BenchError::Train {
+                what: "building the trainer".into(),
+                source,
+            }
+        })?;
     if !reset_peak_rss() {
         eprintln!(
             "bench-one: note: cannot reset the peak-RSS mark; the peak includes data loading"
@@ -544,7 +617,7 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
     }
 
     let batch_len = args.batch_size * image_len;
-    let mut run_batch = |i: usize| -> anyhow::Result<()> {
+    let mut run_batch = |i: usize| -> Result<()> {
         let x = &images[i * batch_len..(i + 1) * batch_len];
         let y = &labels[i * args.batch_size..(i + 1) * args.batch_size];
         let step = args
@@ -552,12 +625,13 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
             .then(|| random_bp_step(args.seed, 0, i, args.time_steps));
         trainer
             .train_batch(x, y, step, UpdateRule::PerStep, BENCH_LR)
-            .with_context(|| {
-                format!(
+            .map_err(|source| BenchError::Train {
+                what: format!(
                     "training batch {i} (T={}, mode {})",
                     args.time_steps,
                     mode_name(args.random_bp)
-                )
+                ),
+                source,
             })?;
         Ok(())
     };
@@ -579,7 +653,7 @@ pub fn measure_one(args: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
 }
 
 /// `host-train bench-one`: runs one configuration and prints its `BENCH_ONE` line on stdout.
-pub fn run_bench_one(args: &BenchOneArgs) -> anyhow::Result<()> {
+pub fn run_bench_one(args: &BenchOneArgs) -> Result<()> {
     let result = measure_one(args)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", result.to_line())?;
@@ -696,26 +770,26 @@ pub fn render_tables(time_steps: &[usize], results: &[BenchOneResult]) -> String
 
 /// Runs one configuration in a fresh child process (`<current exe> bench-one …`) and parses
 /// its `BENCH_ONE` line. The child's stderr goes to ours.
-fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
+fn spawn_one(exe: &Path, one: &BenchOneArgs) -> Result<BenchOneResult> {
     let output = Command::new(exe)
         .arg("bench-one")
         .args(one.to_args())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
+        .map_err(|e| BenchError::Child(format!("cannot run {}: {e}", exe.display())))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        bail!(
+        return Err(BenchError::Child(format!(
             "`bench-one {}` failed ({}); stdout:\n{stdout}",
             one.to_args().join(" "),
             output.status
-        );
+        )));
     }
     let result = stdout
         .lines()
         .find_map(BenchOneResult::parse_line)
-        .with_context(|| {
+        .or_invalid(|| {
             format!(
                 "`bench-one {}` printed no {BENCH_ONE_PREFIX} line; stdout:\n{stdout}",
                 one.to_args().join(" ")
@@ -725,7 +799,7 @@ fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
         || result.random_bp != one.random_bp
         || result.parallel_percent != one.zoo.map(|z| z.parallel_percent)
     {
-        bail!(
+        invalid!(
             "`bench-one {}` reported another configuration: {}",
             one.to_args().join(" "),
             result.to_line()
@@ -737,15 +811,16 @@ fn spawn_one(exe: &Path, one: &BenchOneArgs) -> anyhow::Result<BenchOneResult> {
 /// `host-train bench`: measures every `(T, mode)` in a fresh child process, one after another,
 /// and prints throughput, random-BP speed-up, peak RSS and the RSS check. A FAIL of the check is
 /// reported in the output, not as an error.
-pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
     if args.time_steps.is_empty() {
-        bail!("bench needs at least one T");
+        invalid!("bench needs at least one T");
     }
     if let Some(z) = args.zoo {
         return run_zoo_bench(args, z);
     }
     let source = DataSource::resolve(args.data.as_deref());
-    let exe = std::env::current_exe().context("cannot locate the host-train executable")?;
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Child(format!("cannot locate the host-train executable: {e}")))?;
     let backend = Net::new(
         NetConfig::bench(args.time_steps[0], &BenchOptions::default()),
         args.seed,
@@ -862,9 +937,10 @@ pub fn render_zoo_table(results: &[BenchOneResult]) -> String {
 
 /// `host-train bench --arch …`: a zoo network at `args.time_steps[0]`, every parallel share in
 /// both modes, each in a fresh child process.
-fn run_zoo_bench(args: &BenchArgs, z: ZooBench) -> anyhow::Result<()> {
+fn run_zoo_bench(args: &BenchArgs, z: ZooBench) -> Result<()> {
     let t = args.time_steps[0];
-    let exe = std::env::current_exe().context("cannot locate the host-train executable")?;
+    let exe = std::env::current_exe()
+        .map_err(|e| BenchError::Child(format!("cannot locate the host-train executable: {e}")))?;
     let probe = Net::new(z.config(t)?, args.seed)?;
     let params: usize = probe
         .tensors()

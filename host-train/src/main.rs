@@ -1406,7 +1406,8 @@ fn main() -> Result<()> {
                 data,
                 seed,
                 zoo,
-            })
+            })?;
+            Ok(())
         }
         Command::BenchOne {
             time_steps,
@@ -1448,7 +1449,8 @@ fn main() -> Result<()> {
                         width: width.context("--arch needs --width")?,
                     }),
                 },
-            })
+            })?;
+            Ok(())
         }
     }
 }
