@@ -16,6 +16,7 @@ pub mod model_file;
 pub mod net;
 pub mod optim;
 pub mod params;
+pub mod recipes;
 pub mod rng;
 pub mod run_dir;
 pub mod tensor;

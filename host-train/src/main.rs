@@ -1,7 +1,7 @@
 //! `host-train`: train EM-PF networks online, inspect them, and benchmark training.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use empf_host_train::checkpoint::Checkpoint;
 use empf_host_train::data::augment::{AugmentConfig, Cutout, RandomCrop};
 use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
@@ -26,7 +26,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DatasetArg {
     FashionMnist,
     Mnist,
@@ -71,7 +71,7 @@ enum ScheduleArg {
     Epoch,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum NeuronArg {
     /// Version I: learnable per-step leak and threshold.
     Empf,
@@ -93,7 +93,7 @@ enum ArchArg {
     Resnet18,
     /// ResNet-19: `[3,3,2]` blocks of 128/256/512, head FC-neuron-FC.
     Resnet19,
-    /// ResNet-34 (ImageNet stem with max-pool: `info` only until empf-core has max-pool).
+    /// ResNet-34: ImageNet stem conv7×7 s2 + BN + max-pool 3×3 s2, `[3,4,6,3]` blocks.
     Resnet34,
     /// VGG-13 (Tiny-ImageNet): 10 convs, average pools, GAP, FC.
     Vgg13,
@@ -166,23 +166,36 @@ fn describe_augment(a: &AugmentConfig) -> String {
 }
 
 impl AugmentArgs {
-    fn config(&self) -> AugmentConfig {
+    /// `base` (a recipe's augmentation, or none) with every augmentation flag given applied on
+    /// top of it.
+    fn config_over(&self, base: AugmentConfig) -> AugmentConfig {
         AugmentConfig {
-            random_crop: self.random_crop.map(|padding| RandomCrop { padding }),
-            hflip: self.hflip,
-            cutout: self.cutout.map(|length| Cutout {
-                holes: self.cutout_holes,
-                length,
-            }),
-            ..AugmentConfig::none()
+            random_crop: self
+                .random_crop
+                .map(|padding| RandomCrop { padding })
+                .or(base.random_crop),
+            hflip: self.hflip || base.hflip,
+            cutout: self
+                .cutout
+                .map(|length| Cutout {
+                    holes: self.cutout_holes,
+                    length,
+                })
+                .or(base.cutout),
+            ..base
         }
     }
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the bench network (spec Algorithm 1) and write metrics, plot and checkpoints.
+    /// Train a network (spec Algorithm 1) and write metrics, plot and checkpoints.
     Train {
+        /// A row of the paper's Table S1 or `fashion-mnist` (`host-train recipes` lists them):
+        /// sets data set, network, T, batch, epochs, lr, schedule and augmentation; any of those
+        /// flags given as well overrides the recipe.
+        #[arg(long)]
+        recipe: Option<String>,
         /// Directory with the idx files (raw or .gz).
         #[arg(long, default_value = "/usr/share/datasets/fashion-mnist")]
         data: PathBuf,
@@ -242,6 +255,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_steps: Option<u64>,
     },
+    /// The training recipes (`train --recipe NAME`) with the paper's accuracy for each.
+    Recipes,
     /// Parameter count and parameter memory (paper rule §5.5, and at 1 bit per binary weight).
     Info {
         /// Network: the bench net.
@@ -377,7 +392,7 @@ enum Command {
 }
 
 fn net_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
-    use empf_host_train::net::zoo::{zoo_for_counting, Arch, SecaVariant, ZooOptions};
+    use empf_host_train::net::zoo::{zoo, Arch, SecaVariant, ZooOptions};
     let n = match m.neuron {
         NeuronArg::Empf => NeuronKind::EmPf,
         NeuronArg::Membn => NeuronKind::MemBn,
@@ -413,9 +428,7 @@ fn net_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
         },
         width: m.width,
     };
-    // ResNet-34 is described without its stem max-pool (no parameters) for `info`; building
-    // refuses it below, where the trainer checks what empf-core can run.
-    zoo_for_counting(arch, &o).map_err(|e| anyhow::anyhow!("--arch {}: {e}", arch.name()))
+    zoo(arch, &o).map_err(|e| anyhow::anyhow!("--arch {}: {e}", arch.name()))
 }
 
 /// The description of a network to build.
@@ -563,6 +576,7 @@ fn train(
     max_steps: Option<u64>,
     schedule: ScheduleArg,
     augment: AugmentConfig,
+    recipe: Option<&str>,
 ) -> Result<()> {
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr must be a positive number, got {lr}");
@@ -604,6 +618,11 @@ fn train(
         }
         Ok(set)
     };
+    if augment.mix.is_some() || augment.label_smoothing > 0.0 {
+        bail!(
+            "augmentation: Mixup/CutMix and label smoothing give soft targets, and the trainer's loss takes hard labels for now; turn them off (the recipe's other augmentations stay)"
+        );
+    }
     let train_set = load_split(Split::Train, limits.0, "training")?;
     augment
         .validate(train_set.height(), train_set.width())
@@ -633,6 +652,9 @@ fn train(
     if !augment.is_none() {
         // Only when on, so that checkpoints written before augmentation existed still resume.
         config_str.push_str(&format!(" augment={augment:?}"));
+    }
+    if let Some(name) = recipe {
+        config_str.push_str(&format!(" recipe={name}"));
     }
     let net = Net::new(config, seed)?;
     let mut tr = OnlineTrainer::new(net, optim)?;
@@ -1237,10 +1259,129 @@ fn set_threads(requested: Option<usize>) -> Result<usize> {
     Ok(n)
 }
 
+/// Fills the training flags the user did not give from the recipe (`given` says which were
+/// given on the command line); returns the augmentation the recipe asks for, before the
+/// augmentation flags are applied on top.
+#[allow(clippy::too_many_arguments)]
+fn apply_recipe(
+    r: &empf_host_train::recipes::Recipe,
+    given: &dyn Fn(&str) -> bool,
+    dataset: &mut DatasetArg,
+    model: &mut ModelArgs,
+    epochs: &mut u64,
+    batch_size: &mut u32,
+    lr: &mut f64,
+    schedule: &mut ScheduleArg,
+) -> Result<AugmentConfig> {
+    use empf_host_train::recipes::{RecipeAugment, RecipeData, RecipeSchedule};
+    let recipe_dataset = match r.data {
+        RecipeData::FashionMnist => DatasetArg::FashionMnist,
+        RecipeData::Cifar10 => DatasetArg::Cifar10,
+        RecipeData::Cifar100 => DatasetArg::Cifar100,
+        RecipeData::TinyImageNet => DatasetArg::TinyImagenet,
+        RecipeData::ImageNet => DatasetArg::Imagenet,
+        RecipeData::Cifar10Dvs => DatasetArg::Cifar10Dvs,
+    };
+    if !given("dataset") {
+        *dataset = recipe_dataset;
+    }
+    if !given("arch") {
+        model.arch = ArchArg::from_str(r.arch, false)
+            .map_err(|e| anyhow::anyhow!("recipe {}: arch {}: {e}", r.name, r.arch))?;
+    }
+    if !given("neuron") {
+        model.neuron = match r.neuron {
+            NeuronKind::MemBn => NeuronArg::Membn,
+            NeuronKind::Parallel => NeuronArg::Parallel,
+            NeuronKind::EmPf => NeuronArg::Empf,
+        };
+    }
+    if !given("parallel") {
+        model.parallel = r.parallel_percent;
+    }
+    if !given("seca") && !given("seca_version") {
+        model.seca = r.seca > 0;
+        model.seca_version = r.seca.max(1);
+    }
+    if !given("time_steps") {
+        model.time_steps = r.time_steps;
+    }
+    if !given("batch_size") {
+        *batch_size = r.batch_size;
+    }
+    if !given("epochs") {
+        *epochs = r.epochs;
+    }
+    if !given("lr") {
+        *lr = r.lr;
+    }
+    if !given("schedule") {
+        *schedule = match r.schedule {
+            RecipeSchedule::CosinePerEpoch => ScheduleArg::Epoch,
+            RecipeSchedule::CosinePerBatch => ScheduleArg::Batch,
+        };
+    }
+    Ok(match r.augment {
+        RecipeAugment::Off => AugmentConfig::none(),
+        RecipeAugment::CropFlip { padding } => AugmentConfig {
+            random_crop: Some(RandomCrop { padding }),
+            hflip: true,
+            ..AugmentConfig::none()
+        },
+        RecipeAugment::Paper => data_set(*dataset).paper_augment(),
+    })
+}
+
+/// The data module's name for a `--dataset`.
+fn data_set(d: DatasetArg) -> empf_host_train::data::sets::DataSet {
+    use empf_host_train::data::sets::DataSet;
+    match d {
+        DatasetArg::FashionMnist => DataSet::FashionMnist,
+        DatasetArg::Mnist => DataSet::Mnist,
+        DatasetArg::Cifar10 => DataSet::Cifar10,
+        DatasetArg::Cifar100 => DataSet::Cifar100,
+        DatasetArg::TinyImagenet => DataSet::TinyImageNet,
+        DatasetArg::Imagenet => DataSet::ImageNet,
+        DatasetArg::Cifar10Dvs => DataSet::Cifar10Dvs,
+    }
+}
+
 fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut recipe_augment = None;
+    if let Command::Train {
+        recipe: Some(name),
+        dataset,
+        model,
+        epochs,
+        batch_size,
+        lr,
+        schedule,
+        ..
+    } = &mut cli.command
+    {
+        let r = empf_host_train::recipes::recipe(name).with_context(|| {
+            format!(
+                "--recipe {name:?}: not a recipe (the recipes are {})",
+                empf_host_train::recipes::recipe_names()
+            )
+        })?;
+        let sub = matches
+            .subcommand_matches("train")
+            .context("train's arguments")?;
+        let given = |id: &str| sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        recipe_augment = Some(apply_recipe(
+            r, &given, dataset, model, epochs, batch_size, lr, schedule,
+        )?);
+    }
     match cli.command {
+        Command::Recipes => {
+            print!("{}", empf_host_train::recipes::render_recipes());
+            Ok(())
+        }
         Command::Train {
+            recipe,
             data,
             dataset,
             model,
@@ -1306,7 +1447,8 @@ fn main() -> Result<()> {
                 stop_after_epoch,
                 max_steps,
                 schedule,
-                augment.config(),
+                augment.config_over(recipe_augment.unwrap_or_default()),
+                recipe.as_deref(),
             )
         }
         Command::Export {

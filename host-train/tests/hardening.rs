@@ -334,6 +334,36 @@ fn augmentation_flags_are_checked_and_used() {
 }
 
 #[test]
+fn recipes_are_named_resolved_and_overridden_by_flags() {
+    let f = Fixture::new();
+    let out = f.s("run");
+    let o = f.train(&out, &["--recipe", "cifar11"]);
+    assert_fails_with(
+        &o,
+        &["--recipe \"cifar11\"", "cifar10-resnet18", "fashion-mnist"],
+    );
+    // The Fixture gives --arch mcu, --epochs 2, --batch-size 16 and -T 2: each overrides the
+    // recipe (bench net, 10 epochs, T = 4); lr and schedule come from the recipe.
+    let o = f.train(&out, &["--recipe", "fashion-mnist"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("training Mcu net: T=2"), "{}", text(&o));
+    assert!(text(&o).contains("epoch 2/2"), "{}", text(&o));
+    let ckpt = std::fs::read(f.path("run/checkpoint.safetensors")).unwrap();
+    let header = String::from_utf8_lossy(&ckpt[..ckpt.len().min(1 << 16)]);
+    assert!(
+        header.contains("recipe=fashion-mnist"),
+        "the checkpoint omits the recipe"
+    );
+    assert!(
+        header.contains("lr=0.05"),
+        "the checkpoint omits the resolved lr"
+    );
+    // A recipe whose data set has no loader in the trainer yet says so, naming the data set.
+    let o = f.train(&f.s("run2"), &["--recipe", "cifar10-resnet18"]);
+    assert_fails_with(&o, &["cifar10"]);
+}
+
+#[test]
 fn image_size_is_checked_for_both_splits_before_training() {
     // Training images of the wrong size used to fail inside the network ("shape mismatch in
     // net.forward_step.x"); a test split of another size only after a whole epoch.
