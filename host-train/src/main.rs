@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use empf_host_train::checkpoint::Checkpoint;
 use empf_host_train::data::augment::{AugmentConfig, Cutout, RandomCrop};
+use empf_host_train::data::sets::Source;
 use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
 use empf_host_train::metrics::{EpochRecord, MetricsLog};
 use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
@@ -30,15 +31,15 @@ struct Cli {
 enum DatasetArg {
     FashionMnist,
     Mnist,
-    /// 3×32×32, 10 classes (geometry only until its loader lands: `info`).
+    /// CIFAR-10 binary version (`--data` holds `cifar-10-batches-bin/` or the official tar.gz).
     Cifar10,
-    /// 3×32×32, 100 classes (geometry only: `info`).
+    /// CIFAR-100 binary version (`cifar-100-binary/` or the official tar.gz).
     Cifar100,
-    /// 3×64×64, 200 classes (geometry only: `info`).
+    /// Tiny-ImageNet (`tiny-imagenet-200/`), 3×64×64, 200 classes.
     TinyImagenet,
-    /// 3×224×224, 1000 classes (geometry only: `info`).
+    /// ImageNet-1k folders, 3×224×224, 1000 classes (`info` only: labels above 255 need the trainer's wider labels).
     Imagenet,
-    /// 2×48×48 event frames, 10 classes, T = 10 in the paper (geometry only: `info`).
+    /// CIFAR10-DVS AEDAT files, 2×48×48 frames, 10 classes, T = 10 (`info` only: per-step frames are not fed yet).
     Cifar10Dvs,
 }
 
@@ -586,7 +587,6 @@ fn train(
             bail!("{flag} must be at least 1 (it is a number of images; leave it out to use them all)");
         }
     }
-    let kind = dataset_kind(dataset)?;
     let limit = |d: Dataset, n: Option<usize>| -> Result<Dataset> {
         match n {
             Some(n) => Ok(d.truncated(n)),
@@ -597,6 +597,7 @@ fn train(
     // Both splits against the network before anything is trained or written: a wrong image
     // size would otherwise surface as the network's internal shape error, or after an epoch.
     let load_split = |split: Split, n: Option<usize>, what: &str| -> Result<Dataset> {
+        dataset_kind(dataset)?;
         let set = limit(Dataset::load(data, split)?, n)?;
         let images_name = split.file_names().0;
         let file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
@@ -623,11 +624,17 @@ fn train(
             "augmentation: Mixup/CutMix and label smoothing give soft targets, and the trainer's loss takes hard labels for now; turn them off (the recipe's other augmentations stay)"
         );
     }
-    let train_set = load_split(Split::Train, limits.0, "training")?;
+    let (train_set, test_set): (Source, Source) = match dataset {
+        DatasetArg::FashionMnist | DatasetArg::Mnist => (
+            Arc::new(load_split(Split::Train, limits.0, "training")?),
+            Arc::new(load_split(Split::Test, limits.1, "test")?),
+        ),
+        other => open_image_sets(other, data, &config, limits)?,
+    };
+    let shape = train_set.shape();
     augment
-        .validate(train_set.height(), train_set.width())
+        .validate(shape.height, shape.width)
         .map_err(|e| anyhow::anyhow!("augmentation: {e}"))?;
-    let test_set = load_split(Split::Test, limits.1, "test")?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Held until `train` returns: a second run on the same --out stops here, before it touches
     // the metrics or the checkpoint.
@@ -677,16 +684,16 @@ fn train(
     };
     let sched = CosineSchedule::new(lr, epochs)?;
     let mut steps_done = 0u64;
-    let norm = kind.normalization();
-    let loader = BatchLoader::new(
-        Arc::new(train_set),
+    let norm = data_set(dataset).normalization();
+    let loader = BatchLoader::from_source(
+        train_set,
         LoaderConfig {
             augment: augment.clone(),
             ..LoaderConfig::new(batch_size, seed, norm)
         },
     )?;
-    let test_loader = BatchLoader::new(
-        Arc::new(test_set),
+    let test_loader = BatchLoader::from_source(
+        test_set,
         LoaderConfig {
             shuffle: false,
             ..LoaderConfig::new(batch_size, seed, norm)
@@ -948,12 +955,36 @@ fn export(
     let (net, args, _) = net_from_checkpoint(ckpt)?;
     let float = empf_host_train::export::export_float(&net).context("exporting")?;
     let model = Model::decode(&float).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let train_set = Dataset::load(data, Split::Train)?;
-    let norm = dataset_kind(dataset)?.normalization();
-    let n = calib.min(train_set.len());
-    let samples: Vec<Vec<f32>> = (0..n)
-        .filter_map(|i| train_set.image(i).map(|im| norm.normalize(im)))
-        .collect();
+    let samples: Vec<Vec<f32>> = match dataset {
+        DatasetArg::FashionMnist | DatasetArg::Mnist => {
+            let train_set = Dataset::load(data, Split::Train)?;
+            let norm = dataset_kind(dataset)?.normalization();
+            let n = calib.min(train_set.len());
+            (0..n)
+                .filter_map(|i| train_set.image(i).map(|im| norm.normalize(im)))
+                .collect()
+        }
+        other => {
+            // The first `calib` training images, normalised as in training, unaugmented.
+            let (train_set, _) =
+                open_image_sets(other, data, net.config(), (Some(calib), Some(1)))?;
+            let loader = BatchLoader::from_source(
+                train_set,
+                LoaderConfig {
+                    shuffle: false,
+                    ..LoaderConfig::new(calib, 0, data_set(other).normalization())
+                },
+            )?;
+            let mut samples = Vec::new();
+            for batch in loader.epoch(0)? {
+                let batch = batch?;
+                let len = batch.images.len() / batch.len().max(1);
+                samples.extend(batch.images.chunks_exact(len).map(<[f32]>::to_vec));
+            }
+            samples
+        }
+    };
+    let n = samples.len();
     let cal = empf_core::quant::calibrate(&model, samples.iter().map(|v| v.as_slice()))
         .map_err(|e| anyhow::anyhow!("calibration: {e}"))?;
     let bytes = empf_core::quant::quantize(&model, &cal)
@@ -1330,6 +1361,57 @@ fn apply_recipe(
         },
         RecipeAugment::Paper => data_set(*dataset).paper_augment(),
     })
+}
+
+/// Both splits of a CIFAR / Tiny-ImageNet / ImageNet / CIFAR10-DVS directory, checked against
+/// the network (input shape, classes) and truncated to `limits` (`--limit-train/--limit-test`).
+fn open_image_sets(
+    dataset: DatasetArg,
+    data: &Path,
+    config: &NetConfig,
+    limits: (Option<usize>, Option<usize>),
+) -> Result<(Source, Source)> {
+    use empf_host_train::data::sets::{limited, open_train_test};
+    let set = data_set(dataset);
+    let mut opts = set.default_options();
+    opts.image_size = config.height;
+    let (train, test) = open_train_test(set, data, opts)
+        .with_context(|| format!("--dataset {dataset:?} in {}", data.display()))?;
+    let name = format!("{dataset:?}").to_lowercase();
+    for (src, what) in [(&train, "training"), (&test, "test")] {
+        let s = src.shape();
+        if s.frames > 1 {
+            bail!(
+                "{}: {name} samples are {} event frames each; train feeds one image per sample to every time step (direct encoding) and does not feed per-step frames yet",
+                data.display(),
+                s.frames
+            );
+        }
+        let net_in = (config.in_channels, config.height, config.width);
+        if (s.channels, s.height, s.width) != net_in {
+            bail!(
+                "{}: {name} {what} images are {}x{}x{}, the network expects {}x{}x{} inputs",
+                data.display(),
+                s.channels,
+                s.height,
+                s.width,
+                net_in.0,
+                net_in.1,
+                net_in.2
+            );
+        }
+        if s.classes > 256 {
+            bail!(
+                "{}: {name} has {} classes; the trainer's labels are bytes (at most 256 classes) for now",
+                data.display(),
+                s.classes
+            );
+        }
+        if src.is_empty() {
+            bail!("{}: no {name} {what} samples", data.display());
+        }
+    }
+    Ok((limited(train, limits.0), limited(test, limits.1)))
 }
 
 /// The data module's name for a `--dataset`.

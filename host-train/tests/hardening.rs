@@ -358,9 +358,10 @@ fn recipes_are_named_resolved_and_overridden_by_flags() {
         header.contains("lr=0.05"),
         "the checkpoint omits the resolved lr"
     );
-    // A recipe whose data set has no loader in the trainer yet says so, naming the data set.
+    // The paper's CIFAR recipe turns on Mixup/CutMix and label smoothing, which need the
+    // soft-target loss: refused before any data is read, naming what is missing.
     let o = f.train(&f.s("run2"), &["--recipe", "cifar10-resnet18"]);
-    assert_fails_with(&o, &["cifar10"]);
+    assert_fails_with(&o, &["Mixup", "soft targets"]);
 }
 
 #[test]

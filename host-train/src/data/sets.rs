@@ -99,6 +99,53 @@ pub fn open(
 /// A shared sample source.
 pub type Source = Arc<dyn SampleSource>;
 
+/// The first `n` samples of `source` (all of them for `None` or `n ≥ len`): `--limit-train` /
+/// `--limit-test` for any data set.
+pub fn limited(source: Source, n: Option<usize>) -> Source {
+    match n {
+        Some(n) if n < source.len() => Arc::new(Limited {
+            inner: source,
+            len: n,
+        }),
+        _ => source,
+    }
+}
+
+/// A prefix of another source.
+#[derive(Debug)]
+struct Limited {
+    inner: Source,
+    len: usize,
+}
+
+impl SampleSource for Limited {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn shape(&self) -> super::SampleShape {
+        self.inner.shape()
+    }
+
+    fn label(&self, i: usize) -> Option<u16> {
+        if i < self.len {
+            self.inner.label(i)
+        } else {
+            None
+        }
+    }
+
+    fn load(&self, i: usize) -> Result<super::RawSample, DataError> {
+        if i >= self.len {
+            return Err(DataError::InvalidConfig(format!(
+                "sample {i} is past the first {} (--limit)",
+                self.len
+            )));
+        }
+        self.inner.load(i)
+    }
+}
+
 /// Both splits (a CIFAR archive is streamed once for both).
 pub fn open_train_test(
     set: DataSet,

@@ -1,0 +1,157 @@
+//! The paper's data sets through the command line, on small files the test writes in the real
+//! formats: CIFAR-10's extracted binary batches train a narrow ResNet-18 with augmentation,
+//! export (calibrated on the same files) and refuse what does not fit the network.
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_host-train"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run host-train")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `n` CIFAR-10 records (label byte + 3×32×32 CHW pixels); class `k` brightens a band.
+fn cifar10_records(n: usize, offset: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n * 3073);
+    for i in 0..n {
+        let label = ((i + offset) % 10) as u8;
+        v.push(label);
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let band = y / 4 == label as usize % 8;
+                    v.push(if band {
+                        230
+                    } else {
+                        ((x * 7 + y * 3 + c * 11 + i) % 64) as u8
+                    });
+                }
+            }
+        }
+    }
+    v
+}
+
+fn write_cifar10(dir: &Path, per_batch: usize) {
+    let d = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&d).unwrap();
+    for b in 1..=5 {
+        std::fs::write(
+            d.join(format!("data_batch_{b}.bin")),
+            cifar10_records(per_batch, b * per_batch),
+        )
+        .unwrap();
+    }
+    std::fs::write(d.join("test_batch.bin"), cifar10_records(per_batch, 0)).unwrap();
+}
+
+#[test]
+fn cifar10_trains_a_narrow_resnet18_with_augmentation_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cifar10(dir.path(), 4);
+    let data = dir.path().to_string_lossy().into_owned();
+    let out = dir.path().join("run");
+    let out_s = out.to_string_lossy().into_owned();
+    let o = run(&[
+        "train",
+        "--data",
+        &data,
+        "--dataset",
+        "cifar10",
+        "--arch",
+        "resnet18",
+        "--width",
+        "0.0625",
+        "-T",
+        "2",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--random-crop",
+        "4",
+        "--hflip",
+        "--cutout",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        &out_s,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("20 images"), "{}", text(&o));
+    assert!(out.join("checkpoint.safetensors").exists());
+    let model = out.join("model.empf");
+    let o = run(&[
+        "export",
+        &out.join("checkpoint.safetensors").to_string_lossy(),
+        "-o",
+        &model.to_string_lossy(),
+        "--data",
+        &data,
+        "--dataset",
+        "cifar10",
+        "--calib",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("calibration: 8 training images"),
+        "{}",
+        text(&o)
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    let m = empf_core::Model::decode(&bytes).unwrap();
+    assert_eq!(
+        (m.input_shape().c, m.input_shape().h, m.classes()),
+        (3, 32, 10)
+    );
+    assert!(m.fixed_meta().is_some(), "the export has no integer path");
+}
+
+#[test]
+fn cifar_files_that_do_not_fit_the_network_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_string_lossy().into_owned();
+    let out = dir.path().join("run").to_string_lossy().into_owned();
+    // No files at all: the error names where they were looked for.
+    let o = run(&[
+        "train",
+        "--data",
+        &data,
+        "--dataset",
+        "cifar10",
+        "--arch",
+        "resnet18",
+        "--out",
+        &out,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cifar-10-batches-bin"), "{}", text(&o));
+    // A 28×28 network (the bench net) on 32×32 CIFAR images.
+    write_cifar10(dir.path(), 2);
+    let o = run(&[
+        "train",
+        "--data",
+        &data,
+        "--dataset",
+        "cifar10",
+        "--arch",
+        "bench",
+        "--out",
+        &out,
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("3x32x32"), "{}", text(&o));
+    assert!(!dir.path().join("run/checkpoint.safetensors").exists());
+}
