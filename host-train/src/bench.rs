@@ -808,6 +808,20 @@ fn spawn_one(exe: &Path, one: &BenchOneArgs) -> Result<BenchOneResult> {
     Ok(result)
 }
 
+/// The report's settings line (backend, threads, batches, optimiser, seed).
+fn write_settings(out: &mut impl std::io::Write, backend: &str, args: &BenchArgs) -> Result<()> {
+    writeln!(
+        out,
+        "backend {backend}, {} rayon threads, batch size {}, {} timed + {} warm-up batches per config, SGD (paper) lr {BENCH_LR}, seed {}",
+        rayon::current_num_threads(),
+        args.batch_size,
+        args.batches,
+        args.warmup,
+        args.seed
+    )?;
+    Ok(())
+}
+
 /// `host-train bench`: measures every `(T, mode)` in a fresh child process, one after another,
 /// and prints throughput, random-BP speed-up, peak RSS and the RSS check. A FAIL of the check is
 /// reported in the output, not as an error.
@@ -832,15 +846,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         out,
         "EM-PF training benchmark (bench network, 1x28x28 -> 10 classes)"
     )?;
-    writeln!(
-        out,
-        "backend {backend}, {} rayon threads, batch size {}, {} timed + {} warm-up batches per config, SGD (paper) lr {BENCH_LR}, seed {}",
-        rayon::current_num_threads(),
-        args.batch_size,
-        args.batches,
-        args.warmup,
-        args.seed
-    )?;
+    write_settings(&mut out, backend, args)?;
     writeln!(out, "data: {}", source.describe())?;
     writeln!(out, "each (T, mode) runs in its own child process; peak RSS is VmHWM after the timed batches, with the mark reset after set-up")?;
     writeln!(out)?;
@@ -962,15 +968,7 @@ fn run_zoo_bench(args: &BenchArgs, z: ZooBench) -> Result<()> {
         z.classes,
         params as f64 / 1e6
     )?;
-    writeln!(
-        out,
-        "backend {backend}, {} rayon threads, batch size {}, {} timed + {} warm-up batches per config, SGD (paper) lr {BENCH_LR}, seed {}",
-        rayon::current_num_threads(),
-        args.batch_size,
-        args.batches,
-        args.warmup,
-        args.seed
-    )?;
+    write_settings(&mut out, backend, args)?;
     writeln!(out, "data: SYNTHETIC images (uniform, unit variance) with random labels; stateful neurons Version I, no SECA")?;
     writeln!(out, "each (parallel share, mode) runs in its own child process; peak RSS is VmHWM after the timed batches, with the mark reset after set-up")?;
     writeln!(out)?;

@@ -124,33 +124,26 @@ fn cifar_files_that_do_not_fit_the_network_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_string_lossy().into_owned();
     let out = dir.path().join("run").to_string_lossy().into_owned();
+    let train_cifar10 = |arch: &str| {
+        run(&[
+            "train",
+            "--data",
+            &data,
+            "--dataset",
+            "cifar10",
+            "--arch",
+            arch,
+            "--out",
+            &out,
+        ])
+    };
     // No files at all: the error names where they were looked for.
-    let o = run(&[
-        "train",
-        "--data",
-        &data,
-        "--dataset",
-        "cifar10",
-        "--arch",
-        "resnet18",
-        "--out",
-        &out,
-    ]);
+    let o = train_cifar10("resnet18");
     assert!(!o.status.success());
     assert!(text(&o).contains("cifar-10-batches-bin"), "{}", text(&o));
     // A 28×28 network (the bench net) on 32×32 CIFAR images.
     write_cifar10(dir.path(), 2);
-    let o = run(&[
-        "train",
-        "--data",
-        &data,
-        "--dataset",
-        "cifar10",
-        "--arch",
-        "bench",
-        "--out",
-        &out,
-    ]);
+    let o = train_cifar10("bench");
     assert!(!o.status.success());
     assert!(text(&o).contains("3x32x32"), "{}", text(&o));
     assert!(!dir.path().join("run/checkpoint.safetensors").exists());
