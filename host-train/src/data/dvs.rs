@@ -12,7 +12,6 @@
 //! split, the rest the test split — SpikingJelly's `split_to_train_test_set(0.9, …,
 //! random_split=False)`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{aedat, image, DataError, RawSample, SampleShape, SampleSource, Split, MAX_CLASSES};
@@ -131,23 +130,7 @@ impl CifarDvs {
 
     /// Reads and integrates one file into `[T][2][size][size]`.
     pub fn frames_of(&self, path: &Path) -> Result<Vec<f32>, DataError> {
-        let file = std::fs::File::open(path).map_err(|source| DataError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| DataError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(DataError::Format {
-                path: path.to_path_buf(),
-                reason: format!("larger than {MAX_FILE_BYTES} bytes"),
-            });
-        }
+        let bytes = super::read_bounded(path, MAX_FILE_BYTES)?;
         let events = aedat::parse_events(&bytes, SENSOR as u16, SENSOR as u16, path)?;
         let full = aedat::integrate_by_count(&events, self.frames, SENSOR, SENSOR);
         let plane = SENSOR * SENSOR;

@@ -31,24 +31,7 @@ fn decode_error(path: &Path, reason: impl std::fmt::Display) -> DataError {
 /// Reads and decodes a JPEG or PNG file (told apart by its first bytes) into `channels`
 /// channels (1 or 3).
 pub fn decode_file(path: &Path, channels: usize) -> Result<ImageU8, DataError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| DataError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| DataError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(decode_error(
-            path,
-            format!("file larger than {MAX_FILE_BYTES} bytes"),
-        ));
-    }
+    let bytes = super::read_bounded(path, MAX_FILE_BYTES)?;
     decode(&bytes, channels, path)
 }
 

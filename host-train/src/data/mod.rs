@@ -41,6 +41,30 @@ pub use augment::{AugmentConfig, Cutout, DvsAugment, MixConfig, RandomCrop, Rand
 pub use autoaugment::AutoAugmentPolicy;
 pub use loader::{epoch_order, Batch, BatchLoader, EpochBatches, LoaderConfig};
 
+/// The whole file at `path`, refused (without reading further) when it is longer than `max`
+/// bytes: image and event files are read whole, so a huge file must not exhaust memory.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| DataError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() as u64 > max {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            reason: format!("file larger than {max} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Where Debian's `dataset-fashion-mnist` installs the Fashion-MNIST idx files.
 pub const DEFAULT_FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
