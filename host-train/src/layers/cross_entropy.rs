@@ -23,6 +23,19 @@ fn check_targets(classes: usize, targets: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Writes the softmax of one row of logits into `p` and returns its log-sum-exp (max shift,
+/// f64). Shared with [`super::soft_cross_entropy`], so both losses see the same probabilities
+/// bit for bit.
+pub(crate) fn softmax_row(row: &[f32], p: &mut [f32]) -> f64 {
+    let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
+    let lse = mx + sum.ln();
+    for (o, &v) in p.iter_mut().zip(row) {
+        *o = (v as f64 - lse).exp() as f32;
+    }
+    lse
+}
+
 /// Returns the mean loss and fills `probs` with the softmax of `logits`.
 pub fn cross_entropy_forward(
     classes: usize,
@@ -46,12 +59,7 @@ pub fn cross_entropy_forward(
         .zip(probs.chunks_mut(classes))
         .zip(targets)
     {
-        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
-        let lse = mx + sum.ln();
-        for (o, &v) in p.iter_mut().zip(row) {
-            *o = (v as f64 - lse).exp() as f32;
-        }
+        let lse = softmax_row(row, p);
         total += lse - row[tgt] as f64;
     }
     Ok((total / batch as f64) as f32)

@@ -10,8 +10,12 @@
 //! writing the softmax into `probs`. Backward `dlogits += (probs · Σ_k q_bk − q) / B`, which is
 //! `(probs − q) / B` for rows that sum to 1; the general form keeps the gradient exact for rows
 //! that do not (e.g. a caller's unnormalised weights), so finite differences always agree.
-//! With one-hot rows this is exactly [`super::cross_entropy`].
+//! With one-hot rows this is [`super::cross_entropy`] bit for bit: the softmax is the same
+//! function ([`super::cross_entropy`]'s `softmax_row`), a weight of 1 multiplies exactly, zero
+//! weights are skipped, and the backward runs in f32 in the same order
+//! (`one_hot_rows_are_plain_cross_entropy`).
 
+use super::cross_entropy::softmax_row;
 use crate::error::{check_len, Error, Result};
 
 fn check_shape(classes: usize, batch_values: usize) -> Result<usize> {
@@ -40,11 +44,8 @@ pub fn soft_cross_entropy_forward(
         .zip(probs.chunks_mut(classes))
         .zip(targets.chunks(classes))
     {
-        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
-        let lse = mx + sum.ln();
-        for ((o, &v), &t) in p.iter_mut().zip(row).zip(q) {
-            *o = (v as f64 - lse).exp() as f32;
+        let lse = softmax_row(row, p);
+        for (&v, &t) in row.iter().zip(q) {
             // A zero weight contributes nothing, even against a −∞ log-probability.
             if t != 0.0 {
                 total += f64::from(t) * (lse - v as f64);
@@ -64,15 +65,17 @@ pub fn soft_cross_entropy_backward(
     let batch = check_shape(classes, targets.len())?;
     check_len("soft_cross_entropy.probs", batch * classes, probs.len())?;
     check_len("soft_cross_entropy.dlogits", batch * classes, dlogits.len())?;
-    let inv = 1.0 / batch as f64;
+    // f32 in the same order as `cross_entropy_backward`: for a one-hot row `mass` is exactly
+    // 1 and `pv · 1 − t` is its `pv − onehot`, so one-hot rows give the same bits.
+    let inv = 1.0 / batch as f32;
     for ((d, p), q) in dlogits
         .chunks_mut(classes)
         .zip(probs.chunks(classes))
         .zip(targets.chunks(classes))
     {
-        let mass: f64 = q.iter().map(|&t| f64::from(t)).sum();
+        let mass: f32 = q.iter().sum();
         for ((o, &pv), &t) in d.iter_mut().zip(p).zip(q) {
-            *o += ((f64::from(pv) * mass - f64::from(t)) * inv) as f32;
+            *o += (pv * mass - t) * inv;
         }
     }
     Ok(())
@@ -154,12 +157,19 @@ mod tests {
         let (mut p1, mut p2) = (vec![0.0; b * k], vec![0.0; b * k]);
         let soft = soft_cross_entropy_forward(k, &x, &q, &mut p1).unwrap();
         let hard = cross_entropy_forward(k, &x, &t, &mut p2).unwrap();
-        assert!((soft - hard).abs() < 1e-6, "{soft} vs {hard}");
-        let (mut d1, mut d2) = (vec![0.0; b * k], vec![0.0; b * k]);
-        soft_cross_entropy_backward(k, &p1, &q, &mut d1).unwrap();
-        cross_entropy_backward(k, &p2, &t, &mut d2).unwrap();
-        for (a, b) in d1.iter().zip(&d2) {
-            assert!((a - b).abs() < 1e-7);
+        assert_eq!(soft.to_bits(), hard.to_bits(), "{soft} vs {hard}");
+        assert_eq!(p1, p2);
+        // B = 3 (1/B inexact) as well as 4: still the same bits.
+        for (b, x) in [(4, &x[..]), (3, &x[..15])] {
+            let (q, t) = (&q[..b * k], &t[..b]);
+            let (mut p1, mut p2) = (vec![0.0; b * k], vec![0.0; b * k]);
+            soft_cross_entropy_forward(k, x, q, &mut p1).unwrap();
+            cross_entropy_forward(k, x, t, &mut p2).unwrap();
+            let (mut d1, mut d2) = (vec![0.0; b * k], vec![0.0; b * k]);
+            soft_cross_entropy_backward(k, &p1, q, &mut d1).unwrap();
+            cross_entropy_backward(k, &p2, t, &mut d2).unwrap();
+            let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&d1), bits(&d2), "batch {b}");
         }
     }
 
