@@ -36,6 +36,20 @@ pub enum Error {
         /// Number of classes (logits per sample).
         classes: usize,
     },
+    /// A soft-target entry (`[B][K]`, see `Net::load_batch_soft`) is NaN, infinite or
+    /// negative: targets are class weights, finite and ≥ 0.
+    #[error(
+        "soft target of class {class} at batch index {index} is {}: targets must be finite and non-negative",
+        f32::from_bits(*value_bits)
+    )]
+    TargetInvalid {
+        /// Position in the batch.
+        index: usize,
+        /// The class (column) of the entry.
+        class: usize,
+        /// The entry's bits (`f32::to_bits`; the enum stays `Eq`).
+        value_bits: u32,
+    },
     /// A network description cannot be built (layer order, unsupported combination, …).
     #[error("invalid network configuration at layer {layer}: {detail}")]
     ConfigInvalid {

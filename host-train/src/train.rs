@@ -64,7 +64,8 @@ pub enum UpdateRule {
 /// What one batch produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct BatchStats {
-    /// The loss whose gradient was applied: the cross-entropy of the back-propagated step
+    /// The loss whose gradient was applied (cross-entropy against the labels, or against the
+    /// soft targets of [`OnlineTrainer::train_batch_with`]): that of the back-propagated step
     /// (random BP), the mean over steps of the per-step cross-entropies (per-step updates: each
     /// step's gradient is applied on its own), or their SUM Σ_t CE_t (accumulate mode, whose one
     /// update applies the gradient of that sum; spec §6: no averaging over T).
@@ -129,7 +130,8 @@ impl<B: Backend> OnlineTrainer<B> {
     /// update, later steps skipped. `None`: loss and backward at every step, updated per `rule`.
     /// One upload of the images and labels, one download of the statistics (losses, correct
     /// count, divergence flag); a NaN/∞ loss or parameter is reported after the batch, before
-    /// anything can be saved.
+    /// anything can be saved. The loss takes the hard labels; see
+    /// [`OnlineTrainer::train_batch_with`] for soft targets.
     pub fn train_batch(
         &mut self,
         x: &[f32],
@@ -138,8 +140,31 @@ impl<B: Backend> OnlineTrainer<B> {
         rule: UpdateRule,
         lr: f64,
     ) -> Result<BatchStats, TrainError> {
+        self.train_batch_with(x, labels, None, random_step, rule, lr)
+    }
+
+    /// [`OnlineTrainer::train_batch`] with optional soft targets (`[B][K]`, a loader's
+    /// `Batch::soft_targets`: Mixup/CutMix mixes, label smoothing folded in). With
+    /// `Some(targets)` every step's loss is the soft cross-entropy `−Σ_k q_k log softmax(z)_k`
+    /// and one more upload (the target matrix) crosses per batch; `labels` still give the
+    /// correct count (for Mixup/CutMix: the first image's label, see [`Net::load_batch_soft`]).
+    /// `None` is exactly `train_batch`; one-hot targets give the same result bit for bit.
+    /// Bad targets are [`TrainError::Net`] with `Error::ShapeMismatch` or
+    /// `Error::TargetInvalid`, before any work.
+    pub fn train_batch_with(
+        &mut self,
+        x: &[f32],
+        labels: &[u8],
+        targets: Option<&[f32]>,
+        random_step: Option<usize>,
+        rule: UpdateRule,
+        lr: f64,
+    ) -> Result<BatchStats, TrainError> {
         let net = &mut self.net;
-        net.load_batch(x, labels)?;
+        match targets {
+            None => net.load_batch(x, labels)?,
+            Some(q) => net.load_batch_soft(x, labels, q)?,
+        }
         let t_steps = net.time_steps();
         let last = random_step.map_or(t_steps - 1, |r| r.min(t_steps - 1));
         if rule == UpdateRule::Accumulate || random_step.is_some() {
@@ -184,7 +209,8 @@ impl<B: Backend> OnlineTrainer<B> {
         })
     }
 
-    /// Evaluates one batch: all `T` steps, BN in eval mode, prediction = argmax of Σ_t logits.
+    /// Evaluates one batch: all `T` steps, BN in eval mode, prediction = argmax of Σ_t logits
+    /// against the hard labels (evaluation never takes soft targets).
     pub fn eval_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<usize, TrainError> {
         let net = &mut self.net;
         net.load_batch(x, labels)?;
@@ -386,6 +412,246 @@ mod tests {
             ),
             (2, 1)
         );
+    }
+
+    fn one_hot(y: &[u8], classes: usize, epsilon: f32) -> Vec<f32> {
+        let y: Vec<u16> = y.iter().map(|&l| u16::from(l)).collect();
+        crate::layers::soft_cross_entropy::smoothed_one_hot(&y, classes, epsilon).unwrap()
+    }
+
+    fn sgd_trainer(seed: u64) -> OnlineTrainer {
+        let sgd = OptimizerConfig::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::default()
+        });
+        OnlineTrainer::new(Net::new(tiny(3), seed).unwrap(), sgd).unwrap()
+    }
+
+    fn bits(tr: &OnlineTrainer) -> Vec<Vec<u32>> {
+        tr.net
+            .params()
+            .iter()
+            .flat_map(|p| [p.value, p.grad])
+            .map(|v| v.iter().map(|f| f.to_bits()).collect())
+            .collect()
+    }
+
+    /// One-hot soft targets are the hard-label path BIT FOR BIT (loss, correct count, every
+    /// parameter, gradient and BN statistic after two momentum-SGD batches, in every mode):
+    /// the soft loss shares the softmax, multiplies by an exact 1, skips the zeros and runs its
+    /// backward in the same f32 order (`layers::soft_cross_entropy`), so no tolerance is
+    /// needed. A hard batch after a soft one takes the labels again (no stale targets).
+    #[test]
+    fn one_hot_targets_train_exactly_as_hard_labels() {
+        let (x, y) = data(12);
+        let (q1, q_smooth) = (one_hot(&y, 3, 0.0), one_hot(&y, 3, 0.1));
+        for (random, rule) in [
+            (None, UpdateRule::PerStep),
+            (None, UpdateRule::Accumulate),
+            (Some(1), UpdateRule::PerStep),
+        ] {
+            let (mut hard, mut soft) = (sgd_trainer(7), sgd_trainer(7));
+            for _ in 0..2 {
+                let a = hard.train_batch(&x, &y, random, rule, 0.05).unwrap();
+                let b = soft
+                    .train_batch_with(&x, &y, Some(&q1), random, rule, 0.05)
+                    .unwrap();
+                assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "{random:?} {rule:?}");
+                assert_eq!((a.correct, a.count), (b.correct, b.count));
+                assert_eq!(bits(&hard), bits(&soft), "{random:?} {rule:?}");
+            }
+            // Smoothed targets train differently; a hard batch afterwards is hard again.
+            let a = hard
+                .train_batch_with(&x, &y, Some(&q_smooth), random, rule, 0.05)
+                .unwrap();
+            let b = soft
+                .train_batch_with(&x, &y, Some(&q_smooth), random, rule, 0.05)
+                .unwrap();
+            assert_eq!(a.loss.to_bits(), b.loss.to_bits());
+            let a = hard.train_batch(&x, &y, random, rule, 0.05).unwrap();
+            let b = soft
+                .train_batch_with(&x, &y, Some(&q1), random, rule, 0.05)
+                .unwrap();
+            assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "stale soft targets");
+            assert_eq!(bits(&hard), bits(&soft));
+        }
+        // And the smoothed loss is not the hard one (the targets do reach the loss).
+        let (mut hard, mut soft) = (sgd_trainer(7), sgd_trainer(7));
+        let a = hard.train_batch(&x, &y, None, UpdateRule::PerStep, 0.05);
+        let b = soft.train_batch_with(&x, &y, Some(&q_smooth), None, UpdateRule::PerStep, 0.05);
+        assert_ne!(b.unwrap().loss.to_bits(), a.unwrap().loss.to_bits());
+    }
+
+    /// With soft targets a batch moves images, labels and the `[B][K]` targets up (three
+    /// uploads) and the statistics record down (one download); evaluation stays hard-label.
+    #[test]
+    fn soft_targets_add_one_upload_per_batch() {
+        let (x, y) = data(12);
+        let q = one_hot(&y, 3, 0.1);
+        let mut tr = sgd_trainer(2);
+        for (random, rule) in [
+            (None, UpdateRule::PerStep),
+            (None, UpdateRule::Accumulate),
+            (Some(1), UpdateRule::PerStep),
+        ] {
+            let before = tr.net.transfers();
+            tr.train_batch_with(&x, &y, Some(&q), random, rule, 0.01)
+                .unwrap();
+            let after = tr.net.transfers();
+            assert_eq!(
+                (
+                    after.uploads - before.uploads,
+                    after.downloads - before.downloads
+                ),
+                (3, 1),
+                "{random:?} {rule:?}"
+            );
+            assert_eq!(
+                after.bytes - before.bytes,
+                4 * 12 * 36 + 12 + 4 * 12 * 3 + 4 * 6
+            );
+        }
+        let before = tr.net.transfers();
+        tr.eval_batch(&x, &y).unwrap();
+        let after = tr.net.transfers();
+        assert_eq!(
+            (
+                after.uploads - before.uploads,
+                after.downloads - before.downloads
+            ),
+            (2, 1)
+        );
+    }
+
+    /// Through `Net`: with smoothed (and Mixup-style) targets the reported loss is the
+    /// reference `soft_cross_entropy_forward` of the very logits (the same bits: the backend
+    /// calls it), the parameter gradients are those of back-propagating the reference
+    /// backward's `dlogits` (the same bits), and the classifier's gradient agrees with central
+    /// finite differences of the loss the network reports.
+    #[test]
+    fn soft_loss_through_net_is_the_reference_and_passes_finite_differences() {
+        use crate::gradcheck::{check_grad, Tol};
+        use crate::layers::soft_cross_entropy::{
+            soft_cross_entropy_backward, soft_cross_entropy_forward,
+        };
+        let (x, y) = data(6);
+        let (b, k) = (6, 3);
+        let smooth = one_hot(&y, k, 0.1);
+        // Mixup of each sample with the next one, λ = 0.7, then smoothing folded in.
+        let shifted: Vec<u8> = (0..b).map(|i| y[(i + 1) % b]).collect();
+        let other = one_hot(&shifted, k, 0.1);
+        let mixup: Vec<f32> = smooth
+            .iter()
+            .zip(&other)
+            .map(|(a, o)| 0.7 * a + 0.3 * o)
+            .collect();
+        for q in [smooth, mixup] {
+            let mut net = Net::new(tiny(2), 3).unwrap();
+            net.load_batch_soft(&x, &y, &q).unwrap();
+            net.zero_grad().unwrap();
+            net.forward(0, true, true).unwrap();
+            net.loss_step(0, true).unwrap();
+            let logits = net.logits().to_vec();
+            let mut probs = vec![0.0; b * k];
+            let want = soft_cross_entropy_forward(k, &logits, &q, &mut probs).unwrap();
+            let mut d = vec![0.0; b * k];
+            soft_cross_entropy_backward(k, &probs, &q, &mut d).unwrap();
+            net.backward().unwrap();
+            let got = net.finish_batch().unwrap();
+            assert_eq!(
+                got.loss_sum,
+                f64::from(want),
+                "the reference loss, same bits"
+            );
+            assert_eq!(got.losses, 1);
+            let grads: Vec<Vec<f32>> = net.params().iter().map(|p| p.grad.to_vec()).collect();
+
+            let mut reference = Net::new(tiny(2), 3).unwrap();
+            reference.reset_state(b).unwrap();
+            reference.zero_grad().unwrap();
+            reference.forward_step(0, &x, true, true).unwrap();
+            reference.backward_step(&d).unwrap();
+            let want_grads: Vec<Vec<f32>> =
+                reference.params().iter().map(|p| p.grad.to_vec()).collect();
+            assert_eq!(grads, want_grads, "gradient of the reference dlogits");
+
+            // Finite differences of the reported loss w.r.t. the classifier (the loss is
+            // smooth in it; the spikes before it do not move).
+            let names: Vec<String> = net
+                .params()
+                .iter()
+                .filter(|p| p.is_trainable() && p.name.starts_with("fc"))
+                .map(|p| p.name.to_string())
+                .collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+            for name in names {
+                let (value, grad) = {
+                    let p = net.param(&name).unwrap();
+                    (p.value.to_vec(), p.grad.to_vec())
+                };
+                assert!(grad.iter().any(|&g| g != 0.0), "{name}");
+                check_grad(&name, &value, &grad, Tol::SMOOTH, 18, |v| {
+                    net.param_mut(&name).unwrap().value.copy_from_slice(v);
+                    net.load_batch_soft(&x, &y, &q).unwrap();
+                    net.forward(0, true, false).unwrap();
+                    net.loss_step(0, true).unwrap();
+                    net.finish_batch().unwrap().loss_sum
+                })
+                .unwrap();
+                net.param_mut(&name).unwrap().value.copy_from_slice(&value);
+            }
+        }
+    }
+
+    /// A target matrix of the wrong length, or a NaN / infinite / negative entry, is a typed
+    /// error naming it, raised before anything is uploaded; the trainer stays usable.
+    #[test]
+    fn bad_soft_targets_are_typed_errors() {
+        use crate::error::Error;
+        let (x, y) = data(12);
+        let q = one_hot(&y, 3, 0.1);
+        let mut tr = sgd_trainer(1);
+        let before = tr.net.transfers();
+        let err = tr
+            .train_batch_with(&x, &y, Some(&q[..35]), None, UpdateRule::PerStep, 0.1)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrainError::Net(Error::ShapeMismatch {
+                    what: "net.load_batch_soft.targets",
+                    expected: 36,
+                    got: 35
+                })
+            ),
+            "{err}"
+        );
+        for (at, value) in [(7, f32::NAN), (30, f32::INFINITY), (2, -0.25)] {
+            let mut bad = q.clone();
+            bad[at] = value;
+            let err = tr
+                .train_batch_with(&x, &y, Some(&bad), Some(0), UpdateRule::PerStep, 0.1)
+                .unwrap_err();
+            match &err {
+                TrainError::Net(Error::TargetInvalid {
+                    index,
+                    class,
+                    value_bits,
+                }) => {
+                    assert_eq!((*index, *class), (at / 3, at % 3));
+                    assert_eq!(*value_bits, value.to_bits());
+                }
+                e => panic!("expected TargetInvalid, got {e}"),
+            }
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("class {} at batch index {}", at % 3, at / 3)),
+                "{msg}"
+            );
+        }
+        assert_eq!(tr.net.transfers(), before, "refused before any upload");
+        tr.train_batch_with(&x, &y, Some(&q), None, UpdateRule::PerStep, 0.1)
+            .unwrap();
     }
 
     /// The accumulate mode applies the gradient of Σ_t CE_t and reports that same sum (spec §6:

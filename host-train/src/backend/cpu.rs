@@ -30,6 +30,7 @@ use crate::layers::neuron::{neuron_backward, neuron_forward, NeuronGrads};
 use crate::layers::parallel_neuron::{parallel_neuron_backward, parallel_neuron_forward};
 use crate::layers::residual_add::{residual_add_backward, residual_add_forward};
 use crate::layers::seca::{seca_backward, seca_forward, SecaGeom, SecaGrads, SecaSaved};
+use crate::layers::soft_cross_entropy::{soft_cross_entropy_backward, soft_cross_entropy_forward};
 use crate::optim::{adam_update_slices, sgd_update_slices, AdamConfig, SgdConfig};
 
 /// The CPU backend (im2col + `gemm` + rayon). Always available.
@@ -807,6 +808,7 @@ impl Backend for CpuBackend {
         classes: usize,
         logits: &Vec<f32>,
         labels: &Vec<usize>,
+        targets: Option<&Vec<f32>>,
         cumulative: &mut Vec<f32>,
         probs: &mut Vec<f32>,
         dlogits: &mut Vec<f32>,
@@ -819,10 +821,26 @@ impl Backend for CpuBackend {
         if backprop {
             let n = logits.len();
             let probs = prefix_mut(probs, n, "loss.probs")?;
-            let loss = cross_entropy_forward(classes, logits, labels, probs)?;
+            let loss = match targets {
+                None => cross_entropy_forward(classes, logits, labels, probs)?,
+                Some(q) => soft_cross_entropy_forward(
+                    classes,
+                    logits,
+                    prefix(q, n, "loss.targets")?,
+                    probs,
+                )?,
+            };
             let dlogits = prefix_mut(dlogits, n, "loss.dlogits")?;
             dlogits.fill(0.0);
-            cross_entropy_backward(classes, probs, labels, dlogits)?;
+            match targets {
+                None => cross_entropy_backward(classes, probs, labels, dlogits)?,
+                Some(q) => soft_cross_entropy_backward(
+                    classes,
+                    probs,
+                    prefix(q, n, "loss.targets")?,
+                    dlogits,
+                )?,
+            }
             let rec = span_of_mut(stats, Span::new(0, 4), "loss.stats")?;
             rec[0] += loss;
             rec[1] += 1.0;
@@ -936,6 +954,49 @@ mod tests {
         assert_eq!((&a[..], &b[..]), (&[6.0, 7.0][..], &[1.0, 2.0, 3.0][..]));
         assert!(spans_mut(&mut v, [Span::new(0, 3), Span::new(2, 2)], "t").is_err());
         assert!(spans_mut(&mut v, [Span::new(8, 3)], "t").is_err());
+    }
+
+    /// `loss_step` with soft targets: the record holds the reference
+    /// `soft_cross_entropy_forward` loss, `dlogits` agrees with central differences of that
+    /// recorded loss w.r.t. the logits, and one-hot targets give the hard call's record and
+    /// `dlogits` bit for bit.
+    #[test]
+    fn soft_loss_step_is_the_reference_and_passes_finite_differences() {
+        use crate::gradcheck::{check_grad, rand_vec, Tol};
+        use crate::layers::soft_cross_entropy::smoothed_one_hot;
+        let be = CpuBackend::default();
+        let (b, k) = (3, 4);
+        let logits: Vec<f32> = rand_vec(5, b * k).iter().map(|v| 3.0 * v).collect();
+        let mut labels = be.new_labels();
+        be.upload_labels(&[2, 0, 3], &mut labels).unwrap();
+        let run = |logits: &Vec<f32>, targets: Option<&Vec<f32>>| {
+            let (mut cum, mut probs, mut d) =
+                (vec![0.0; b * k], vec![0.0; b * k], vec![9.0; b * k]);
+            let mut stats = vec![0.0; 6];
+            be.loss_step(
+                k, logits, &labels, targets, &mut cum, &mut probs, &mut d, &mut stats, 0, true,
+            )
+            .unwrap();
+            assert_eq!(&cum, logits);
+            (stats, d)
+        };
+        let q = smoothed_one_hot(&[2, 0, 3], k, 0.2).unwrap();
+        let (stats, d) = run(&logits, Some(&q));
+        let mut p = vec![0.0; b * k];
+        let want = soft_cross_entropy_forward(k, &logits, &q, &mut p).unwrap();
+        assert_eq!(stats[..2], [want, 1.0]);
+        check_grad("logits", &logits, &d, Tol::SMOOTH, 100, |v| {
+            f64::from(run(&v.to_vec(), Some(&q)).0[0])
+        })
+        .unwrap();
+        let one_hot = smoothed_one_hot(&[2, 0, 3], k, 0.0).unwrap();
+        let (hard, soft) = (run(&logits, None), run(&logits, Some(&one_hot)));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            (bits(&hard.0), bits(&hard.1)),
+            (bits(&soft.0), bits(&soft.1))
+        );
+        assert_ne!(bits(&hard.1), bits(&d), "the targets reach the gradient");
     }
 
     #[test]

@@ -4,14 +4,15 @@
 //! * Memory: an associated buffer type ([`Backend::Buf`], `f32` elements) with allocate,
 //!   resize, fill, upload, download and synchronise; labels have their own type. Every upload
 //!   and download is counted ([`Transfers`]), so a test can prove what crosses per batch: one
-//!   upload of the images, one of the labels, one download of the per-batch statistics
-//!   (`Net::load_batch` / `Net::batch_stats`).
+//!   upload of the images, one of the labels (and, with soft targets, one of the `[B][K]`
+//!   target matrix, an ordinary [`Backend::upload`]), one download of the per-batch statistics
+//!   (`Net::load_batch` / `Net::load_batch_soft` / `Net::finish_batch`).
 //! * One method per layer pass, forward and backward: convolution and linear (dense weights),
 //!   binarisation with its straight-through backward, BatchNorm (train and eval, and the
 //!   running-statistics update alone for a reused step), the three neuron versions, SECA I,
 //!   average pooling, max pooling (with its argmax), global average pooling, flatten, the residual slots (copy, add,
 //!   accumulate), the fused loss (cross-entropy
-//!   with the cumulative logits and the correct count), and the optimiser updates (SGD/Nesterov,
+//!   against hard labels or soft targets, with the cumulative logits and the correct count), and the optimiser updates (SGD/Nesterov,
 //!   Adam, AdamW) over the flat parameter / gradient / moment arenas.
 //!
 //! Parameters are addressed as [`Span`]s of the flat arenas (`Net` lays them out; see
@@ -488,12 +489,19 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     /// cross-entropy is added to `stats[0]` and counted in `stats[1]`, the first non-finite one
     /// is recorded as `stats[2] = t + 1`, `stats[3] = loss`, and its gradient is WRITTEN to
     /// `dlogits` (`probs` is scratch). A fixed-size record, so nothing grows with T.
+    ///
+    /// Without `targets` the cross-entropy is against `labels`
+    /// (`layers::cross_entropy`); with `targets` (`[B][K]` class weights, at least
+    /// `B·classes` elements) it is the soft one, `−Σ_k q_k log softmax(z)_k` per row with
+    /// `dlogits = (softmax(z)·Σ_k q_k − q) / B` (`layers::soft_cross_entropy`, the reference), and
+    /// `labels` are not read. One-hot targets give the hard loss and gradient bit for bit.
     #[allow(clippy::too_many_arguments)]
     fn loss_step(
         &self,
         classes: usize,
         logits: &Self::Buf,
         labels: &Self::Labels,
+        targets: Option<&Self::Buf>,
         cumulative: &mut Self::Buf,
         probs: &mut Self::Buf,
         dlogits: &mut Self::Buf,
@@ -503,7 +511,7 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     ) -> Result<()>;
 
     /// Writes to `stats[slot]` how many samples' argmax (first maximum) of `cumulative`
-    /// equals the label.
+    /// equals the label (always the hard label, also when the loss took soft targets).
     fn count_correct(
         &self,
         classes: usize,

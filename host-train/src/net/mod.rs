@@ -9,6 +9,8 @@
 //! ```text
 //! net.load_batch(x, labels)?;            // ONE upload of the images and one of the labels;
 //!                                        // zero membrane state, step counter = 0
+//!                                        // (load_batch_soft(x, labels, targets): + ONE upload
+//!                                        // of the [B][K] soft targets the loss then takes)
 //! net.zero_grad()?;
 //! for t in 0..=r {                       // r = T-1, or the random-BP step
 //!     net.forward(t, true, t == r)?;     // state carried, detached
@@ -177,6 +179,9 @@ pub struct Net<B: Backend = CpuBackend> {
     input_loaded: bool,
     labels: B::Labels,
     labels_loaded: bool,
+    /// Soft targets `[B][classes]` of the current batch, valid when `targets_loaded`.
+    targets: B::Buf,
+    targets_loaded: bool,
     /// Output of every layer at the current step.
     acts: Vec<B::Buf>,
     grad_cur: B::Buf,
@@ -282,6 +287,8 @@ impl<B: Backend> Net<B> {
             input_loaded: false,
             labels: be.new_labels(),
             labels_loaded: false,
+            targets: be.alloc(0)?,
+            targets_loaded: false,
             acts,
             grad_cur: be.alloc(0)?,
             grad_next: be.alloc(0)?,
@@ -374,6 +381,7 @@ impl<B: Backend> Net<B> {
         if batch != self.batch {
             self.input_loaded = false;
             self.labels_loaded = false;
+            self.targets_loaded = false;
         }
         self.batch = batch;
         self.tape = None;
@@ -433,7 +441,28 @@ impl<B: Backend> Net<B> {
     /// Starts a batch: [`Net::reset_state`] for `labels.len()` samples, then ONE upload of the
     /// images `x` (`[B][C][H][W]`, as a data loader gives them; transposed to CBHW on the
     /// backend once for all steps) and one of the labels (each checked against the classes).
+    /// The loss takes the hard labels (see [`Net::load_batch_soft`] for soft targets).
     pub fn load_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<()> {
+        self.load(x, labels, None)
+    }
+
+    /// [`Net::load_batch`] with soft targets: `targets` is `[B][classes]` (`B = labels.len()`),
+    /// each entry finite and ≥ 0 (rows from Mixup/CutMix or label smoothing sum to 1; the
+    /// gradient is exact for any non-negative rows), and goes to the backend in ONE more upload.
+    /// [`Net::loss_step`] then computes the soft cross-entropy `−Σ_k q_k log softmax(z)_k`.
+    ///
+    /// The labels are still uploaded and still decide the correct count of
+    /// [`Net::finish_batch`] (argmax vs label): for a Mixup/CutMix batch they are the labels of
+    /// the first image of each pair, so "correct" there counts agreement with that image.
+    ///
+    /// A target matrix of the wrong length is [`Error::ShapeMismatch`] (`net.load_batch_soft.targets`),
+    /// a NaN, infinite or negative entry [`Error::TargetInvalid`] naming its sample and class;
+    /// both are refused before anything is uploaded.
+    pub fn load_batch_soft(&mut self, x: &[f32], labels: &[u8], targets: &[f32]) -> Result<()> {
+        self.load(x, labels, Some(targets))
+    }
+
+    fn load(&mut self, x: &[f32], labels: &[u8], targets: Option<&[f32]>) -> Result<()> {
         let classes = self.num_classes();
         if let Some((index, &l)) = labels
             .iter()
@@ -446,12 +475,38 @@ impl<B: Backend> Net<B> {
                 classes,
             });
         }
+        if let Some(q) = targets {
+            check_len(
+                "net.load_batch_soft.targets",
+                labels.len() * classes,
+                q.len(),
+            )?;
+            if let Some((i, &v)) = q
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite() || **v < 0.0)
+            {
+                return Err(Error::TargetInvalid {
+                    index: i / classes,
+                    class: i % classes,
+                    value_bits: v.to_bits(),
+                });
+            }
+        }
         self.reset_state(labels.len())?;
         check_len("net.load_batch.x", labels.len() * self.input_len(), x.len())?;
         self.upload_input(x)?;
         self.host_input.clear();
         self.be.upload_labels(labels, &mut self.labels)?;
         self.labels_loaded = true;
+        self.targets_loaded = false;
+        if let Some(q) = targets {
+            if self.be.len(&self.targets) != q.len() {
+                self.be.resize(&mut self.targets, q.len())?;
+            }
+            self.be.upload(q, &mut self.targets)?;
+            self.targets_loaded = true;
+        }
         Ok(())
     }
 
@@ -556,8 +611,10 @@ impl<B: Backend> Net<B> {
     }
 
     /// The fused loss of step `t` after its forward: adds the logits to the cumulative ones;
-    /// with `backprop`, the batch-mean cross-entropy goes to the statistics buffer and its
-    /// gradient to the resident `dlogits` that [`Net::backward`] starts from.
+    /// with `backprop`, the batch-mean cross-entropy (against the soft targets of
+    /// [`Net::load_batch_soft`] when the batch has them, else the labels) goes to the
+    /// statistics buffer and its gradient to the resident `dlogits` that [`Net::backward`]
+    /// starts from.
     pub fn loss_step(&mut self, t: usize, backprop: bool) -> Result<()> {
         if !self.labels_loaded {
             return Err(Error::StepNoBatch);
@@ -574,6 +631,7 @@ impl<B: Backend> Net<B> {
             self.num_classes(),
             logits,
             &self.labels,
+            self.targets_loaded.then_some(&self.targets),
             &mut self.cumulative,
             &mut self.probs,
             &mut self.dlogits,
@@ -797,6 +855,7 @@ impl<B: Backend> Net<B> {
             + be.bytes(&self.cumulative)
             + be.bytes(&self.probs)
             + be.bytes(&self.dlogits)
+            + be.bytes(&self.targets)
             + be.bytes(&self.stats)
             + self.slots.iter().map(|b| be.bytes(b)).sum::<usize>()
             + self.slot_grads.iter().map(|b| be.bytes(b)).sum::<usize>()
