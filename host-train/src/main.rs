@@ -163,6 +163,21 @@ fn describe_augment(a: &AugmentConfig) -> String {
     if let Some(c) = a.cutout {
         parts.push(format!("cutout {}x{}", c.holes, c.length));
     }
+    if let Some(p) = a.auto_augment {
+        parts.push(format!("AutoAugment ({p:?} policy)"));
+    }
+    if a.random_resized_crop.is_some() {
+        parts.push("random resized crop".to_string());
+    }
+    if a.dvs.is_some() {
+        parts.push("DVS flip/roll/rotate/cutout".to_string());
+    }
+    if let Some(m) = a.mix {
+        parts.push(format!("Mixup/CutMix ({m:?})"));
+    }
+    if a.label_smoothing > 0.0 {
+        parts.push(format!("label smoothing {}", a.label_smoothing));
+    }
     parts.join(", ")
 }
 
@@ -619,11 +634,6 @@ fn train(
         }
         Ok(set)
     };
-    if augment.mix.is_some() || augment.label_smoothing > 0.0 {
-        bail!(
-            "augmentation: Mixup/CutMix and label smoothing give soft targets, and the trainer's loss takes hard labels for now; turn them off (the recipe's other augmentations stay)"
-        );
-    }
     let (train_set, test_set): (Source, Source) = match dataset {
         DatasetArg::FashionMnist | DatasetArg::Mnist => (
             Arc::new(load_split(Split::Train, limits.0, "training")?),
@@ -741,7 +751,16 @@ fn train(
                                 .cos())
                 }
             };
-            let stats = match tr.train_batch(&batch.images, &batch.labels_u8()?, r, rule, lr_b) {
+            // Mixup/CutMix and label smoothing: the loader's soft targets are the loss's.
+            let targets = batch.soft_targets.as_deref();
+            let stats = match tr.train_batch_with(
+                &batch.images,
+                &batch.labels_u8()?,
+                targets,
+                r,
+                rule,
+                lr_b,
+            ) {
                 Ok(s) => s,
                 Err(TrainError::NonFiniteLoss { loss, step }) => {
                     bar.abandon();
