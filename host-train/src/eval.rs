@@ -8,7 +8,9 @@
 
 use empf_core::{Mode, Model};
 
-use crate::data::{Dataset, Normalization};
+#[cfg(test)]
+use crate::data::Normalization;
+use crate::data::{ChannelNorm, Dataset};
 use crate::net::Net;
 
 /// Errors of this module.
@@ -72,9 +74,11 @@ pub fn eval_core(
     model: &Model,
     test: &Dataset,
     n: usize,
-    norm: Normalization,
+    norm: impl Into<ChannelNorm>,
     threads: usize,
 ) -> Result<Vec<CorePrediction>, EvalError> {
+    let norm: ChannelNorm = norm.into();
+    let plane = test.height() * test.width();
     let input_len = model.input_shape().numel();
     if test.image_len() != input_len {
         return Err(EvalError::InputSize {
@@ -99,7 +103,7 @@ pub fn eval_core(
         let mut preds = Vec::with_capacity(end - start);
         for index in start..end {
             let core = |error| EvalError::Core { index, error };
-            norm.normalize_into(test.image(index).unwrap_or(&[]), &mut x);
+            norm.normalize_chw_into(test.image(index).unwrap_or(&[]), plane, &mut x);
             model
                 .infer_float(&x, Mode::Sequential, &mut arena, &mut out)
                 .map_err(core)?;

@@ -1102,26 +1102,47 @@ fn eval(
         }
         None => None,
     };
-    let test = Dataset::load(data, Split::Test)?;
-    let images_name = Split::Test.file_names().0;
-    let images_file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
+    // In-memory test sets: idx files, or CIFAR's binary batches.
+    let (test, test_file) = match dataset {
+        DatasetArg::FashionMnist | DatasetArg::Mnist => {
+            let images_name = Split::Test.file_names().0;
+            let file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
+            (Dataset::load(data, Split::Test)?, file)
+        }
+        DatasetArg::Cifar10 | DatasetArg::Cifar100 => {
+            use empf_host_train::data::cifar::{self, CifarKind};
+            let kind = if dataset == DatasetArg::Cifar10 {
+                CifarKind::Cifar10
+            } else {
+                CifarKind::Cifar100
+            };
+            (cifar::load(data, kind, Split::Test)?, data.to_path_buf())
+        }
+        other => bail!(
+            "eval --dataset {}: eval reads in-memory test sets (fashion-mnist, mnist, cifar10, cifar100); evaluate image folders through train's per-epoch test accuracy",
+            format!("{other:?}").to_lowercase()
+        ),
+    };
     let s = m.input_shape();
-    if (s.c as usize, s.h as usize, s.w as usize) != (1, test.height(), test.width()) {
+    let found = (test.channels(), test.height(), test.width());
+    if (s.c as usize, s.h as usize, s.w as usize) != found {
         bail!(
-            "{}: the model expects {}x{}x{} inputs, but the test images in {} are {}x{}",
+            "{}: the model expects {}x{}x{} inputs, but the test images in {} are {}x{}x{}",
             model_path.display(),
             s.c,
             s.h,
             s.w,
-            images_file.display(),
-            test.height(),
-            test.width()
+            test_file.display(),
+            found.0,
+            found.1,
+            found.2
         );
     }
     if test.is_empty() {
-        bail!("{}: no test images", images_file.display());
+        bail!("{}: no test images", test_file.display());
     }
-    let norm = dataset_kind(dataset)?.normalization();
+    let norm = data_set(dataset).normalization();
+    let plane = test.height() * test.width();
     let n = limit.unwrap_or(test.len()).min(test.len());
     let classes = m.classes();
     let started = Instant::now();
@@ -1155,7 +1176,7 @@ fn eval(
             let b = batch.min(n - start);
             let mut x = Vec::with_capacity(b * s.numel());
             for i in start..start + b {
-                x.extend(norm.normalize(test.image(i).unwrap_or(&[])));
+                x.extend(norm.normalize_chw(test.image(i).unwrap_or(&[]), plane));
             }
             let logits = empf_host_train::export::host_logits(&mut net, &x, b)
                 .map_err(|e| in_checkpoint(ck, e))?;

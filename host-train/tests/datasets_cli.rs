@@ -117,6 +117,31 @@ fn cifar10_trains_a_narrow_resnet18_with_augmentation_and_exports() {
         (3, 32, 10)
     );
     assert!(m.fixed_meta().is_some(), "the export has no integer path");
+    // Evaluated on the CIFAR test batch: core float, core integer and the checkpoint on the
+    // host, with the per-channel normalisation of training.
+    let o = run(&[
+        "eval",
+        "--model",
+        &model.to_string_lossy(),
+        "--checkpoint",
+        &out.join("checkpoint.safetensors").to_string_lossy(),
+        "--data",
+        &data,
+        "--dataset",
+        "cifar10",
+        "--threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = text(&o);
+    for part in [
+        "4 test images",
+        "core float:",
+        "core integer:",
+        "host vs core float: 0 of 4 predictions differ",
+    ] {
+        assert!(log.contains(part), "{part} missing:\n{log}");
+    }
 }
 
 /// The paper's CIFAR-10 recipe end to end on generated files: its whole augmentation

@@ -369,6 +369,28 @@ impl ChannelNorm {
         ]
     }
 
+    /// Normalises a CHW image (`plane` = H·W values per channel) into `dst`, channel by channel.
+    pub fn normalize_chw_into(&self, src: &[u8], plane: usize, dst: &mut [f32]) {
+        let tables = self.tables();
+        for (c, (d, s)) in dst
+            .chunks_mut(plane.max(1))
+            .zip(src.chunks(plane.max(1)))
+            .enumerate()
+        {
+            let t = &tables[c.min(MAX_CHANNELS - 1)];
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = t[usize::from(s)];
+            }
+        }
+    }
+
+    /// [`ChannelNorm::normalize_chw_into`] into a new vector.
+    pub fn normalize_chw(&self, src: &[u8], plane: usize) -> Vec<f32> {
+        let mut v = vec![0.0; src.len()];
+        self.normalize_chw_into(src, plane, &mut v);
+        v
+    }
+
     /// Whether every mean is finite and every std finite and non-zero.
     pub fn is_valid(&self) -> bool {
         self.mean.iter().all(|m| m.is_finite())
