@@ -455,9 +455,10 @@ impl<B: Backend> Net<B> {
     /// [`Net::finish_batch`] (argmax vs label): for a Mixup/CutMix batch they are the labels of
     /// the first image of each pair, so "correct" there counts agreement with that image.
     ///
-    /// A target matrix of the wrong length is [`Error::ShapeMismatch`] (`net.load_batch_soft.targets`),
-    /// a NaN, infinite or negative entry [`Error::TargetInvalid`] naming its sample and class;
-    /// both are refused before anything is uploaded.
+    /// A target matrix of the wrong length is [`Error::ShapeMismatch`]
+    /// (`net.load_batch_soft.targets`), a NaN, infinite or negative entry
+    /// [`Error::TargetInvalid`] naming its sample and class; both are refused before anything
+    /// is uploaded.
     pub fn load_batch_soft(&mut self, x: &[f32], labels: &[u8], targets: &[f32]) -> Result<()> {
         self.load(x, labels, Some(targets))
     }
@@ -493,13 +494,14 @@ impl<B: Backend> Net<B> {
                 });
             }
         }
+        // Whatever fails below, the last batch's targets are not this batch's.
+        self.targets_loaded = false;
         self.reset_state(labels.len())?;
         check_len("net.load_batch.x", labels.len() * self.input_len(), x.len())?;
         self.upload_input(x)?;
         self.host_input.clear();
         self.be.upload_labels(labels, &mut self.labels)?;
         self.labels_loaded = true;
-        self.targets_loaded = false;
         if let Some(q) = targets {
             if self.be.len(&self.targets) != q.len() {
                 self.be.resize(&mut self.targets, q.len())?;
