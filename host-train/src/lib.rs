@@ -20,5 +20,6 @@ pub mod recipes;
 pub mod rng;
 pub mod run_dir;
 pub mod tensor;
+pub mod tensorboard;
 pub mod threads;
 pub mod train;

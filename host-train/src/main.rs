@@ -845,8 +845,9 @@ fn train(
         }
     }
     println!(
-        "wrote {}, metrics.csv, metrics.json and the plot in {}",
+        "wrote {}, metrics.csv, metrics.json, the plot and TensorBoard events ({}) in {}",
         CKPT,
+        empf_host_train::tensorboard::EVENTS_FILE,
         out.display()
     );
     Ok(())

@@ -499,8 +499,8 @@ impl Panel<'_> {
     }
 }
 
-/// The metrics of a run, kept in memory and mirrored to `metrics.csv`, `metrics.json` and
-/// `metrics.png` in one directory.
+/// The metrics of a run, kept in memory and mirrored to `metrics.csv`, `metrics.json`,
+/// `metrics.png` and a TensorBoard event file ([`crate::tensorboard`]) in one directory.
 #[derive(Debug, Clone)]
 pub struct MetricsLog {
     dir: PathBuf,
@@ -560,6 +560,15 @@ impl MetricsLog {
 
     fn write_views(&self) -> Result<(), MetricsError> {
         write_json(&self.dir.join(Self::JSON), &self.records)?;
+        // TensorBoard: rewritten whole, so it always holds exactly the logged epochs.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+            - self.records.iter().map(|r| r.wall_s).sum::<f64>();
+        crate::checkpoint::atomic_write(
+            &self.dir.join(crate::tensorboard::EVENTS_FILE),
+            &crate::tensorboard::events_file(&self.records, start),
+        )?;
         write_plot(&self.dir.join(Self::PNG), &self.records, self.plot)
     }
 }
@@ -700,7 +709,12 @@ mod tests {
         for r in &recs[..3] {
             log.push(*r).expect("push");
         }
-        for f in [MetricsLog::CSV, MetricsLog::JSON, MetricsLog::PNG] {
+        for f in [
+            MetricsLog::CSV,
+            MetricsLog::JSON,
+            MetricsLog::PNG,
+            crate::tensorboard::EVENTS_FILE,
+        ] {
             assert!(dir.path().join(f).is_file(), "{f} missing");
         }
         let mut log = MetricsLog::open(dir.path()).expect("reopen");
@@ -712,8 +726,12 @@ mod tests {
             read_csv(&dir.path().join(MetricsLog::CSV)).expect("csv"),
             &recs[..4]
         );
+        // The event file holds exactly the logged epochs (version event + 4).
+        let events = fs::read(dir.path().join(crate::tensorboard::EVENTS_FILE)).expect("events");
+        let expected = crate::tensorboard::events_file(&recs[..4], 0.0);
+        assert_eq!(events.len(), expected.len());
         // Temp files are cleaned up.
-        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 3);
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 4);
     }
 
     /// Writes the plot to `$EMPF_PLOT_OUT` for a person to look at (no-op without the variable).

@@ -91,6 +91,9 @@ fn cifar10_trains_a_narrow_resnet18_with_augmentation_and_exports() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("20 images"), "{}", text(&o));
     assert!(out.join("checkpoint.safetensors").exists());
+    // TensorBoard's event file: TFRecords, the first holding the version event.
+    let events = std::fs::read(out.join("events.out.tfevents.empf")).unwrap();
+    assert!(events.len() > 16 && events.windows(13).any(|w| w == b"brain.Event:2"));
     let model = out.join("model.empf");
     let o = run(&[
         "export",
