@@ -612,7 +612,6 @@ fn train(
     // Both splits against the network before anything is trained or written: a wrong image
     // size would otherwise surface as the network's internal shape error, or after an epoch.
     let load_split = |split: Split, n: Option<usize>, what: &str| -> Result<Dataset> {
-        dataset_kind(dataset)?;
         let set = limit(Dataset::load(data, split)?, n)?;
         let images_name = split.file_names().0;
         let file = idx::find_file(data, images_name).unwrap_or_else(|_| data.join(images_name));
