@@ -19,6 +19,7 @@ pub mod params;
 pub mod recipes;
 pub mod rng;
 pub mod run_dir;
+pub mod session;
 pub mod tensor;
 pub mod tensorboard;
 pub mod threads;

@@ -6,11 +6,13 @@ use empf_host_train::checkpoint::Checkpoint;
 use empf_host_train::data::augment::{AugmentConfig, Cutout, RandomCrop};
 use empf_host_train::data::sets::Source;
 use empf_host_train::data::{idx, BatchLoader, Dataset, DatasetKind, LoaderConfig, Split};
-use empf_host_train::metrics::{EpochRecord, MetricsLog};
+use empf_host_train::metrics::EpochRecord;
 use empf_host_train::net::{BenchOptions, LayerSpec, Net, NetConfig, NeuronKind};
-use empf_host_train::optim::{AdamConfig, CosineSchedule, OptimizerConfig, SgdConfig};
-use empf_host_train::run_dir::{remove_stale_temps, RunLock};
-use empf_host_train::train::{check_finite, random_bp_step, OnlineTrainer, TrainError, UpdateRule};
+use empf_host_train::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+use empf_host_train::session::{
+    self, EpochProgress, LrSchedule, ModelLabels, Progress, SessionConfig, SessionStart,
+};
+use empf_host_train::train::{check_finite, TrainError, UpdateRule};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +151,15 @@ struct AugmentArgs {
     /// Number of Cutout squares.
     #[arg(long, default_value_t = 1, requires = "cutout")]
     cutout_holes: usize,
+    /// Label smoothing ε in [0, 1) (soft-target cross-entropy; timm's `label_smoothing`).
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f32>,
+    /// Replace the recipe's augmentation with this comma-separated list (the flags above then
+    /// add to it): `none`, `paper` (the data set's set of spec §6), `crop=P`, `flip`,
+    /// `cutout=L` or `NxL`, `autoaugment=cifar10|imagenet`, `rrc`, `mixup` (Mixup/CutMix, timm's
+    /// settings), `smoothing=E`, `dvs`.
+    #[arg(long, value_name = "LIST")]
+    augment: Option<String>,
 }
 
 /// The augmentation in words, for the run's log.
@@ -182,10 +193,30 @@ fn describe_augment(a: &AugmentConfig) -> String {
 }
 
 impl AugmentArgs {
-    /// `base` (a recipe's augmentation, or none) with every augmentation flag given applied on
-    /// top of it.
-    fn config_over(&self, base: AugmentConfig) -> AugmentConfig {
-        AugmentConfig {
+    /// `base` (a recipe's augmentation, or none) — or the `--augment` list instead, where
+    /// `paper` means `paper` — with every single augmentation flag given applied on top.
+    fn config_over(&self, base: AugmentConfig, paper: AugmentConfig) -> Result<AugmentConfig> {
+        let base = match self.augment.as_deref() {
+            None => base,
+            Some(list) => {
+                let mut cfg = AugmentConfig::none();
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let more = if item == "paper" {
+                        paper.clone()
+                    } else {
+                        AugmentConfig::parse(item).map_err(|e| anyhow::anyhow!("--augment: {e}"))?
+                    };
+                    cfg = if item == "none" {
+                        AugmentConfig::none()
+                    } else {
+                        merge_augment(cfg, more)
+                    };
+                }
+                cfg
+            }
+        };
+        Ok(AugmentConfig {
+            label_smoothing: self.label_smoothing.unwrap_or(base.label_smoothing),
             random_crop: self
                 .random_crop
                 .map(|padding| RandomCrop { padding })
@@ -199,7 +230,25 @@ impl AugmentArgs {
                 })
                 .or(base.cutout),
             ..base
-        }
+        })
+    }
+}
+
+/// `a` with every augmentation that `b` turns on turned on (`b`'s settings win).
+fn merge_augment(a: AugmentConfig, b: AugmentConfig) -> AugmentConfig {
+    AugmentConfig {
+        random_crop: b.random_crop.or(a.random_crop),
+        hflip: a.hflip || b.hflip,
+        cutout: b.cutout.or(a.cutout),
+        auto_augment: b.auto_augment.or(a.auto_augment),
+        random_resized_crop: b.random_resized_crop.or(a.random_resized_crop),
+        mix: b.mix.or(a.mix),
+        label_smoothing: if b.label_smoothing != 0.0 {
+            b.label_smoothing
+        } else {
+            a.label_smoothing
+        },
+        dvs: b.dvs.or(a.dvs),
     }
 }
 
@@ -452,50 +501,7 @@ fn buildable_config(m: &ModelArgs, dataset: DatasetArg) -> Result<NetConfig> {
     net_config(m, dataset)
 }
 
-const CKPT: &str = "checkpoint.safetensors";
-
-fn save_checkpoint(
-    path: &Path,
-    tr: &OnlineTrainer,
-    epoch_done: u64,
-    seed: u64,
-    config: &str,
-    model: &ModelArgs,
-    test_acc: f64,
-) -> Result<()> {
-    let mut ck = Checkpoint::new();
-    ck.set_meta("model.arch", format!("{:?}", model.arch).to_lowercase());
-    ck.set_meta("model.time_steps", model.time_steps);
-    ck.set_meta("model.neuron", format!("{:?}", model.neuron).to_lowercase());
-    ck.set_meta("model.seca", model.seca);
-    // The description itself, so any network (zoo options included) is rebuilt exactly.
-    ck.set_meta(
-        "model.config",
-        serde_json::to_string(tr.net.config()).context("serialising the network description")?,
-    );
-    ck.set_meta("test_acc", test_acc);
-    for p in tr.net.params() {
-        ck.insert(p.name.to_string(), p.shape.to_vec(), p.value.to_vec())?;
-    }
-    ck.insert_optimizer_state("optim.", &tr.optimizer.export_state(tr.net.backend())?)?;
-    ck.set_meta("epoch", epoch_done);
-    ck.set_meta("seed", seed);
-    ck.set_meta("config", config);
-    // The per-batch check makes this unreachable in a run; it stays so that no code path can
-    // replace a good checkpoint with one that export and evaluation would refuse.
-    if let Some((name, i, v)) = ck.first_non_finite() {
-        bail!(
-            "refusing to write checkpoint {}: tensor {name}[{i}] is {v}; the previous checkpoint is untouched",
-            path.display()
-        );
-    }
-    ck.save(path)
-        .with_context(|| format!("writing checkpoint {}", path.display()))?;
-    // Under the run lock every other temporary file of the checkpoint is a leftover of a write
-    // that was killed (in this run or an earlier one).
-    remove_stale_temps(path)?;
-    Ok(())
-}
+const CKPT: &str = session::CHECKPOINT_FILE;
 
 /// "checkpoint PATH: " + `e`, for errors of the checkpoint's content (which do not name it).
 fn in_checkpoint(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
@@ -511,66 +517,6 @@ fn check_loaded_finite(path: &Path, net: &Net) -> Result<()> {
         )),
         other => Ok(other?),
     }
-}
-
-fn load_checkpoint(
-    path: &Path,
-    tr: &mut OnlineTrainer,
-    seed: u64,
-    config: &str,
-    epochs: u64,
-) -> Result<u64> {
-    let named = |e: empf_host_train::checkpoint::CheckpointError| in_checkpoint(path, e);
-    let mut ck =
-        Checkpoint::load(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let found = ck.meta("config").map_err(named)?;
-    if found != config {
-        bail!("checkpoint {} was trained with a different configuration:\n  checkpoint: {found}\n  now:        {config}", path.display());
-    }
-    let found = ck.meta_u64("seed").map_err(named)?;
-    if found != seed {
-        bail!(
-            "checkpoint {} used --seed {found}, not {seed}",
-            path.display()
-        );
-    }
-    let epoch = ck.meta_u64("epoch").map_err(named)?;
-    if epoch > epochs {
-        bail!(
-            "checkpoint {}: epoch = {epoch} is past the run's last epoch (--epochs {epochs})",
-            path.display()
-        );
-    }
-    let names: Vec<(String, Vec<usize>)> = tr
-        .net
-        .params()
-        .iter()
-        .map(|p| (p.name.to_string(), p.shape.to_vec()))
-        .collect();
-    for (name, shape) in names {
-        let data = ck.take(&name, &shape).map_err(named)?;
-        let p = tr.net.param_mut(&name).context("parameter vanished")?;
-        // `take` checked the shape, so the lengths agree.
-        p.value.copy_from_slice(&data);
-    }
-    check_loaded_finite(path, &tr.net)?;
-    let state = ck.take_optimizer_state("optim.");
-    if let Some((name, (i, v))) = state.tensors.iter().find_map(|(name, t)| {
-        t.iter()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .map(|(i, v)| (name, (i, *v)))
-    }) {
-        return Err(in_checkpoint(
-            path,
-            format!("optimizer tensor optim.{name}[{i}] is {v}"),
-        ));
-    }
-    let be = tr.net.backend();
-    tr.optimizer
-        .load_state(be, &state)
-        .map_err(|e| in_checkpoint(path, format!("optimizer state: {e}")))?;
-    Ok(epoch)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -640,208 +586,44 @@ fn train(
         ),
         other => open_image_sets(other, data, &config, limits)?,
     };
-    let shape = train_set.shape();
-    augment
-        .validate(shape.height, shape.width)
-        .map_err(|e| anyhow::anyhow!("augmentation: {e}"))?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // Held until `train` returns: a second run on the same --out stops here, before it touches
-    // the metrics or the checkpoint.
-    let _lock = RunLock::acquire(out)?;
-    let ckpt = out.join(CKPT);
-    let stale = remove_stale_temps(&ckpt)?;
-    if !stale.is_empty() {
-        println!(
-            "removed {} temporary file(s) of an interrupted checkpoint write in {}",
-            stale.len(),
-            out.display()
-        );
-    }
-    if resume && !ckpt.exists() {
-        bail!(
-            "nothing to resume: {} does not exist (no epoch of a run in {} has finished yet); run the same command without --resume to start training",
-            ckpt.display(),
-            out.display()
-        );
-    }
-    let mut config_str = format!("{config:?} optim={optim:?} random_bp={random_bp} rule={rule:?} batch={batch_size} lr={lr} epochs={epochs} schedule={schedule:?}");
-    if !augment.is_none() {
-        // Only when on, so that checkpoints written before augmentation existed still resume.
-        config_str.push_str(&format!(" augment={augment:?}"));
-    }
-    if let Some(name) = recipe {
-        config_str.push_str(&format!(" recipe={name}"));
-    }
-    let net = Net::new(config, seed)?;
-    let mut tr = OnlineTrainer::new(net, optim)?;
-    let mut log = MetricsLog::open(out)?;
-    let start_epoch = if resume {
-        let e = load_checkpoint(&ckpt, &mut tr, seed, &config_str, epochs)?;
-        // Rows are numbered from 1: keep epochs 1..=e, drop what an interrupted epoch wrote.
-        log.truncate_from(e + 1)?;
-        println!("resumed from {} after epoch {e}", ckpt.display());
-        e
-    } else {
-        if ckpt.exists() {
-            bail!(
-                "{} exists: pass --resume to continue it, or choose another --out",
-                ckpt.display()
-            );
-        }
-        log.truncate_from(0)?;
-        0
+    let cfg = SessionConfig {
+        net: config,
+        optimizer: optim,
+        random_bp,
+        rule,
+        batch_size,
+        epochs,
+        lr,
+        schedule: match schedule {
+            ScheduleArg::Epoch => LrSchedule::PerEpoch,
+            ScheduleArg::Batch => LrSchedule::PerBatch,
+        },
+        augment,
+        normalization: data_set(dataset).normalization(),
+        seed,
+        out: out.to_path_buf(),
+        resume,
+        stop_after_epoch: stop_after,
+        max_steps,
+        recipe: recipe.map(str::to_owned),
+        labels: ModelLabels {
+            arch: format!("{:?}", model.arch).to_lowercase(),
+            neuron: format!("{:?}", model.neuron).to_lowercase(),
+            seca: model.seca,
+        },
     };
-    let sched = CosineSchedule::new(lr, epochs)?;
-    let mut steps_done = 0u64;
-    let norm = data_set(dataset).normalization();
-    let loader = BatchLoader::from_source(
-        train_set,
-        LoaderConfig {
-            augment: augment.clone(),
-            ..LoaderConfig::new(batch_size, seed, norm)
-        },
-    )?;
-    let test_loader = BatchLoader::from_source(
-        test_set,
-        LoaderConfig {
-            shuffle: false,
-            ..LoaderConfig::new(batch_size, seed, norm)
-        },
-    )?;
-    let t_steps = model.time_steps as usize;
-    if !augment.is_none() {
-        println!("augmentation: {}", describe_augment(&augment));
-    }
-    println!(
-        "training {:?} net: T={t_steps}, neuron {:?}, SECA {}, {} images, batch {batch_size}, {}, random BP {}, {} threads",
-        model.arch,
-        model.neuron,
-        model.seca,
-        loader.samples_per_epoch(),
-        tr.optimizer.config().kind(),
-        if random_bp { "on" } else { "off" },
-        rayon::current_num_threads()
-    );
-    for epoch in start_epoch..epochs {
-        let lr_e = sched.lr_at(epoch);
-        let started = Instant::now();
-        let bar = ProgressBar::new(loader.batches_per_epoch() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(format!("{}/{epochs}", epoch + 1));
-        let (mut loss_sum, mut correct, mut seen, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
-        let nb = loader.batches_per_epoch() as f64;
-        for batch in loader.epoch(epoch)? {
-            let batch = batch?;
-            if max_steps.is_some_and(|m| steps_done >= m) {
-                break;
-            }
-            steps_done += 1;
-            let r = random_bp.then(|| random_bp_step(seed, epoch, batch.index, t_steps));
-            let lr_b = match schedule {
-                ScheduleArg::Epoch => lr_e,
-                ScheduleArg::Batch => {
-                    lr * 0.5
-                        * (1.0
-                            + (std::f64::consts::PI * (epoch as f64 + batch.index as f64 / nb)
-                                / epochs as f64)
-                                .cos())
-                }
-            };
-            // Mixup/CutMix and label smoothing: the loader's soft targets are the loss's.
-            let targets = batch.soft_targets.as_deref();
-            let stats = match tr.train_batch_with(
-                &batch.images,
-                &batch.labels_u8()?,
-                targets,
-                r,
-                rule,
-                lr_b,
-            ) {
-                Ok(s) => s,
-                Err(TrainError::NonFiniteLoss { loss, step }) => {
-                    bar.abandon();
-                    bail!(
-                        "loss became {loss} at epoch {}, batch {}, step {step}: training stopped. The last good checkpoint ({}) is untouched; try a lower --lr.",
-                        epoch + 1,
-                        batch.index,
-                        if ckpt.exists() { ckpt.display().to_string() } else { "none yet".into() }
-                    );
-                }
-                Err(TrainError::NonFiniteParameter { name, index, value }) => {
-                    bar.abandon();
-                    bail!(
-                        "{name}[{index}] became {value} at epoch {}, batch {} (the loss was still finite): training stopped. The last good checkpoint ({}) is untouched; try a lower --lr.",
-                        epoch + 1,
-                        batch.index,
-                        if ckpt.exists() { ckpt.display().to_string() } else { "none yet".into() }
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            };
-            loss_sum += stats.loss;
-            correct += stats.correct;
-            seen += stats.count;
-            batches += 1;
-            let secs = started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} acc {:.2}% {:.0} img/s",
-                loss_sum / batches as f64,
-                100.0 * correct as f64 / seen as f64,
-                seen as f64 / secs
-            ));
-            bar.inc(1);
-        }
-        bar.finish();
-        let train_secs = started.elapsed().as_secs_f64();
-        let (mut test_correct, mut test_seen) = (0usize, 0usize);
-        for batch in test_loader.epoch(0)? {
-            let batch = batch?;
-            test_correct += tr.eval_batch(&batch.images, &batch.labels_u8()?)?;
-            test_seen += batch.labels.len();
-        }
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            train_loss: loss_sum / batches.max(1) as f64,
-            train_acc: correct as f64 / seen.max(1) as f64,
-            test_acc: test_correct as f64 / test_seen.max(1) as f64,
-            lr: lr_e,
-            images_per_s: seen as f64 / train_secs,
-            wall_s: started.elapsed().as_secs_f64(),
-        };
-        println!(
-            "epoch {}/{epochs}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, {:.1} img/s, {:.1}s",
-            record.epoch,
-            record.train_loss,
-            100.0 * record.train_acc,
-            100.0 * record.test_acc,
-            record.images_per_s,
-            record.wall_s
-        );
-        save_checkpoint(
-            &ckpt,
-            &tr,
-            epoch + 1,
-            seed,
-            &config_str,
-            model,
-            record.test_acc,
-        )?;
-        log.push(record)?;
-        if stop_after == Some(epoch + 1) || max_steps.is_some_and(|m| steps_done >= m) {
-            println!(
-                "stopping after epoch {} as asked ({})",
-                epoch + 1,
-                if stop_after == Some(epoch + 1) {
-                    "--stop-after-epoch".to_string()
-                } else {
-                    format!("--max-steps: {steps_done} batches")
-                }
-            );
-            return Ok(());
-        }
+    let mut progress = TerminalProgress {
+        model,
+        augment: &cfg.augment,
+        random_bp,
+        batch_size,
+        epochs,
+        bar: None,
+    };
+    let summary = session::run(&cfg, train_set, test_set, &mut progress)?;
+    if let (Some(reason), Some(last)) = (&summary.stopped_early, summary.records.last()) {
+        println!("stopping after epoch {} as asked ({reason})", last.epoch);
+        return Ok(());
     }
     println!(
         "wrote {}, metrics.csv, metrics.json, the plot and TensorBoard events ({}) in {}",
@@ -850,6 +632,86 @@ fn train(
         out.display()
     );
     Ok(())
+}
+
+/// `host-train train`'s view of a session: its log lines and a progress bar per epoch.
+struct TerminalProgress<'a> {
+    model: &'a ModelArgs,
+    augment: &'a AugmentConfig,
+    random_bp: bool,
+    batch_size: usize,
+    epochs: u64,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for TerminalProgress<'_> {
+    fn message(&mut self, line: &str) {
+        println!("{line}");
+    }
+
+    fn session_started(&mut self, start: &SessionStart) {
+        if !self.augment.is_none() {
+            println!("augmentation: {}", describe_augment(self.augment));
+        }
+        let m = self.model;
+        println!(
+            "training {:?} net: T={}, neuron {:?}, SECA {}, {} images, batch {}, {}, random BP {}, {} threads",
+            m.arch,
+            m.time_steps,
+            m.neuron,
+            m.seca,
+            start.samples_per_epoch,
+            self.batch_size,
+            start.optimizer,
+            if self.random_bp { "on" } else { "off" },
+            start.threads
+        );
+    }
+
+    fn epoch_started(&mut self, epoch: u64, epochs: u64, batches: usize) {
+        let bar = ProgressBar::new(batches as u64);
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    fn batch_done(&mut self, p: &EpochProgress) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "loss {:.4} acc {:.2}% {:.0} img/s",
+                p.loss,
+                100.0 * p.accuracy,
+                p.images_per_s
+            ));
+            bar.inc(1);
+        }
+    }
+
+    fn epoch_training_ended(&mut self, finished: bool) {
+        if let Some(bar) = self.bar.take() {
+            if finished {
+                bar.finish();
+            } else {
+                bar.abandon();
+            }
+        }
+    }
+
+    fn epoch_done(&mut self, r: &EpochRecord) {
+        println!(
+            "epoch {}/{}: train loss {:.4}, train acc {:.2}%, test acc {:.2}%, {:.1} img/s, {:.1}s",
+            r.epoch,
+            self.epochs,
+            r.train_loss,
+            100.0 * r.train_acc,
+            100.0 * r.test_acc,
+            r.images_per_s,
+            r.wall_s
+        );
+    }
 }
 
 fn dataset_kind(d: DatasetArg) -> Result<DatasetKind> {
@@ -1569,7 +1431,10 @@ fn main() -> Result<()> {
                 stop_after_epoch,
                 max_steps,
                 schedule,
-                augment.config_over(recipe_augment.unwrap_or_default()),
+                augment.config_over(
+                    recipe_augment.unwrap_or_default(),
+                    data_set(dataset).paper_augment(),
+                )?,
                 recipe.as_deref(),
             )
         }

@@ -334,6 +334,42 @@ fn augmentation_flags_are_checked_and_used() {
 }
 
 #[test]
+fn augment_list_and_label_smoothing_flags_are_checked_and_used() {
+    let f = Fixture::new();
+    let out = f.s("run");
+    let o = f.train(&out, &["--label-smoothing", "1.5"]);
+    assert_fails_with(&o, &["label smoothing 1.5", "[0, 1)"]);
+    let o = f.train(&out, &["--augment", "flip,warp"]);
+    assert_fails_with(&o, &["--augment", "\"warp\""]);
+    assert!(!f.path("run/checkpoint.safetensors").exists());
+    // The list replaces the (here empty) base, the single flags add to it, and the smoothing
+    // flag wins over the list's.
+    let o = f.train(
+        &out,
+        &[
+            "--augment",
+            "flip,smoothing=0.05",
+            "--label-smoothing",
+            "0.2",
+            "--random-crop",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o)
+            .contains("augmentation: random crop (pad 1), horizontal flip, label smoothing 0.2"),
+        "{}",
+        text(&o)
+    );
+    // `none` in the list drops what came before it (a recipe's set, or earlier items).
+    let o = f.train(&f.s("run2"), &["--augment", "crop=2,mixup,none,flip"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = text(&o);
+    assert!(log.contains("augmentation: horizontal flip\n"), "{log}");
+}
+
+#[test]
 fn recipes_are_named_resolved_and_overridden_by_flags() {
     let f = Fixture::new();
     let out = f.s("run");
