@@ -519,7 +519,7 @@ impl DataSource {
 }
 
 /// `count` normalised images (`[count][1][28][28]`) and their labels.
-fn input_pool(source: &DataSource, count: usize, seed: u64) -> Result<(Vec<f32>, Vec<u8>)> {
+fn input_pool(source: &DataSource, count: usize, seed: u64) -> Result<(Vec<f32>, Vec<u16>)> {
     let norm = Normalization::FASHION_MNIST;
     match source {
         DataSource::FashionMnist(dir) => {
@@ -542,8 +542,7 @@ fn input_pool(source: &DataSource, count: usize, seed: u64) -> Result<(Vec<f32>,
                 let j = order[i % order.len()];
                 // `j < ds.len()`: both lookups succeed on a validated dataset.
                 norm.normalize_into(ds.image(j).or_invalid(|| "image index".into())?, dst);
-                let label = ds.label(j).or_invalid(|| "label index".into())?;
-                labels.push(u8::try_from(label).or_invalid(|| format!("label {label}"))?);
+                labels.push(ds.label(j).or_invalid(|| "label index".into())?);
             }
             Ok((images, labels))
         }
@@ -552,7 +551,7 @@ fn input_pool(source: &DataSource, count: usize, seed: u64) -> Result<(Vec<f32>,
             let pixels: Vec<u8> = (0..count * IMAGE_LEN)
                 .map(|_| (rng.next_u32() >> 24) as u8)
                 .collect();
-            let labels = (0..count).map(|_| rng.below(CLASSES) as u8).collect();
+            let labels = (0..count).map(|_| rng.below(CLASSES) as u16).collect();
             Ok((norm.normalize(&pixels), labels))
         }
     }
@@ -565,9 +564,9 @@ fn synthetic_pool(
     image_len: usize,
     classes: usize,
     seed: u64,
-) -> Result<(Vec<f32>, Vec<u8>)> {
-    if classes == 0 || classes > 256 {
-        invalid!("the bench draws labels of 1 to 256 classes (the trainer's labels are bytes), got {classes}");
+) -> Result<(Vec<f32>, Vec<u16>)> {
+    if classes == 0 || classes > 1 << 16 {
+        invalid!("the bench draws labels of 1 to 65536 classes (the trainer's labels are 16-bit), got {classes}");
     }
     let mut rng = Rng::for_stream(seed, 0x200B);
     let half_width = 3f32.sqrt();
@@ -575,7 +574,7 @@ fn synthetic_pool(
         .map(|_| ((rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * half_width)
         .collect();
     let labels = (0..count)
-        .map(|_| rng.below(classes as u64) as u8)
+        .map(|_| rng.below(classes as u64) as u16)
         .collect();
     Ok((images, labels))
 }

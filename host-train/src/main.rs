@@ -1302,11 +1302,17 @@ fn open_image_sets(
                 net_in.2
             );
         }
-        if s.classes > 256 {
+        let net_classes = config.layers.iter().rev().find_map(|l| match l {
+            LayerSpec::Linear { out_features, .. }
+            | LayerSpec::BinaryLinear { out_features, .. } => Some(*out_features),
+            _ => None,
+        });
+        if net_classes.is_some_and(|k| s.classes > k) {
             bail!(
-                "{}: {name} has {} classes; the trainer's labels are bytes (at most 256 classes) for now",
+                "{}: {name} has {} classes, the network has {} outputs (set --classes)",
                 data.display(),
-                s.classes
+                s.classes,
+                net_classes.unwrap_or(0)
             );
         }
         if src.is_empty() {

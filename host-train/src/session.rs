@@ -418,9 +418,9 @@ pub fn run(
                 };
                 // Mixup/CutMix and label smoothing: the loader's soft targets are the loss's.
                 let targets = batch.soft_targets.as_deref();
-                let labels = batch.labels_u8()?;
+                let labels = &batch.labels;
                 let stats = tr
-                    .train_batch_with(&batch.images, &labels, targets, r, cfg.rule, lr_b)
+                    .train_batch_with(&batch.images, labels, targets, r, cfg.rule, lr_b)
                     .map_err(|e| {
                         let (epoch, batch) = (epoch + 1, batch.index);
                         let last_good = ckpt.exists().then(|| ckpt.clone());
@@ -466,7 +466,7 @@ pub fn run(
         let (mut test_correct, mut test_seen) = (0usize, 0usize);
         for batch in test_loader.epoch(0)? {
             let batch = batch?;
-            test_correct += tr.eval_batch(&batch.images, &batch.labels_u8()?)?;
+            test_correct += tr.eval_batch(&batch.images, &batch.labels)?;
             test_seen += batch.labels.len();
         }
         let record = EpochRecord {

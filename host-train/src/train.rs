@@ -135,7 +135,7 @@ impl<B: Backend> OnlineTrainer<B> {
     pub fn train_batch(
         &mut self,
         x: &[f32],
-        labels: &[u8],
+        labels: &[u16],
         random_step: Option<usize>,
         rule: UpdateRule,
         lr: f64,
@@ -154,7 +154,7 @@ impl<B: Backend> OnlineTrainer<B> {
     pub fn train_batch_with(
         &mut self,
         x: &[f32],
-        labels: &[u8],
+        labels: &[u16],
         targets: Option<&[f32]>,
         random_step: Option<usize>,
         rule: UpdateRule,
@@ -211,7 +211,7 @@ impl<B: Backend> OnlineTrainer<B> {
 
     /// Evaluates one batch: all `T` steps, BN in eval mode, prediction = argmax of Σ_t logits
     /// against the hard labels (evaluation never takes soft targets).
-    pub fn eval_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<usize, TrainError> {
+    pub fn eval_batch(&mut self, x: &[f32], labels: &[u16]) -> Result<usize, TrainError> {
         let net = &mut self.net;
         net.load_batch(x, labels)?;
         for t in 0..net.time_steps() {
@@ -230,7 +230,7 @@ impl OnlineTrainer<CpuBackend> {
 }
 
 /// Samples whose argmax (first maximum) equals the label.
-pub fn count_correct(logits: &[f32], labels: &[u8], classes: usize) -> usize {
+pub fn count_correct(logits: &[f32], labels: &[u16], classes: usize) -> usize {
     logits
         .chunks(classes)
         .zip(labels)
@@ -285,12 +285,12 @@ mod tests {
         }
     }
 
-    fn data(n: usize) -> (Vec<f32>, Vec<u8>) {
+    fn data(n: usize) -> (Vec<f32>, Vec<u16>) {
         // Three separable classes: bright top, bright bottom, bright left.
         let mut x = vec![0.0f32; n * 36];
-        let mut y = vec![0u8; n];
+        let mut y = vec![0u16; n];
         for i in 0..n {
-            let c = (i % 3) as u8;
+            let c = (i % 3) as u16;
             y[i] = c;
             for p in 0..36 {
                 let (r, col) = (p / 6, p % 6);
@@ -322,6 +322,57 @@ mod tests {
             (0..64)
                 .map(|b| random_bp_step(42, 4, b, 4))
                 .collect::<Vec<_>>()
+        );
+    }
+
+    /// Labels past 255 (ImageNet-1k's 1000 classes) train and count: the toy task's three
+    /// classes relabelled 997..=999 of a 1000-way classifier learn as well as 0..=2 of a 3-way
+    /// one, and a label of 1000 is refused naming its sample.
+    #[test]
+    fn a_thousand_class_net_trains_on_wide_labels() {
+        let (x, y) = data(24);
+        let wide: Vec<u16> = y.iter().map(|&l| 997 + l).collect();
+        let mut cfg = tiny(2);
+        if let Some(LayerSpec::Linear { out_features, .. }) = cfg.layers.last_mut() {
+            *out_features = 1000;
+        }
+        let mut tr = OnlineTrainer::new(
+            Net::new(cfg, 5).unwrap(),
+            OptimizerConfig::Sgd(SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::default()
+            }),
+        )
+        .unwrap();
+        let first = tr
+            .train_batch(&x, &wide, None, UpdateRule::PerStep, 0.05)
+            .unwrap();
+        let mut last = first;
+        for _ in 0..40 {
+            last = tr
+                .train_batch(&x, &wide, None, UpdateRule::PerStep, 0.05)
+                .unwrap();
+        }
+        assert!(last.loss < first.loss, "{first:?} → {last:?}");
+        assert!(
+            tr.eval_batch(&x, &wide).unwrap() >= 20,
+            "learnt the relabelled classes"
+        );
+        let mut bad = wide.clone();
+        bad[5] = 1000;
+        let e = tr
+            .train_batch(&x, &bad, None, UpdateRule::PerStep, 0.05)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrainError::Net(crate::error::Error::LabelOutOfRange {
+                    index: 5,
+                    label: 1000,
+                    classes: 1000
+                })
+            ),
+            "{e:?}"
         );
     }
 
@@ -400,7 +451,7 @@ mod tests {
                 (2, 1),
                 "{random:?} {rule:?}"
             );
-            assert_eq!(after.bytes - before.bytes, 4 * 12 * 36 + 12 + 4 * 6);
+            assert_eq!(after.bytes - before.bytes, 4 * 12 * 36 + 2 * 12 + 4 * 6);
         }
         let before = tr.net.transfers();
         tr.eval_batch(&x, &y).unwrap();
@@ -414,9 +465,8 @@ mod tests {
         );
     }
 
-    fn one_hot(y: &[u8], classes: usize, epsilon: f32) -> Vec<f32> {
-        let y: Vec<u16> = y.iter().map(|&l| u16::from(l)).collect();
-        crate::layers::soft_cross_entropy::smoothed_one_hot(&y, classes, epsilon).unwrap()
+    fn one_hot(y: &[u16], classes: usize, epsilon: f32) -> Vec<f32> {
+        crate::layers::soft_cross_entropy::smoothed_one_hot(y, classes, epsilon).unwrap()
     }
 
     fn sgd_trainer(seed: u64) -> OnlineTrainer {
@@ -508,7 +558,7 @@ mod tests {
             );
             assert_eq!(
                 after.bytes - before.bytes,
-                4 * 12 * 36 + 12 + 4 * 12 * 3 + 4 * 6
+                4 * 12 * 36 + 2 * 12 + 4 * 12 * 3 + 4 * 6
             );
         }
         let before = tr.net.transfers();
@@ -538,7 +588,7 @@ mod tests {
         let (b, k) = (6, 3);
         let smooth = one_hot(&y, k, 0.1);
         // Mixup of each sample with the next one, λ = 0.7, then smoothing folded in.
-        let shifted: Vec<u8> = (0..b).map(|i| y[(i + 1) % b]).collect();
+        let shifted: Vec<u16> = (0..b).map(|i| y[(i + 1) % b]).collect();
         let other = one_hot(&shifted, k, 0.1);
         let mixup: Vec<f32> = smooth
             .iter()

@@ -28,7 +28,7 @@ const INTEGER_VS_FLOAT_REL: f64 = 0.15;
 
 /// `n` images `[n][c][s][s]` and their labels: class `k` brightens the `k`-th of four
 /// quadrant squares.
-fn generated(rng: &mut Rng, n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<u8>) {
+fn generated(rng: &mut Rng, n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<u16>) {
     let (mut x, mut y) = (Vec::with_capacity(n * c * s * s), Vec::with_capacity(n));
     let half = s / 2;
     for _ in 0..n {
@@ -42,7 +42,7 @@ fn generated(rng: &mut Rng, n: usize, c: usize, s: usize) -> (Vec<f32>, Vec<u8>)
                 }
             }
         }
-        y.push(k as u8);
+        y.push(k as u16);
     }
     (x, y)
 }

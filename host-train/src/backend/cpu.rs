@@ -170,11 +170,12 @@ impl Backend for CpuBackend {
         Vec::new()
     }
 
-    fn upload_labels(&self, labels: &[u8], dst: &mut Vec<usize>) -> Result<()> {
+    fn upload_labels(&self, labels: &[u16], dst: &mut Vec<usize>) -> Result<()> {
         dst.clear();
         dst.extend(labels.iter().map(|&l| l as usize));
         self.uploads.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(labels.len() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(std::mem::size_of_val(labels) as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1014,7 +1015,7 @@ mod tests {
             Transfers {
                 uploads: 2,
                 downloads: 1,
-                bytes: 8 + 8 + 2
+                bytes: 8 + 8 + 2 * 2
             }
         );
         assert!(be.upload(&[0.0; 5], &mut b).is_err(), "upload past the end");

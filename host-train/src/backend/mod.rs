@@ -130,7 +130,7 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
     /// An empty label buffer.
     fn new_labels(&self) -> Self::Labels;
     /// Replaces `dst` with `labels`.
-    fn upload_labels(&self, labels: &[u8], dst: &mut Self::Labels) -> Result<()>;
+    fn upload_labels(&self, labels: &[u16], dst: &mut Self::Labels) -> Result<()>;
     /// Waits for all queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
     /// Transfers so far.

@@ -119,21 +119,6 @@ impl Batch {
         self.images
             .get(t.checked_mul(n)?..t.checked_add(1)?.checked_mul(n)?)
     }
-
-    /// The labels as `u8`, for the trainer's `&[u8]` interface; an error when a label is ≥ 256
-    /// (a set with more classes needs the wider interface).
-    pub fn labels_u8(&self) -> Result<Vec<u8>, DataError> {
-        self.labels
-            .iter()
-            .map(|&l| u8::try_from(l))
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                DataError::InvalidConfig(format!(
-                    "{} classes: labels do not fit the trainer's 8-bit label interface",
-                    self.classes
-                ))
-            })
-    }
 }
 
 /// The order in which epoch `epoch` visits `0..len` (see the module docs).
@@ -760,13 +745,13 @@ mod tests {
                 assert_eq!(b.labels[j], ds.labels()[i]);
             }
         }
-        // Labels above 255 cannot go through the trainer's 8-bit interface.
+        // Labels above 255 go through unchanged (ImageNet-1k's 1000 classes).
         let wide =
             Arc::new(Dataset::with_shape(vec![0; 12], vec![300], 3, 2, 2, 1000).expect("valid"));
         let b = BatchLoader::new(wide, LoaderConfig::new(1, 0, norm))
             .expect("loader")
             .make_batch(0, 0)
             .expect("batch");
-        assert!(b.labels_u8().is_err());
+        assert_eq!(b.labels, [300]);
     }
 }

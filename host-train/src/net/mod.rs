@@ -442,7 +442,7 @@ impl<B: Backend> Net<B> {
     /// images `x` (`[B][C][H][W]`, as a data loader gives them; transposed to CBHW on the
     /// backend once for all steps) and one of the labels (each checked against the classes).
     /// The loss takes the hard labels (see [`Net::load_batch_soft`] for soft targets).
-    pub fn load_batch(&mut self, x: &[f32], labels: &[u8]) -> Result<()> {
+    pub fn load_batch(&mut self, x: &[f32], labels: &[u16]) -> Result<()> {
         self.load(x, labels, None)
     }
 
@@ -459,11 +459,11 @@ impl<B: Backend> Net<B> {
     /// (`net.load_batch_soft.targets`), a NaN, infinite or negative entry
     /// [`Error::TargetInvalid`] naming its sample and class; both are refused before anything
     /// is uploaded.
-    pub fn load_batch_soft(&mut self, x: &[f32], labels: &[u8], targets: &[f32]) -> Result<()> {
+    pub fn load_batch_soft(&mut self, x: &[f32], labels: &[u16], targets: &[f32]) -> Result<()> {
         self.load(x, labels, Some(targets))
     }
 
-    fn load(&mut self, x: &[f32], labels: &[u8], targets: Option<&[f32]>) -> Result<()> {
+    fn load(&mut self, x: &[f32], labels: &[u16], targets: Option<&[f32]>) -> Result<()> {
         let classes = self.num_classes();
         if let Some((index, &l)) = labels
             .iter()
@@ -1356,7 +1356,7 @@ mod tests {
         net_gradcheck_of(net);
         let (batch, tt) = (4, 3);
         let x = batch_input(5, batch, 128);
-        let labels = [0u8, 1, 2, 3];
+        let labels = [0u16, 1, 2, 3];
         let run = |recompute: bool| {
             let mut net = Net::new(maxpool_config(tt, kinds), 21).unwrap();
             net.load_batch(&x, &labels).unwrap();
@@ -1743,7 +1743,7 @@ mod tests {
         let kinds = [NeuronKind::EmPf, NeuronKind::MemBn, NeuronKind::Parallel];
         let (batch, tt) = (4, 4);
         let x = batch_input(5, batch, 128);
-        let labels = [0u8, 1, 2, 3];
+        let labels = [0u16, 1, 2, 3];
         let run = |recompute: bool, train: bool| {
             let mut net = small_net(tt, kinds, true, 21);
             net.load_batch(&x, &labels).unwrap();
