@@ -2,12 +2,21 @@
 //! committed Fashion-MNIST MCU model classifies 32 test images in `qemu-system-arm -machine
 //! lm3s6965evb`, and every logit it prints equals `empf-core`'s integer path on the host, bit for
 //! bit (also with the wide MCU preset); the same firmware linked for `mps2-an385` does the same
-//! with the bench model. A
-//! corrupted model in flash is reported and the firmware exits; it does not hang.
+//! with the bench model and with a narrow ResNet-34 of the model zoo (residual slots, max-pool
+//! stem, binary 1×1 downsample shortcuts). A corrupted model in flash is reported and the
+//! firmware exits; it does not hang.
 //!
 //! Without `qemu-system-arm` the tests print `skipped: …` and return; `EMPF_REQUIRE_QEMU=1`
 //! (set by the README's test command) turns that into a failure.
 
+use empf_core::format::Layer;
+use empf_core::quant::{calibrate, quantize};
+use empf_core::{Model, PixelNorm};
+use empf_host_train::export::export_float;
+use empf_host_train::net::zoo::{zoo, Arch, SecaVariant, ZooOptions};
+use empf_host_train::net::{Net, NeuronKind};
+use empf_host_train::optim::{OptimizerConfig, SgdConfig};
+use empf_host_train::train::{random_bp_step, OnlineTrainer, UpdateRule};
 use std::time::Duration;
 use xtask::board::{self, Inputs, Mode, NumPath as Path};
 
@@ -143,6 +152,147 @@ fn parallel_mode_and_float_path_on_cortex_m3_equal_core_bit_for_bit() {
             Path::Float => p.float_bits.len() == 10 && p.logits.is_empty(),
         }));
     }
+}
+
+/// A narrow ResNet-34 of the model zoo (width 0.125: 8/16/32/64 channels) for 1×28×28
+/// Fashion-MNIST, trained a few batches on the 32 committed test images and calibrated on the
+/// first 16: its ImageNet stem (conv7×7 s2 + BN + max-pool 3×3 s2) takes 28² to 14² to 7²,
+/// then 16 residual blocks (Save/Swap/Add slots, binary 1×1 downsample shortcuts) run on
+/// 7²/4²/2²/1². Returns the `.empf` bytes (integer path included).
+fn zoo_resnet34_with_max_pool_stem(pixels: &[u8], labels: &[u8]) -> Vec<u8> {
+    let options = ZooOptions {
+        time_steps: 4,
+        in_channels: 1,
+        image_size: 28,
+        classes: 10,
+        neuron: NeuronKind::EmPf,
+        parallel_percent: 50,
+        seca: SecaVariant::Off,
+        width: 0.125,
+    };
+    let config = zoo(Arch::Resnet34, &options).expect("zoo");
+    let net = Net::new(config, 11).expect("build");
+    let mut x = vec![0f32; pixels.len()];
+    PixelNorm::FASHION_MNIST.apply_all(pixels, &mut x).unwrap();
+    let y: Vec<u16> = labels.iter().map(|&l| l as u16).collect();
+    let n = net.input_len();
+    assert_eq!(n * labels.len(), x.len(), "28×28×1 images");
+    // A few batches of 8, so the BN statistics and weights are trained ones, not the init.
+    let mut trainer = OnlineTrainer::new(net, OptimizerConfig::Sgd(SgdConfig::paper())).unwrap();
+    for (i, (xb, yb)) in x.chunks(8 * n).zip(y.chunks(8)).enumerate() {
+        let step = Some(random_bp_step(11, 0, i, options.time_steps));
+        trainer
+            .train_batch(xb, yb, step, UpdateRule::PerStep, 0.05)
+            .unwrap_or_else(|e| panic!("batch {i}: {e}"));
+    }
+    let float = export_float(&trainer.net).expect("export");
+    let model = Model::decode(&float).expect("decode the float model");
+    let cal = calibrate(&model, x.chunks(n).take(16)).unwrap();
+    quantize(&model, &cal).expect("quantize")
+}
+
+/// A residual zoo network with a max-pool stem (ResNet-34's ImageNet stem, narrow) in the
+/// Cortex-M3 firmware on `mps2-an385`: every integer logit of the 32 images equals the host's
+/// `empf-core` (sequential and parallel), and so does every float logit, bit for bit.
+#[test]
+fn zoo_resnet34_max_pool_stem_on_mps2_an385_equals_core_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    let base = Inputs::default();
+    let (px, pixels, labels) = board::read_idx(&base.images, &base.labels).unwrap();
+    assert_eq!((px, labels.len()), (28 * 28, 32));
+    let bytes = zoo_resnet34_with_max_pool_stem(&pixels, &labels);
+
+    // The encoded model really is residual, max-pooled and calibrated: no plain model passes.
+    let model = Model::decode(&bytes).expect("decode");
+    assert!(
+        model.fixed_meta().is_some(),
+        "calibrated for the integer path"
+    );
+    let layers: Vec<_> = model.layers().map(Result::unwrap).collect();
+    let count = |f: fn(&Layer<&[u8]>) -> bool| layers.iter().filter(|l| f(l)).count();
+    let kinds: Vec<&str> = layers.iter().map(Layer::kind).collect();
+    let first = |f: fn(&Layer<&[u8]>) -> bool| layers.iter().position(f);
+    let pool =
+        first(|l| matches!(l, Layer::MaxPool(p) if (p.kernel, p.stride, p.padding) == (3, 2, 1)));
+    assert!(
+        matches!(layers[0], Layer::Conv2d(_))
+            && pool.is_some()
+            && pool < first(|l| matches!(l, Layer::Save { .. }))
+            && count(|l| matches!(l, Layer::MaxPool(_))) == 1,
+        "stem conv, then one 3×3 s2 max-pool before the first block: {kinds:?}"
+    );
+    assert_eq!(count(|l| matches!(l, Layer::Save { .. })), 16, "{kinds:?}");
+    assert_eq!(
+        count(|l| matches!(l, Layer::Add { fixed: Some(_), .. })),
+        16,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        count(|l| matches!(l, Layer::Swap { .. })),
+        3,
+        "one shortcut per stage change: {kinds:?}"
+    );
+    assert_eq!(
+        count(|l| matches!(l, Layer::BinaryConv2d(c) if c.kernel == 1 && c.stride == 2)),
+        3,
+        "binary 1×1 s2 downsample convs: {kinds:?}"
+    );
+    println!(
+        "ResNet-34 ×0.125, {} layers, {} B: {kinds:?}",
+        layers.len(),
+        bytes.len()
+    );
+
+    let dir = std::env::temp_dir().join(format!("empf-qemu-{}-resnet34", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.empf");
+    std::fs::write(&path, &bytes).unwrap();
+    let inputs = Inputs::with_model(path);
+    for (path, mode) in [
+        (Path::Integer, Mode::Sequential),
+        (Path::Integer, Mode::Parallel),
+        (Path::Float, Mode::Sequential),
+    ] {
+        let (run, n, size) = board::qemu_check(
+            &inputs,
+            &board::MPS2_AN385,
+            path,
+            mode,
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("{path:?} {mode:?}: {e:#}"));
+        assert_eq!(n, 32);
+        println!(
+            "{size} (ResNet-34 ×0.125, {:.1} s in QEMU)",
+            run.elapsed.as_secs_f64()
+        );
+        // The logits carry the image: equal outputs everywhere would make the check vacuous.
+        let preds = board::parse_predictions(&run.lines).unwrap();
+        let outputs: Vec<_> = preds
+            .iter()
+            .map(|p| match path {
+                Path::Integer => p.logits.iter().map(|&v| v as u32).collect(),
+                Path::Float => p.float_bits.clone(),
+            })
+            .collect();
+        assert!(outputs.iter().all(|o| o.len() == 10), "{path:?}");
+        let distinct: std::collections::BTreeSet<_> = outputs.iter().collect();
+        assert!(
+            distinct.len() > 16,
+            "{path:?} {mode:?}: only {} distinct logit vectors",
+            distinct.len()
+        );
+        assert!(
+            outputs
+                .iter()
+                .flatten()
+                .any(|&v| v != 0 && v != 0x8000_0000),
+            "{path:?} {mode:?}: all logits zero"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Corrupts the model, builds the firmware with it, and returns what the firmware said.
