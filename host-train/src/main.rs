@@ -41,7 +41,7 @@ enum DatasetArg {
     TinyImagenet,
     /// ImageNet-1k folders, 3×224×224, 1000 classes (`info` only: labels above 255 need the trainer's wider labels).
     Imagenet,
-    /// CIFAR10-DVS AEDAT files, 2×48×48 frames, 10 classes, T = 10 (`info` only: per-step frames are not fed yet).
+    /// CIFAR10-DVS AEDAT files, 2×48×48 frames, 10 classes, T = 10 (one integrated frame per time step).
     Cifar10Dvs,
 }
 
@@ -1277,16 +1277,21 @@ fn open_image_sets(
     let set = data_set(dataset);
     let mut opts = set.default_options();
     opts.image_size = config.height;
+    if opts.frames > 1 {
+        // Event data: one integrated frame per time step (spec §5.4: T = 10 for CIFAR10-DVS).
+        opts.frames = config.time_steps;
+    }
     let (train, test) = open_train_test(set, data, opts)
         .with_context(|| format!("--dataset {dataset:?} in {}", data.display()))?;
     let name = format!("{dataset:?}").to_lowercase();
     for (src, what) in [(&train, "training"), (&test, "test")] {
         let s = src.shape();
-        if s.frames > 1 {
+        if s.frames > 1 && s.frames != config.time_steps {
             bail!(
-                "{}: {name} samples are {} event frames each; train feeds one image per sample to every time step (direct encoding) and does not feed per-step frames yet",
+                "{}: {name} samples are {} event frames each, the network runs T = {} steps (one frame per step)",
                 data.display(),
-                s.frames
+                s.frames,
+                config.time_steps
             );
         }
         let net_in = (config.in_channels, config.height, config.width);

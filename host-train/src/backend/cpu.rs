@@ -257,10 +257,11 @@ impl Backend for CpuBackend {
         c: usize,
         hw: usize,
         x: &Vec<f32>,
+        offset: usize,
         y: &mut Vec<f32>,
     ) -> Result<()> {
         let n = batch * c * hw;
-        let x = prefix(x, n, "nchw_to_cbhw.x")?;
+        let x = span_of(x, Span::new(offset, n), "nchw_to_cbhw.x")?;
         let y = prefix_mut(y, n, "nchw_to_cbhw.y")?;
         for ci in 0..c {
             for b in 0..batch {

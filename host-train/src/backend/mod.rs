@@ -164,13 +164,16 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
 
     // ---- layout --------------------------------------------------------------------------
 
-    /// `[B][C][HW]` (a data loader's NCHW) → `[C][B][HW]` (the trainer's CBHW).
+    /// `[B][C][HW]` (a data loader's NCHW) → `[C][B][HW]` (the trainer's CBHW), reading
+    /// `x[offset..offset + B·C·HW]` (one frame of a `[T][B][C][HW]` upload).
+    #[allow(clippy::too_many_arguments)]
     fn nchw_to_cbhw(
         &self,
         batch: usize,
         c: usize,
         hw: usize,
         x: &Self::Buf,
+        offset: usize,
         y: &mut Self::Buf,
     ) -> Result<()>;
 

@@ -59,7 +59,8 @@
 //! not depend on the others.
 //!
 //! # Work that is not repeated
-//! * The images are transposed NCHW → CBHW once per batch, on the backend, not at every step.
+//! * The images are transposed NCHW → CBHW once per batch, on the backend, not at every step
+//!   (event data uploads its T frames once per batch and transposes frame t at step t).
 //! * Binary weights are binarised only when the values changed since the last binarisation
 //!   (a version counter bumped by every optimiser step and every mutable parameter access).
 //! * The stem (the layers before the first neuron) is time-invariant: with the same resident
@@ -176,6 +177,9 @@ pub struct Net<B: Backend = CpuBackend> {
     /// Host copy of the last input given to `set_input`, so an unchanged input is not uploaded
     /// again (and the stem can be reused).
     host_input: Vec<f32>,
+    /// Input frames of the loaded batch: 1 (the same image at every step) or T (frame t at
+    /// step t, event data).
+    frames: usize,
     input_loaded: bool,
     labels: B::Labels,
     labels_loaded: bool,
@@ -284,6 +288,7 @@ impl<B: Backend> Net<B> {
             input_nchw: be.alloc(0)?,
             input: be.alloc(0)?,
             host_input: Vec::new(),
+            frames: 1,
             input_loaded: false,
             labels: be.new_labels(),
             labels_loaded: false,
@@ -441,6 +446,8 @@ impl<B: Backend> Net<B> {
     /// Starts a batch: [`Net::reset_state`] for `labels.len()` samples, then ONE upload of the
     /// images `x` (`[B][C][H][W]`, as a data loader gives them; transposed to CBHW on the
     /// backend once for all steps) and one of the labels (each checked against the classes).
+    /// Event data gives one frame per step, `x` = `[T][B][C][H][W]`: step t reads frame t (and
+    /// the stem is then recomputed at every step).
     /// The loss takes the hard labels (see [`Net::load_batch_soft`] for soft targets).
     pub fn load_batch(&mut self, x: &[f32], labels: &[u16]) -> Result<()> {
         self.load(x, labels, None)
@@ -497,7 +504,13 @@ impl<B: Backend> Net<B> {
         // Whatever fails below, the last batch's targets are not this batch's.
         self.targets_loaded = false;
         self.reset_state(labels.len())?;
-        check_len("net.load_batch.x", labels.len() * self.input_len(), x.len())?;
+        let one = labels.len() * self.input_len();
+        let tt = self.config.time_steps;
+        // One frame for all steps, or one per step; anything else is a shape error naming
+        // the static length.
+        let frames = if tt > 1 && x.len() == tt * one { tt } else { 1 };
+        check_len("net.load_batch.x", frames * one, x.len())?;
+        self.frames = frames;
         self.upload_input(x)?;
         self.host_input.clear();
         self.be.upload_labels(labels, &mut self.labels)?;
@@ -517,9 +530,12 @@ impl<B: Backend> Net<B> {
             ActShape::Spatial { c, h, w } => (c, h * w),
             ActShape::Flat { f } => (1, f),
         };
+        if self.be.len(&self.input_nchw) < x.len() {
+            self.be.resize(&mut self.input_nchw, x.len())?;
+        }
         self.be.upload(x, &mut self.input_nchw)?;
         self.be
-            .nchw_to_cbhw(self.batch, c, hw, &self.input_nchw, &mut self.input)?;
+            .nchw_to_cbhw(self.batch, c, hw, &self.input_nchw, 0, &mut self.input)?;
         self.input_loaded = true;
         self.stem = None;
         Ok(())
@@ -532,9 +548,10 @@ impl<B: Backend> Net<B> {
             return Err(Error::StepNoBatch);
         }
         check_len("net.forward_step.x", self.batch * self.input_len(), x.len())?;
-        if self.input_loaded && self.host_input.as_slice() == x {
+        if self.input_loaded && self.frames == 1 && self.host_input.as_slice() == x {
             return Ok(());
         }
+        self.frames = 1;
         self.upload_input(x)?;
         self.host_input.clear();
         self.host_input.extend_from_slice(x);
@@ -560,11 +577,22 @@ impl<B: Backend> Net<B> {
             });
         }
         self.tape = None;
+        if self.frames > 1 && t > 0 {
+            // Frame t of the resident `[T][B][C][H][W]` upload (frame 0 is transposed at load).
+            let (c, hw) = match self.shapes[0] {
+                ActShape::Spatial { c, h, w } => (c, h * w),
+                ActShape::Flat { f } => (1, f),
+            };
+            let n = self.batch * c * hw;
+            self.be
+                .nchw_to_cbhw(self.batch, c, hw, &self.input_nchw, t * n, &mut self.input)?;
+        }
         let key = StemKey {
             version: self.version,
             train,
         };
-        let reuse_stem = self.stem == Some(key);
+        // The stem is time-invariant only for a time-invariant input.
+        let reuse_stem = self.frames == 1 && self.stem == Some(key);
         let Net {
             layers,
             be,
@@ -603,7 +631,7 @@ impl<B: Backend> Net<B> {
         }
         if self.stem_len > 0 {
             self.stem_reuses += u64::from(reuse_stem);
-            self.stem = Some(key);
+            self.stem = (self.frames == 1).then_some(key);
         }
         self.next_step += 1;
         if keep_for_backward {
@@ -996,6 +1024,64 @@ mod tests {
             .iter()
             .map(|v| 1.5 * v + 0.5)
             .collect()
+    }
+
+    /// Per-step input frames (event data): a `[T][B][C][H][W]` batch feeds frame t to step t.
+    /// Its logits and gradients equal, bit for bit, those of a run that uploads frame t before
+    /// step t (the set_input path), the stem is not reused across steps, and a length that is
+    /// neither one frame nor T frames is refused.
+    #[test]
+    fn per_step_frames_feed_frame_t_to_step_t() {
+        let kinds = [NeuronKind::EmPf; 3];
+        let (batch, tt, per) = (3, 3, 2 * 8 * 8);
+        let frames: Vec<Vec<f32>> = (0..tt as u64)
+            .map(|t| batch_input(40 + t, batch, per))
+            .collect();
+        let labels = [0u16, 3, 4];
+        let run = |stacked: bool| {
+            let mut net = small_net(tt, kinds, true, 21);
+            if stacked {
+                net.load_batch(&frames.concat(), &labels).unwrap();
+            } else {
+                net.load_batch(&frames[0], &labels).unwrap();
+            }
+            net.zero_grad().unwrap();
+            let mut logits = Vec::new();
+            for t in 0..tt {
+                if !stacked {
+                    net.set_input(&frames[t]).unwrap();
+                }
+                net.forward(t, true, true).unwrap();
+                net.loss_step(t, true).unwrap();
+                net.backward().unwrap();
+                logits.push(net.logits().to_vec());
+            }
+            let grads: Vec<Vec<f32>> = net.params().iter().map(|p| p.grad.to_vec()).collect();
+            (logits, grads, net.work_counters().stem_reuses)
+        };
+        let (stacked, reference) = (run(true), run(false));
+        let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            v.iter()
+                .map(|r| r.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(bits(&stacked.0), bits(&reference.0), "logits per step");
+        assert_eq!(bits(&stacked.1), bits(&reference.1), "gradients");
+        assert_eq!(stacked.2, 0, "the stem is recomputed for every frame");
+        assert_ne!(
+            stacked.0[0], stacked.0[1],
+            "the frames differ, so do the steps"
+        );
+
+        // The same image at every step is the static batch; other lengths are refused.
+        let mut net = small_net(tt, kinds, true, 21);
+        let e = net
+            .load_batch(&frames.concat()[..2 * batch * per], &labels)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::ShapeMismatch { what: "net.load_batch.x", expected, .. } if expected == batch * per),
+            "{e:?}"
+        );
     }
 
     /// The MCU preset exists to fit a 64 KiB-RAM Cortex-M3: its exported model's sequential
