@@ -25,8 +25,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{atomic_write, CheckpointError};
 
-/// CSV header line (without newline).
-pub const CSV_HEADER: &str = "epoch,train_loss,train_acc,test_acc,lr,images_per_s,wall_s";
+/// CSV header line (without newline). The last column holds the spike rate of every neuron
+/// layer, `;`-separated, in network order.
+pub const CSV_HEADER: &str =
+    "epoch,train_loss,train_acc,test_acc,lr,images_per_s,wall_s,spike_rates";
+
+/// The header of files written before the spike-rate column existed (still read, so such runs
+/// resume; they are rewritten in the current layout at the start of the resumed run).
+pub const CSV_HEADER_V1: &str = "epoch,train_loss,train_acc,test_acc,lr,images_per_s,wall_s";
 
 /// Fonts tried, in order, for plot text (all from Debian packages).
 pub const FONT_CANDIDATES: &[&str] = &[
@@ -93,7 +99,7 @@ pub enum MetricsError {
 }
 
 /// Metrics of one epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     /// Epoch number.
     pub epoch: u64,
@@ -109,28 +115,37 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     /// Wall-clock seconds of the epoch.
     pub wall_s: f64,
+    /// Spike rate of each neuron layer on the test split (fraction of non-zero spikes over
+    /// all elements and time steps), in network order; empty when not measured.
+    #[serde(default)]
+    pub spike_rates: Vec<f64>,
 }
 
 impl EpochRecord {
     /// The CSV row (without newline).
     pub fn to_csv_row(&self) -> String {
+        let rates: Vec<String> = self.spike_rates.iter().map(f64::to_string).collect();
         format!(
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{}",
             self.epoch,
             self.train_loss,
             self.train_acc,
             self.test_acc,
             self.lr,
             self.images_per_s,
-            self.wall_s
+            self.wall_s,
+            rates.join(";")
         )
     }
 
     /// Parses a CSV row; the error is a description of what is wrong.
     pub fn from_csv_row(row: &str) -> Result<Self, String> {
         let fields: Vec<&str> = row.trim_end_matches('\r').split(',').collect();
-        let [epoch, loss, tacc, vacc, lr, ips, wall] = fields[..] else {
-            return Err(format!("expected 7 fields, found {}", fields.len()));
+        // 7 fields: a row of a file written before the spike-rate column.
+        let (epoch, loss, tacc, vacc, lr, ips, wall, rates) = match fields[..] {
+            [e, l, ta, va, lr, ips, w] => (e, l, ta, va, lr, ips, w, ""),
+            [e, l, ta, va, lr, ips, w, r] => (e, l, ta, va, lr, ips, w, r),
+            _ => return Err(format!("expected 8 fields, found {}", fields.len())),
         };
         let f = |name: &str, s: &str| {
             s.trim()
@@ -148,6 +163,11 @@ impl EpochRecord {
             lr: f("lr", lr)?,
             images_per_s: f("images_per_s", ips)?,
             wall_s: f("wall_s", wall)?,
+            spike_rates: rates
+                .split(';')
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| f("spike_rates", r))
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -209,7 +229,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<EpochRecord>, MetricsError> {
     })?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default().trim_end_matches('\r');
-    if header != CSV_HEADER {
+    if header != CSV_HEADER && header != CSV_HEADER_V1 {
         return Err(MetricsError::CsvHeader {
             path: path.to_path_buf(),
             found: header.to_owned(),
@@ -589,6 +609,7 @@ mod tests {
                     lr: 0.01 * (1.0 + (std::f64::consts::PI * t / n as f64).cos()) / 2.0,
                     images_per_s: 1234.5,
                     wall_s: 12.25 + t,
+                    spike_rates: vec![0.5 - 0.01 * t, 0.1875],
                 }
             })
             .collect()
@@ -645,6 +666,19 @@ mod tests {
         fs::write(&other, format!("{CSV_HEADER}\n1,2,3\n")).expect("write");
         let err = read_csv(&other).expect_err("bad row");
         assert!(matches!(err, MetricsError::CsvRow { line: 2, .. }), "{err}");
+        fs::write(&other, format!("{CSV_HEADER}\n1,2,0.5,0.5,0.1,9,3,0.5;x\n")).expect("write");
+        let err = read_csv(&other).expect_err("bad spike rate");
+        assert!(err.to_string().contains("spike_rates \"x\""), "{err}");
+
+        // A file of the layout before the spike-rate column is still read (runs resume).
+        let v1 = dir.path().join("v1.csv");
+        fs::write(
+            &v1,
+            format!("{CSV_HEADER_V1}\n1,0.5,0.8,0.85,0.05,150,10\n"),
+        )
+        .expect("write");
+        let back = read_csv(&v1).expect("v1 file");
+        assert_eq!((back[0].test_acc, back[0].spike_rates.len()), (0.85, 0));
     }
 
     #[test]
@@ -707,7 +741,7 @@ mod tests {
         let recs = records(5);
         let mut log = MetricsLog::open(dir.path()).expect("open");
         for r in &recs[..3] {
-            log.push(*r).expect("push");
+            log.push(r.clone()).expect("push");
         }
         for f in [
             MetricsLog::CSV,
@@ -720,8 +754,8 @@ mod tests {
         let mut log = MetricsLog::open(dir.path()).expect("reopen");
         assert_eq!(log.records(), &recs[..3]);
         log.truncate_from(2).expect("truncate");
-        log.push(recs[2]).expect("push");
-        log.push(recs[3]).expect("push");
+        log.push(recs[2].clone()).expect("push");
+        log.push(recs[3].clone()).expect("push");
         assert_eq!(
             read_csv(&dir.path().join(MetricsLog::CSV)).expect("csv"),
             &recs[..4]

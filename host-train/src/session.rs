@@ -464,11 +464,29 @@ pub fn run(
         trained?;
         let train_secs = started.elapsed().as_secs_f64();
         let (mut test_correct, mut test_seen) = (0usize, 0usize);
-        for batch in test_loader.epoch(0)? {
-            let batch = batch?;
-            test_correct += tr.eval_batch(&batch.images, &batch.labels)?;
-            test_seen += batch.labels.len();
-        }
+        // Firing rate per neuron layer over the test split: spikes / (samples · T · elements).
+        let per_sample = tr.net.spike_elements_per_sample();
+        let mut spikes = vec![0.0f64; per_sample.len()];
+        tr.net.set_spike_counting(true);
+        let evaluated = (|| -> Result<(), SessionError> {
+            for batch in test_loader.epoch(0)? {
+                let batch = batch?;
+                test_correct += tr.eval_batch(&batch.images, &batch.labels)?;
+                test_seen += batch.labels.len();
+                for (sum, &c) in spikes.iter_mut().zip(tr.net.spike_counts()) {
+                    *sum += f64::from(c);
+                }
+            }
+            Ok(())
+        })();
+        tr.net.set_spike_counting(false);
+        evaluated?;
+        let steps_seen = (test_seen * t_steps).max(1) as f64;
+        let spike_rates = spikes
+            .iter()
+            .zip(&per_sample)
+            .map(|(&s, &e)| s / (steps_seen * e.max(1) as f64))
+            .collect();
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / batches.max(1) as f64,
@@ -477,6 +495,7 @@ pub fn run(
             lr: lr_e,
             images_per_s: seen as f64 / train_secs,
             wall_s: started.elapsed().as_secs_f64(),
+            spike_rates,
         };
         save_checkpoint(
             &ckpt,
@@ -487,7 +506,7 @@ pub fn run(
             &cfg.labels,
             record.test_acc,
         )?;
-        log.push(record)?;
+        log.push(record.clone())?;
         progress.epoch_done(&record);
         summary.records.push(record);
         let stop = if cfg.stop_after_epoch == Some(epoch + 1) {
@@ -795,12 +814,27 @@ mod tests {
                 threads: rayon::current_num_threads()
             }]
         );
-        let (first, last) = (s.records[0], s.records[2]);
+        let (first, last) = (s.records[0].clone(), s.records[2].clone());
         assert!(
             last.train_loss < first.train_loss,
             "loss fell: {first:?} → {last:?}"
         );
         assert!(last.test_acc > 0.6, "separable classes learnt: {last:?}");
+        // Firing rates of the two neuron layers on the test split, in the metrics and events.
+        assert_eq!(last.spike_rates.len(), 2, "{last:?}");
+        assert!(
+            last.spike_rates.iter().all(|r| *r > 0.0 && *r <= 1.0),
+            "{last:?}"
+        );
+        let events = std::fs::read(whole.out.join(crate::tensorboard::EVENTS_FILE)).unwrap();
+        for tag in ["test/spike_rate/neuron0", "test/spike_rate/neuron1"] {
+            assert!(
+                events.windows(tag.len()).any(|w| w == tag.as_bytes()),
+                "{tag}"
+            );
+        }
+        let csv = crate::metrics::read_csv(&whole.out.join("metrics.csv")).unwrap();
+        assert_eq!(csv[2].spike_rates, last.spike_rates);
 
         // Same run, stopped after epoch 1 and resumed: the same final weights, bit for bit.
         let mut split = config(&dir.path().join("split"));

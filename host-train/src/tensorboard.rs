@@ -114,13 +114,21 @@ pub fn events_file(records: &[EpochRecord], start_unix_s: f64) -> Vec<u8> {
     let mut wall = start_unix_s;
     for r in records {
         wall += r.wall_s;
-        let scalars = [
-            ("train/loss", r.train_loss as f32),
-            ("train/accuracy", r.train_acc as f32),
-            ("test/accuracy", r.test_acc as f32),
-            ("train/learning_rate", r.lr as f32),
-            ("train/images_per_s", r.images_per_s as f32),
+        let mut owned: Vec<(String, f32)> = vec![
+            ("train/loss".into(), r.train_loss as f32),
+            ("train/accuracy".into(), r.train_acc as f32),
+            ("test/accuracy".into(), r.test_acc as f32),
+            ("train/learning_rate".into(), r.lr as f32),
+            ("train/images_per_s".into(), r.images_per_s as f32),
         ];
+        // One curve per neuron layer, named as its parameters are (`neuron{k}.…`).
+        owned.extend(
+            r.spike_rates
+                .iter()
+                .enumerate()
+                .map(|(k, &rate)| (format!("test/spike_rate/neuron{k}"), rate as f32)),
+        );
+        let scalars: Vec<(&str, f32)> = owned.iter().map(|(t, v)| (t.as_str(), *v)).collect();
         push_record(&mut out, &event(wall, r.epoch as i64, None, &scalars));
     }
     out
@@ -192,6 +200,7 @@ mod tests {
             lr: 0.05,
             images_per_s: 150.0,
             wall_s: 10.0,
+            spike_rates: vec![0.25, 0.125 * epoch as f64],
         });
         let file = events_file(&records, 1000.0);
         let (mut at, mut events) = (0, Vec::new());
@@ -231,6 +240,8 @@ mod tests {
             .collect();
         assert_eq!(values[0], ("train/loss".to_string(), 0.25));
         assert_eq!(values[2], ("test/accuracy".to_string(), 0.87));
-        assert_eq!(values.len(), 5);
+        assert_eq!(values[5], ("test/spike_rate/neuron0".to_string(), 0.25));
+        assert_eq!(values[6], ("test/spike_rate/neuron1".to_string(), 0.25));
+        assert_eq!(values.len(), 7);
     }
 }

@@ -854,6 +854,26 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn count_nonzero(
+        &self,
+        x: &Vec<f32>,
+        n: usize,
+        stats: &mut Vec<f32>,
+        slot: usize,
+    ) -> Result<()> {
+        let x = prefix(x, n, "count_nonzero.x")?;
+        let count = x.iter().filter(|v| **v != 0.0).count();
+        let got = stats.len();
+        let dst = stats.get_mut(slot).ok_or(Error::ShapeMismatch {
+            what: "count_nonzero.stats",
+            expected: slot + 1,
+            got,
+        })?;
+        // Exact while the count stays below 2^24 per add; a batch of steps adds one count each.
+        *dst += count as f32;
+        Ok(())
+    }
+
     fn count_correct(
         &self,
         classes: usize,

@@ -513,6 +513,16 @@ pub trait Backend: std::fmt::Debug + Send + Sync {
         backprop: bool,
     ) -> Result<()>;
 
+    /// Adds to `stats[slot]` how many of the first `n` values of `x` are non-zero (a neuron
+    /// layer's spikes: its firing count for the step).
+    fn count_nonzero(
+        &self,
+        x: &Self::Buf,
+        n: usize,
+        stats: &mut Self::Buf,
+        slot: usize,
+    ) -> Result<()>;
+
     /// Writes to `stats[slot]` how many samples' argmax (first maximum) of `cumulative`
     /// equals the label (always the hard label, also when the loss took soft targets).
     fn count_correct(

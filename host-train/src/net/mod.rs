@@ -196,7 +196,11 @@ pub struct Net<B: Backend = CpuBackend> {
     dlogits: B::Buf,
     /// `[Σ loss, losses, first non-finite step + 1, its loss, correct, non-finite flag]`.
     stats: B::Buf,
+    /// `stats_host` is `STATS_LEN` long, or longer by one spike count per neuron layer while
+    /// spike counting is on (the download copies `stats_host.len()` values).
     stats_host: Vec<f32>,
+    /// Per layer: its spike-count slot in `stats` (neuron layers only).
+    spike_slots: Vec<Option<usize>>,
     next_step: usize,
     tape: Option<Tape>,
     timings: Vec<Timing>,
@@ -272,6 +276,17 @@ impl<B: Backend> Net<B> {
         validate::validate(&config, &shapes)?;
         let arena = builder.finish(&be)?;
         let stem_len = layers.iter().position(Layer::ends_stem).unwrap_or(nl);
+        // Where each neuron layer's spike count goes in the statistics buffer.
+        let mut neurons = 0;
+        let spike_slots: Vec<Option<usize>> = layers
+            .iter()
+            .map(|l| {
+                matches!(l, Layer::Neuron(_)).then(|| {
+                    neurons += 1;
+                    STATS_LEN + neurons - 1
+                })
+            })
+            .collect();
         let slots = (0..empf_core::MAX_SLOTS)
             .map(|_| be.alloc(0))
             .collect::<Result<Vec<_>>>()?;
@@ -301,8 +316,9 @@ impl<B: Backend> Net<B> {
             cumulative: be.alloc(0)?,
             probs: be.alloc(0)?,
             dlogits: be.alloc(0)?,
-            stats: be.alloc(STATS_LEN)?,
+            stats: be.alloc(STATS_LEN + spike_slots.iter().flatten().count())?,
             stats_host: vec![0.0; STATS_LEN],
+            spike_slots,
             next_step: 0,
             tape: None,
             timings: vec![Timing::default(); nl],
@@ -604,8 +620,13 @@ impl<B: Backend> Net<B> {
             stem_len,
             batch,
             slots,
+            spike_slots,
+            stats,
+            stats_host,
+            shapes,
             ..
         } = self;
+        let count_spikes = stats_host.len() > STATS_LEN;
         let mut f = Fwd {
             be: &*be,
             batch: *batch,
@@ -625,6 +646,10 @@ impl<B: Backend> Net<B> {
                 let (before, rest) = acts.split_at_mut(i);
                 let xin: &B::Buf = if i == 0 { input } else { &before[i - 1] };
                 layers[i].forward(&mut f, xin, &mut rest[0])?;
+                if let (true, Some(slot)) = (count_spikes, spike_slots[i]) {
+                    let n = *batch * shapes[i + 1].per_sample();
+                    be.count_nonzero(&rest[0], n, stats, slot)?;
+                }
             }
             timings[i].fwd += start.elapsed().as_secs_f64();
             timings[i].fwd_n += 1;
@@ -696,6 +721,34 @@ impl<B: Backend> Net<B> {
             correct: h[4] as usize,
             non_finite: h[5] != 0.0,
         })
+    }
+
+    /// Turns counting of spikes on or off. While on, every forward step adds each neuron
+    /// layer's non-zero outputs to the batch statistics, and [`Net::finish_batch`] downloads
+    /// them with the rest (one download per batch still; a few more values):
+    /// [`Net::spike_counts`] then holds the batch's counts. Evaluation turns it on to report
+    /// firing rates; training leaves it off.
+    pub fn set_spike_counting(&mut self, on: bool) {
+        let layers = self.spike_slots.iter().flatten().count();
+        self.stats_host
+            .resize(STATS_LEN + if on { layers } else { 0 }, 0.0);
+    }
+
+    /// Spikes of each neuron layer (network order) summed over the last finished batch's
+    /// samples and steps; empty while counting is off.
+    pub fn spike_counts(&self) -> &[f32] {
+        &self.stats_host[STATS_LEN..]
+    }
+
+    /// Elements of each neuron layer's output per sample and step (network order): the
+    /// denominators of [`Net::spike_counts`], with the batch size and the steps run.
+    pub fn spike_elements_per_sample(&self) -> Vec<usize> {
+        self.spike_slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| self.shapes[i + 1].per_sample())
+            .collect()
     }
 
     /// Back-propagates the resident `dlogits` of the last [`Net::loss_step`] through the
@@ -1026,6 +1079,66 @@ mod tests {
             .collect()
     }
 
+    /// Spike counting: each neuron layer's count after a batch equals the non-zero outputs of
+    /// that layer summed over the steps (read from the activations here), for all three neuron
+    /// versions; with counting off nothing more is downloaded.
+    #[test]
+    fn spike_counts_are_the_non_zero_neuron_outputs_of_every_step() {
+        let (batch, tt) = (3, 3);
+        let x = batch_input(9, batch, 2 * 8 * 8);
+        let labels = [0u16, 1, 4];
+        for kinds in [
+            [NeuronKind::EmPf; 3],
+            [NeuronKind::MemBn, NeuronKind::Parallel, NeuronKind::EmPf],
+        ] {
+            let mut net = small_net(tt, kinds, true, 3);
+            // Low thresholds everywhere, so that every layer fires with the untrained weights.
+            let qs: Vec<String> = net
+                .params()
+                .iter()
+                .filter(|p| p.name.ends_with(".q"))
+                .map(|p| p.name.to_string())
+                .collect();
+            for q in qs {
+                net.param_mut(&q).unwrap().value.fill(-3.0);
+            }
+            let neurons: Vec<usize> = (0..net.layers.len())
+                .filter(|&i| matches!(net.layers[i], Layer::Neuron(_)))
+                .collect();
+            assert_eq!(neurons.len(), 3);
+            net.set_spike_counting(true);
+            net.load_batch(&x, &labels).unwrap();
+            let mut want = vec![0usize; neurons.len()];
+            for t in 0..tt {
+                net.forward(t, false, false).unwrap();
+                net.loss_step(t, false).unwrap();
+                for (w, &i) in want.iter_mut().zip(&neurons) {
+                    *w += net.acts[i].iter().filter(|v| **v != 0.0).count();
+                }
+            }
+            let before = net.transfers();
+            net.finish_batch().unwrap();
+            let got: Vec<usize> = net.spike_counts().iter().map(|&c| c as usize).collect();
+            assert_eq!(got, want, "{kinds:?}");
+            assert!(want.iter().all(|&w| w > 0), "every layer fires: {want:?}");
+            let per = net.spike_elements_per_sample();
+            assert_eq!(per.len(), 3);
+            assert!(want.iter().zip(&per).all(|(&w, &e)| w <= e * batch * tt));
+            let counted = net.transfers().bytes - before.bytes;
+
+            net.set_spike_counting(false);
+            net.load_batch(&x, &labels).unwrap();
+            for t in 0..tt {
+                net.forward(t, false, false).unwrap();
+                net.loss_step(t, false).unwrap();
+            }
+            let before = net.transfers();
+            net.finish_batch().unwrap();
+            assert!(net.spike_counts().is_empty());
+            assert_eq!(counted - (net.transfers().bytes - before.bytes), 4 * 3);
+        }
+    }
+
     /// Per-step input frames (event data): a `[T][B][C][H][W]` batch feeds frame t to step t.
     /// Its logits and gradients equal, bit for bit, those of a run that uploads frame t before
     /// step t (the set_input path), the stem is not reused across steps, and a length that is
@@ -1047,9 +1160,9 @@ mod tests {
             }
             net.zero_grad().unwrap();
             let mut logits = Vec::new();
-            for t in 0..tt {
+            for (t, frame) in frames.iter().enumerate() {
                 if !stacked {
-                    net.set_input(&frames[t]).unwrap();
+                    net.set_input(frame).unwrap();
                 }
                 net.forward(t, true, true).unwrap();
                 net.loss_step(t, true).unwrap();
