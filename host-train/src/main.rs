@@ -424,35 +424,13 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         max_arena_mib: u64,
     },
-    /// (internal) one bench configuration in a fresh process, for its peak RSS.
+    /// (internal) one bench configuration in a fresh process, for its peak RSS. Its argv is
+    /// `BenchOneArgs::to_args`'s and is read by `BenchOneArgs::parse_args` alone (one parser,
+    /// the one the round-trip test covers).
     #[command(hide = true)]
     BenchOne {
-        #[arg(long)]
-        time_steps: usize,
-        #[arg(long)]
-        batch_size: usize,
-        #[arg(long)]
-        batches: usize,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long)]
-        mode: String,
-        #[arg(long)]
-        seed: u64,
-        #[arg(long)]
-        data: Option<PathBuf>,
-        #[arg(long)]
-        arch: Option<String>,
-        #[arg(long)]
-        in_channels: Option<usize>,
-        #[arg(long)]
-        image_size: Option<usize>,
-        #[arg(long)]
-        classes: Option<usize>,
-        #[arg(long)]
-        parallel: Option<u8>,
-        #[arg(long)]
-        width: Option<f32>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -1549,47 +1527,9 @@ fn main() -> Result<()> {
             })?;
             Ok(())
         }
-        Command::BenchOne {
-            time_steps,
-            batch_size,
-            batches,
-            warmup,
-            mode,
-            seed,
-            data,
-            arch,
-            in_channels,
-            image_size,
-            classes,
-            parallel,
-            width,
-        } => {
-            let random_bp = match mode.as_str() {
-                "full" => false,
-                "random" => true,
-                m => bail!("--mode must be full or random, got {m:?}"),
-            };
-            empf_host_train::bench::run_bench_one(&empf_host_train::bench::BenchOneArgs {
-                time_steps,
-                batch_size,
-                batches,
-                warmup,
-                random_bp,
-                seed,
-                data,
-                zoo: match arch {
-                    None => None,
-                    Some(name) => Some(empf_host_train::bench::ZooBench {
-                        arch: empf_host_train::bench::arch_named(&name)
-                            .with_context(|| format!("--arch {name:?} is not a zoo network"))?,
-                        in_channels: in_channels.context("--arch needs --in-channels")?,
-                        image_size: image_size.context("--arch needs --image-size")?,
-                        classes: classes.context("--arch needs --classes")?,
-                        parallel_percent: parallel.context("--arch needs --parallel")?,
-                        width: width.context("--arch needs --width")?,
-                    }),
-                },
-            })?;
+        Command::BenchOne { args } => {
+            let args = empf_host_train::bench::BenchOneArgs::parse_args(&args)?;
+            empf_host_train::bench::run_bench_one(&args)?;
             Ok(())
         }
     }

@@ -532,3 +532,38 @@ fn resume_refuses_a_checkpoint_with_absurd_or_non_finite_state() {
     let o = f.train(&out, &["--resume"]);
     assert_fails_with(&o, &["checkpoint.safetensors", &name]);
 }
+
+/// `host-train bench` runs each configuration in a child `bench-one` process whose argv is
+/// read by the library's one parser: the children's lines come back as a table, and a bad
+/// child argv is an error naming the flag, not a panic.
+#[test]
+fn bench_children_are_parsed_by_the_one_bench_one_parser() {
+    let o = run(&[
+        "bench",
+        "--time-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--batches",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = text(&o);
+    assert!(log.contains("Random-BP speed-up"), "{log}");
+    assert!(log.contains("-> PASS"), "{log}");
+    for (args, named) in [
+        (
+            &["--time-steps", "2", "--mode", "sideways"][..],
+            "\"sideways\"",
+        ),
+        (&["--time-steps", "x"][..], "--time-steps \"x\""),
+        (&["--batches", "1", "--colour", "red"][..], "\"--colour\""),
+    ] {
+        let mut argv = vec!["bench-one"];
+        argv.extend_from_slice(args);
+        let o = run(&argv);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(named), "{named}: {}", text(&o));
+        assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    }
+}
