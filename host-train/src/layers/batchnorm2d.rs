@@ -203,42 +203,44 @@ pub fn batchnorm2d_backward(
     check_len("batchnorm2d.saved.invstd", c, saved.invstd.len())?;
     check_len("batchnorm2d.dgamma", c, grads.dgamma.len())?;
     check_len("batchnorm2d.dbeta", c, grads.dbeta.len())?;
-    // Per-channel Σdy and Σdy·x̂.
-    let sums: Vec<(f64, f64)> = x
+    let batch_stats = saved.batch_stats;
+    // One channel: Σdy and Σdy·x̂ into dβ and dγ, then (if wanted) its dx — channels are
+    // independent, so they run in parallel with no per-call scratch.
+    let channel =
+        |ci: usize, xr: &[f32], dr: &[f32], dg: &mut f32, db: &mut f32, dxr: Option<&mut [f32]>| {
+            let (mu, is) = (saved.mean[ci], saved.invstd[ci]);
+            let [sd, sdx] = sum_g_gxhat(xr, dr, mu, is);
+            *dg += sdx as f32;
+            *db += sd as f32;
+            let Some(dxr) = dxr else { return };
+            let g = gamma[ci] * is;
+            if batch_stats {
+                let mean_d = (sd / n as f64) as f32;
+                let mean_dx = (sdx / n as f64) as f32;
+                for ((o, &xv), &d) in dxr.iter_mut().zip(xr).zip(dr) {
+                    let xh = (xv - mu) * is;
+                    *o += g * (d - mean_d - xh * mean_dx);
+                }
+            } else {
+                for (o, &d) in dxr.iter_mut().zip(dr) {
+                    *o += g * d;
+                }
+            }
+        };
+    let per_channel = x
         .par_chunks(n)
         .zip(dy.par_chunks(n))
-        .enumerate()
-        .map(|(ci, (xr, dr))| {
-            let [sd, sdx] = sum_g_gxhat(xr, dr, saved.mean[ci], saved.invstd[ci]);
-            (sd, sdx)
-        })
-        .collect();
-    for (ci, &(sd, sdx)) in sums.iter().enumerate() {
-        grads.dgamma[ci] += sdx as f32;
-        grads.dbeta[ci] += sd as f32;
-    }
-    if let Some(dx) = grads.dx {
-        check_len("batchnorm2d.dx", x.len(), dx.len())?;
-        let batch_stats = saved.batch_stats;
-        dx.par_chunks_mut(n)
-            .zip(x.par_chunks(n).zip(dy.par_chunks(n)))
+        .zip(grads.dgamma.par_iter_mut().zip(grads.dbeta.par_iter_mut()));
+    match grads.dx {
+        Some(dx) => {
+            check_len("batchnorm2d.dx", x.len(), dx.len())?;
+            per_channel.zip(dx.par_chunks_mut(n)).enumerate().for_each(
+                |(ci, (((xr, dr), (dg, db)), dxr))| channel(ci, xr, dr, dg, db, Some(dxr)),
+            );
+        }
+        None => per_channel
             .enumerate()
-            .for_each(|(ci, (dxr, (xr, dr)))| {
-                let (mu, is) = (saved.mean[ci], saved.invstd[ci]);
-                let g = gamma[ci] * is;
-                if batch_stats {
-                    let mean_d = (sums[ci].0 / n as f64) as f32;
-                    let mean_dx = (sums[ci].1 / n as f64) as f32;
-                    for ((o, &xv), &d) in dxr.iter_mut().zip(xr).zip(dr) {
-                        let xh = (xv - mu) * is;
-                        *o += g * (d - mean_d - xh * mean_dx);
-                    }
-                } else {
-                    for (o, &d) in dxr.iter_mut().zip(dr) {
-                        *o += g * d;
-                    }
-                }
-            });
+            .for_each(|(ci, ((xr, dr), (dg, db)))| channel(ci, xr, dr, dg, db, None)),
     }
     Ok(())
 }
