@@ -189,6 +189,8 @@ pub struct BenchArgs {
     pub seed: u64,
     /// A zoo network instead of the bench network (synthetic data; `time_steps[0]` only).
     pub zoo: Option<ZooBench>,
+    /// Each child also prints where its timed batches spent their time, per layer.
+    pub profile: bool,
 }
 
 impl Default for BenchArgs {
@@ -201,6 +203,7 @@ impl Default for BenchArgs {
             data: None,
             seed: 0,
             zoo: None,
+            profile: false,
         }
     }
 }
@@ -236,6 +239,8 @@ pub struct BenchOneArgs {
     pub data: Option<PathBuf>,
     /// A zoo network instead of the bench network (always synthetic data).
     pub zoo: Option<ZooBench>,
+    /// Print the timed batches' per-layer profile to stderr ([`render_profile`]).
+    pub profile: bool,
 }
 
 /// `"random"` or `"full"`, the `--mode` value and the `mode=` field.
@@ -277,6 +282,10 @@ impl BenchOneArgs {
             v.push("--data".to_string());
             v.push(dir.to_string_lossy().into_owned());
         }
+        if self.profile {
+            v.push("--profile".to_string());
+            v.push("1".to_string());
+        }
         if let Some(z) = &self.zoo {
             for (flag, value) in [
                 ("--arch", z.arch.name().to_string()),
@@ -300,6 +309,7 @@ impl BenchOneArgs {
             (None, None, None, None, None, None, None);
         let (mut arch, mut channels, mut size, mut classes, mut parallel, mut width) =
             (None, None, None, None, None, None);
+        let mut profile = false;
         let mut it = args.iter().map(AsRef::as_ref);
         while let Some(flag) = it.next() {
             let value = it.next().or_invalid(|| format!("{flag} needs a value"))?;
@@ -322,6 +332,13 @@ impl BenchOneArgs {
                     )
                 }
                 "--data" => data = Some(PathBuf::from(value)),
+                "--profile" => {
+                    profile = match value {
+                        "0" => false,
+                        "1" => true,
+                        other => invalid!("--profile {other:?} is neither 0 nor 1"),
+                    }
+                }
                 "--arch" => {
                     arch = Some(
                         arch_named(value)
@@ -368,6 +385,7 @@ impl BenchOneArgs {
             random_bp: mode.or_invalid(|| "--mode is required".into())?,
             seed: seed.or_invalid(|| "--seed is required".into())?,
             data,
+            profile,
         })
     }
 
@@ -616,7 +634,7 @@ pub fn measure_one(args: &BenchOneArgs) -> Result<BenchOneResult> {
     }
 
     let batch_len = args.batch_size * image_len;
-    let mut run_batch = |i: usize| -> Result<()> {
+    let run_batch = |trainer: &mut OnlineTrainer, i: usize| -> Result<()> {
         let x = &images[i * batch_len..(i + 1) * batch_len];
         let y = &labels[i * args.batch_size..(i + 1) * args.batch_size];
         let step = args
@@ -635,13 +653,33 @@ pub fn measure_one(args: &BenchOneArgs) -> Result<BenchOneResult> {
         Ok(())
     };
     for i in 0..args.warmup {
-        run_batch(i)?;
+        run_batch(&mut trainer, i)?;
     }
+    trainer.net.reset_timings();
     let start = Instant::now();
     for i in args.warmup..total {
-        run_batch(i)?;
+        run_batch(&mut trainer, i)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    if args.profile {
+        eprint!(
+            "{}",
+            render_profile(
+                &format!(
+                    "T={} {}{}",
+                    args.time_steps,
+                    mode_name(args.random_bp),
+                    args.zoo.map_or(String::new(), |z| format!(
+                        ", {} % parallel",
+                        z.parallel_percent
+                    ))
+                ),
+                &trainer.net.layer_timings(),
+                args.batches,
+                secs
+            )
+        );
+    }
     Ok(BenchOneResult {
         time_steps: args.time_steps,
         random_bp: args.random_bp,
@@ -649,6 +687,53 @@ pub fn measure_one(args: &BenchOneArgs) -> Result<BenchOneResult> {
         peak_rss_kb: peak_rss_kb().unwrap_or(0),
         parallel_percent: args.zoo.map(|z| z.parallel_percent),
     })
+}
+
+/// Where the timed batches' time went, per layer: forward and backward milliseconds per batch
+/// and each layer's share of the step (the rest — loss, optimiser, transfers — is the last
+/// row). Layers are named by their description's variant.
+pub fn render_profile(
+    title: &str,
+    timings: &[crate::net::LayerTiming],
+    batches: usize,
+    total_s: f64,
+) -> String {
+    use std::fmt::Write as _;
+    let per_batch = |s: f64| 1e3 * s / batches.max(1) as f64;
+    let share = |s: f64| 100.0 * s / total_s.max(1e-12);
+    let mut out = format!(
+        "profile ({title}), per batch:\n{:>5} {:<16} {:>10} {:>10} {:>7}\n",
+        "layer", "kind", "fwd ms", "bwd ms", "share"
+    );
+    let mut layers_s = 0.0;
+    for t in timings {
+        let kind = format!("{:?}", t.spec);
+        let kind = kind
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or_default();
+        let s = t.forward_s + t.backward_s;
+        layers_s += s;
+        let _ = writeln!(
+            out,
+            "{:>5} {:<16} {:>10.2} {:>10.2} {:>6.1}%",
+            t.index,
+            kind,
+            per_batch(t.forward_s),
+            per_batch(t.backward_s),
+            share(s)
+        );
+    }
+    let rest = (total_s - layers_s).max(0.0);
+    let _ = writeln!(
+        out,
+        "{:>5} {:<16} {:>21.2} {:>6.1}%",
+        "-",
+        "loss, optimiser",
+        per_batch(rest),
+        share(rest)
+    );
+    out
 }
 
 /// `host-train bench-one`: runs one configuration and prints its `BENCH_ONE` line on stdout.
@@ -867,6 +952,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                 seed: args.seed,
                 data: data.clone(),
                 zoo: None,
+                profile: args.profile,
             };
             one.validate()?;
             let r = spawn_one(&exe, &one)?;
@@ -987,6 +1073,7 @@ fn run_zoo_bench(args: &BenchArgs, z: ZooBench) -> Result<()> {
                     parallel_percent,
                     ..z
                 }),
+                profile: args.profile,
             };
             one.validate()?;
             let r = spawn_one(&exe, &one)?;
@@ -1066,6 +1153,7 @@ mod tests {
             seed: 42,
             data: None,
             zoo: None,
+            profile: false,
         };
         assert_eq!(
             a.to_args(),
@@ -1100,6 +1188,13 @@ mod tests {
             ]
         );
         assert_eq!(BenchOneArgs::parse_args(&argv).unwrap(), a);
+        a.profile = true;
+        let argv = a.to_args();
+        assert_eq!(&argv[argv.len() - 2..], ["--profile", "1"]);
+        assert_eq!(BenchOneArgs::parse_args(&argv).unwrap(), a);
+        let mut bad = argv.clone();
+        *bad.last_mut().unwrap() = "yes".into();
+        assert!(BenchOneArgs::parse_args(&bad).is_err());
         assert!(BenchOneArgs::parse_args(&["--time-steps", "2"]).is_err());
         assert!(BenchOneArgs::parse_args(&["--mode"]).is_err());
         assert!(BenchOneArgs::parse_args(&["--bogus", "1"]).is_err());
@@ -1236,6 +1331,7 @@ mod tests {
             seed: 0,
             data: None,
             zoo: None,
+            profile: false,
         };
         assert!(measure_one(&a).is_err());
     }
@@ -1254,6 +1350,7 @@ mod tests {
                 seed: 1,
                 data: None,
                 zoo: None,
+                profile: false,
             };
             let r = measure_one(&a).unwrap();
             assert_eq!((r.time_steps, r.random_bp), (2, random_bp));

@@ -362,6 +362,10 @@ enum Command {
         data: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Also print, per configuration, where the timed batches spent their time (per layer,
+        /// forward and backward ms per batch and share of the step).
+        #[arg(long)]
+        profile: bool,
     },
     /// Loader throughput: samples/s the data loader delivers for a data set and augmentation at
     /// each worker count (nothing is trained).
@@ -1492,6 +1496,7 @@ fn main() -> Result<()> {
             in_channels,
             classes,
             width,
+            profile,
         } => {
             use empf_host_train::bench::{arch_named, ZooBench};
             let zoo = match arch.as_str() {
@@ -1524,6 +1529,7 @@ fn main() -> Result<()> {
                 data,
                 seed,
                 zoo,
+                profile,
             })?;
             Ok(())
         }
