@@ -1142,6 +1142,51 @@ mod tests {
         );
     }
 
+    /// The profile names every layer with its forward/backward time per batch, and the rest
+    /// of the step (loss, optimiser) is what the layers did not take.
+    #[test]
+    fn profile_rows_split_the_step() {
+        use crate::net::{LayerSpec, LayerTiming};
+        let timings = [
+            LayerTiming {
+                index: 0,
+                spec: LayerSpec::BatchNorm2d,
+                forward_s: 0.2,
+                backward_s: 0.4,
+                forward_calls: 2,
+                backward_calls: 2,
+            },
+            LayerTiming {
+                index: 1,
+                spec: LayerSpec::GlobalAvgPool,
+                forward_s: 0.1,
+                backward_s: 0.1,
+                forward_calls: 2,
+                backward_calls: 2,
+            },
+        ];
+        let text = render_profile("T=4 full", &timings, 2, 1.0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "profile (T=4 full), per batch:");
+        assert!(
+            lines[2].contains("BatchNorm2d") && lines[2].contains("100.00"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("200.00") && lines[2].ends_with("60.0%"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("GlobalAvgPool") && lines[3].ends_with("20.0%"),
+            "{text}"
+        );
+        assert!(
+            lines[4].contains("loss, optimiser") && lines[4].ends_with("20.0%"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 5);
+    }
+
     #[test]
     fn to_args_format_and_round_trip() {
         let mut a = BenchOneArgs {
@@ -1256,6 +1301,7 @@ mod tests {
                 parallel_percent: 100,
                 width: 0.0625,
             }),
+            profile: true,
         };
         let r = measure_one(&a).unwrap();
         assert_eq!(r.parallel_percent, Some(100));
