@@ -744,19 +744,19 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
         ),
     };
     // Checkpoints written before `--arch` existed are bench nets.
-    let arch = match ck.meta("model.arch").ok().unwrap_or("bench") {
-        "bench" => ArchArg::Bench,
-        "mcu" => ArchArg::Mcu,
-        "mcuwide" => ArchArg::McuWide,
-        "resnet18" => ArchArg::Resnet18,
-        "resnet19" => ArchArg::Resnet19,
-        "vgg13" => ArchArg::Vgg13,
-        "vggsnn" => ArchArg::VggSnn,
-        other => bail!(
-            "checkpoint {}: unknown model.arch {other:?}",
-            path.display()
-        ),
-    };
+    // The name `train` wrote: the variant's name in lower case (see `ModelLabels`), so every
+    // architecture `--arch` knows is read back.
+    let arch_name = ck.meta("model.arch").ok().unwrap_or("bench");
+    let arch = ArchArg::value_variants()
+        .iter()
+        .copied()
+        .find(|a| format!("{a:?}").to_lowercase() == arch_name)
+        .with_context(|| {
+            format!(
+                "checkpoint {}: unknown model.arch {arch_name:?}",
+                path.display()
+            )
+        })?;
     let args = ModelArgs {
         arch,
         time_steps: t,
@@ -818,6 +818,7 @@ fn export(
     let (net, args, _) = net_from_checkpoint(ckpt)?;
     let float = empf_host_train::export::export_float(&net).context("exporting")?;
     let model = Model::decode(&float).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut frames = 1;
     let samples: Vec<Vec<f32>> = match dataset {
         DatasetArg::FashionMnist | DatasetArg::Mnist => {
             let train_set = Dataset::load(data, Split::Train)?;
@@ -841,8 +842,14 @@ fn export(
             let mut samples = Vec::new();
             for batch in loader.epoch(0)? {
                 let batch = batch?;
-                let len = batch.images.len() / batch.len().max(1);
-                samples.extend(batch.images.chunks_exact(len).map(<[f32]>::to_vec));
+                let len = batch.channels * batch.height * batch.width;
+                // Event data: every frame of every sample is a calibration input, so the
+                // ranges cover all time steps.
+                for t in 0..batch.frames {
+                    let frame = batch.frame(t).context("a batch frame")?;
+                    samples.extend(frame.chunks_exact(len).map(<[f32]>::to_vec));
+                }
+                frames = batch.frames;
             }
             samples
         }
@@ -871,7 +878,15 @@ fn export(
         4 * m.arena_words_for(Mode::Sequential),
         4 * m.arena_words_for(Mode::Parallel)
     );
-    println!("calibration: {n} training images");
+    if frames > 1 {
+        println!(
+            "calibration: {n} inputs ({} training samples x {frames} frames)",
+            n / frames
+        );
+        println!("note: the trainer feeds frame t to step t; empf-core runs one input at every step (per-step input is not in its format yet), so this model deploys with one frame per inference");
+    } else {
+        println!("calibration: {n} training images");
+    }
     println!(
         "{:>3} {:<10} {:>14} {:>9} {:>12} {:>9}",
         "#", "kind", "output", "bytes", "MACs/step", "zeros"

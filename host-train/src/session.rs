@@ -344,6 +344,12 @@ pub fn run(
     }
     let fingerprint = cfg.fingerprint();
     let net = Net::new(cfg.net.clone(), cfg.seed)?;
+    let (data_classes, net_classes) = (shape.classes, net.num_classes());
+    if data_classes > net_classes {
+        return Err(SessionError::Config(format!(
+            "the data set has {data_classes} classes, the network {net_classes} outputs"
+        )));
+    }
     let mut tr = OnlineTrainer::new(net, cfg.optimizer)?;
     let mut log = MetricsLog::open(out)?;
     let start_epoch = if cfg.resume {
@@ -416,8 +422,16 @@ pub fn run(
                                     .cos())
                     }
                 };
-                // Mixup/CutMix and label smoothing: the loader's soft targets are the loss's.
-                let targets = batch.soft_targets.as_deref();
+                // Mixup/CutMix and label smoothing: the loader's soft targets are the loss's,
+                // widened with zeros when the network has more outputs than the data classes.
+                let widened;
+                let targets = match batch.soft_targets.as_deref() {
+                    Some(q) if data_classes < net_classes => {
+                        widened = widen_targets(q, data_classes, net_classes);
+                        Some(widened.as_slice())
+                    }
+                    q => q,
+                };
                 let labels = &batch.labels;
                 let stats = tr
                     .train_batch_with(&batch.images, labels, targets, r, cfg.rule, lr_b)
@@ -522,6 +536,15 @@ pub fn run(
         }
     }
     Ok(summary)
+}
+
+/// `[B][from]` target rows as `[B][to]` (`to ≥ from`), the extra classes at probability 0.
+fn widen_targets(q: &[f32], from: usize, to: usize) -> Vec<f32> {
+    let mut out = vec![0.0; q.len() / from.max(1) * to];
+    for (dst, src) in out.chunks_exact_mut(to).zip(q.chunks_exact(from.max(1))) {
+        dst[..from].copy_from_slice(src);
+    }
+    out
 }
 
 /// Writes the trainer's parameters and optimiser state with the run's metadata to `path`
@@ -853,6 +876,40 @@ mod tests {
         let stored = params(&s.checkpoint, &whole.net);
         assert!(!stored.is_empty());
         assert_eq!(stored, params(&s2.checkpoint, &whole.net));
+    }
+
+    /// Soft targets of a data set with fewer classes than the network has outputs (a subset
+    /// of a data set's class folders) are widened with zeros, not refused; more classes than
+    /// outputs is a configuration error.
+    #[test]
+    fn soft_targets_of_fewer_classes_than_outputs_train() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = config(&dir.path().join("wide"));
+        if let Some(LayerSpec::Linear { out_features, .. }) = cfg.net.layers.last_mut() {
+            *out_features = 5;
+        }
+        cfg.augment.label_smoothing = 0.1;
+        cfg.epochs = 2;
+        let s = run(&cfg, images(24, 1), images(12, 2), &mut Silent).expect("session");
+        assert!(
+            s.records[1].train_loss < s.records[0].train_loss,
+            "{:?}",
+            s.records
+        );
+        assert_eq!(
+            widen_targets(&[0.9, 0.1, 0.2, 0.8], 2, 3),
+            [0.9, 0.1, 0.0, 0.2, 0.8, 0.0]
+        );
+
+        let mut cfg = config(&dir.path().join("narrow"));
+        if let Some(LayerSpec::Linear { out_features, .. }) = cfg.net.layers.last_mut() {
+            *out_features = 2;
+        }
+        let e = run(&cfg, images(24, 1), images(12, 2), &mut Silent).unwrap_err();
+        assert!(
+            e.to_string().contains("3 classes, the network 2 outputs"),
+            "{e}"
+        );
     }
 
     #[test]
