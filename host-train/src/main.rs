@@ -1253,6 +1253,10 @@ fn apply_recipe(
     }
     Ok(match r.augment {
         RecipeAugment::Off => AugmentConfig::none(),
+        RecipeAugment::LabelSmoothing { epsilon } => AugmentConfig {
+            label_smoothing: epsilon,
+            ..AugmentConfig::none()
+        },
         RecipeAugment::CropFlip { padding } => AugmentConfig {
             random_crop: Some(RandomCrop { padding }),
             hflip: true,

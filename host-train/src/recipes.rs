@@ -26,7 +26,7 @@ pub enum RecipeData {
 }
 
 /// The augmentation a recipe turns on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RecipeAugment {
     /// The data set's augmentation of spec §6 (`DataSet::paper_augment`).
     Paper,
@@ -34,6 +34,11 @@ pub enum RecipeAugment {
     CropFlip {
         /// Zero padding per side before the crop.
         padding: usize,
+    },
+    /// Label smoothing only (soft targets `(1 − ε)·one-hot + ε/K`), no image augmentation.
+    LabelSmoothing {
+        /// ε in `[0, 1)`.
+        epsilon: f32,
     },
     /// None.
     Off,
@@ -181,7 +186,9 @@ pub const RECIPES: &[Recipe] = &[
         83.00,
     ),
     // The bench network with binary weights, online, T = 4. Batch 16 gives four times the
-    // updates of batch 64 per epoch: 88.9 % after one epoch (README, "Fashion-MNIST recipe").
+    // updates of batch 64 per epoch (88.90 % after one epoch); label smoothing 0.1 adds
+    // +0.12 pt after one epoch and +0.11 pt after ten (89.02 %, 93.06 %; README,
+    // "Fashion-MNIST").
     Recipe {
         name: "fashion-mnist",
         data: RecipeData::FashionMnist,
@@ -194,7 +201,7 @@ pub const RECIPES: &[Recipe] = &[
         epochs: 10,
         lr: 0.05,
         schedule: RecipeSchedule::CosinePerBatch,
-        augment: RecipeAugment::Off,
+        augment: RecipeAugment::LabelSmoothing { epsilon: 0.1 },
         paper_accuracy: None,
     },
 ];
@@ -300,6 +307,18 @@ mod tests {
                 .count(),
             9
         );
+    }
+
+    /// The Fashion-MNIST recipe is the one the README measures (93.06 % in 10 epochs).
+    #[test]
+    fn fashion_mnist_recipe_is_the_measured_one() {
+        let r = recipe("fashion-mnist").unwrap();
+        assert_eq!(
+            (r.arch, r.time_steps, r.batch_size, r.epochs, r.lr),
+            ("bench", 4, 16, 10, 0.05)
+        );
+        assert_eq!(r.schedule, RecipeSchedule::CosinePerBatch);
+        assert_eq!(r.augment, RecipeAugment::LabelSmoothing { epsilon: 0.1 });
     }
 
     #[test]

@@ -594,7 +594,7 @@ fn fashion_mnist() {
         dataset: "fashion-mnist",
         data: &data,
         extra: &[],
-        augmentation: &[],
+        augmentation: &["label smoothing 0.1"],
     }
     .check();
 }
