@@ -684,7 +684,7 @@ pub fn load_checkpoint(
 mod tests {
     use super::*;
     use crate::data::Dataset;
-    use crate::net::{LayerSpec, NeuronKind};
+    use crate::net::LayerSpec;
     use crate::optim::SgdConfig;
     use std::sync::Arc;
 
@@ -714,36 +714,7 @@ mod tests {
 
     fn config(out: &Path) -> SessionConfig {
         SessionConfig {
-            net: NetConfig {
-                in_channels: 1,
-                height: 6,
-                width: 6,
-                time_steps: 2,
-                layers: vec![
-                    LayerSpec::Conv2d {
-                        out_channels: 4,
-                        kernel: 3,
-                        stride: 1,
-                        pad: 1,
-                        bias: false,
-                    },
-                    LayerSpec::BatchNorm2d,
-                    LayerSpec::Neuron(NeuronKind::EmPf),
-                    LayerSpec::BinaryConv2d {
-                        out_channels: 6,
-                        kernel: 3,
-                        stride: 1,
-                        pad: 1,
-                    },
-                    LayerSpec::BatchNorm2d,
-                    LayerSpec::Neuron(NeuronKind::EmPf),
-                    LayerSpec::GlobalAvgPool,
-                    LayerSpec::Linear {
-                        out_features: 3,
-                        bias: true,
-                    },
-                ],
-            },
+            net: crate::train::tests::tiny(2),
             optimizer: OptimizerConfig::Sgd(SgdConfig {
                 momentum: 0.9,
                 dampening: 0.0,

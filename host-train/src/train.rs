@@ -247,12 +247,14 @@ pub fn count_correct(logits: &[f32], labels: &[u16], classes: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::net::{LayerSpec, NetConfig, NeuronKind};
     use crate::optim::SgdConfig;
 
-    fn tiny(t: usize) -> NetConfig {
+    /// conv 1→4, BN, neuron, bconv 4→6, BN, neuron, GAP, linear → 3, on 6×6 inputs (also the
+    /// session tests' network).
+    pub(crate) fn tiny(t: usize) -> NetConfig {
         NetConfig {
             in_channels: 1,
             height: 6,
