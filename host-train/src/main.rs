@@ -12,7 +12,7 @@ use empf_host_train::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use empf_host_train::session::{
     self, EpochProgress, LrSchedule, ModelLabels, Progress, SessionConfig, SessionStart,
 };
-use empf_host_train::train::{check_finite, TrainError, UpdateRule};
+use empf_host_train::train::UpdateRule;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -490,17 +490,6 @@ fn in_checkpoint(path: &Path, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("checkpoint {}: {e}", path.display())
 }
 
-/// Refuses a loaded network holding NaN or ∞ (crafted, or written before the trainer checked).
-fn check_loaded_finite(path: &Path, net: &Net) -> Result<()> {
-    match check_finite(net) {
-        Err(TrainError::NonFiniteParameter { name, index, value }) => Err(in_checkpoint(
-            path,
-            format!("tensor {name}[{index}] is {value}; a checkpoint holding non-finite values cannot be resumed, exported or evaluated"),
-        )),
-        other => Ok(other?),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn train(
     data: &Path,
@@ -802,7 +791,7 @@ fn net_from_checkpoint(path: &Path) -> Result<(Net, ModelArgs, Option<f64>)> {
         // `take` checked the shape, so the lengths agree.
         p.value.copy_from_slice(&data);
     }
-    check_loaded_finite(path, &net)?;
+    session::check_loaded_finite(path, &net)?;
     let acc = ck.meta("test_acc").ok().and_then(|v| v.parse().ok());
     Ok((net, args, acc))
 }
