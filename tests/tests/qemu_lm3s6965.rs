@@ -92,6 +92,41 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
 /// The wide MCU preset (`host-train train --arch mcu-wide`, 2× the MCU net's channels) on the
 /// 64 KiB LM3S6965: it links (arena + statics fit the RAM), runs within its stack, and every
 /// logit equals the host's.
+/// The DSP-extension kernel (empf-dsp's `uxtab16` loop, selected on the Cortex-M4F and the
+/// Cortex-M33 built with `+dsp`) gives every logit of `empf-core` on the host, bit for bit: the
+/// MCU model and the wide MCU model, integer path, both modes, 32 images each.
+#[test]
+fn dsp_kernel_on_cortex_m4f_and_m33_equals_core_bit_for_bit() {
+    if !qemu_available() {
+        return;
+    }
+    for machine in [board::MPS2_AN386, board::MPS2_AN505] {
+        for model in [
+            Inputs::default(),
+            Inputs::with_model(board::repo_root().join("boards/models/fmnist-mcu-wide.empf")),
+        ] {
+            for mode in [Mode::Sequential, Mode::Parallel] {
+                let (run, n, _) = board::qemu_check(
+                    &model,
+                    &machine,
+                    Path::Integer,
+                    mode,
+                    Duration::from_secs(600),
+                )
+                .expect("QEMU check");
+                assert_eq!(n, 32);
+                println!(
+                    "{} {} {:?}: 32 images equal ({:.1} s)",
+                    machine.name,
+                    model.model.display(),
+                    mode,
+                    run.elapsed.as_secs_f64()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn wide_mcu_model_on_lm3s6965_equals_core_bit_for_bit() {
     if !qemu_available() {

@@ -727,9 +727,12 @@ pub fn qemu_check(
     mode: Mode,
     timeout: Duration,
 ) -> Result<(QemuRun, usize, SizeReport)> {
+    // Built for the machine's core: the Cortex-M4F and M33 builds select empf-dsp's
+    // DSP-extension kernel, the Cortex-M3 build the portable one.
     let fw = Firmware {
         path,
         mode,
+        target: machine.target,
         ..FIRMWARES[0]
     };
     let inputs = inputs.clone().for_machine(machine);

@@ -136,6 +136,7 @@ fn ci() -> Result<()> {
     // would turn on for them (`cargo test -p <crate>` alone must work).
     for krate in [
         "empf-core",
+        "empf-dsp",
         "empf-host-train",
         "empf-edge-infer",
         "empf-conformance",

@@ -6,7 +6,7 @@
 //! outputs of one tap), split into two words of two 16-bit lanes (`v & 0x00FF00FF`,
 //! `(v >> 8) & 0x00FF00FF`) and added to accumulators that stay in registers for a block of
 //! [`LANES`] outputs over all selected taps. A lane gains at most 255 per tap, so it is folded
-//! into `i32` every [`FLUSH`] taps, before it could carry into its neighbour.
+//! into `i32` every [`empf_dsp::FLUSH`] taps, before it could carry into its neighbour.
 //!
 //! `Σ s·x = 2·Σ_{s=+1} x − Σ x` as in the reference, with `Σ x` over all taps once per layer.
 //! Output channels go in pairs: the taps fall in four classes by their signs in the two
@@ -24,12 +24,11 @@
 
 use super::conv::ConvGeom;
 use crate::bits::sign_at;
+use empf_dsp::TapList;
 
-/// Outputs per block: 3 words of 4 spikes, 6 accumulator words in registers (with 4 words
-/// the Cortex-M4's 13 registers no longer hold the loop and LLVM spills accumulators).
-pub(crate) const LANES: usize = 12;
-/// Taps a 16-bit lane can take before it is folded into `i32`: `257·255 = 65535`.
-const FLUSH: usize = 257;
+/// Outputs per block (3 words of 4 spikes, 6 accumulator words in registers; with 4 words the
+/// Cortex-M4's 13 registers no longer hold the loop and LLVM spills accumulators).
+pub(crate) const LANES: usize = empf_dsp::LANES;
 
 /// The geometry of one spike ±1 conv in the phase layout; `None` from [`SpikeConv::new`] when
 /// a tap offset does not fit the `u16` list (the layer then runs the reference kernel).
@@ -72,6 +71,9 @@ impl SpikeConv {
         };
         // The largest tap offset: last channel, every phase and shift of the kernel.
         let k = g.kernel;
+        if k * k > MAX_KERNEL_TAPS {
+            return None;
+        }
         let max_off = (0..k)
             .flat_map(|ky| (0..k).map(move |kx| sc.offset(c - 1, ky, kx)))
             .max()?;
@@ -98,63 +100,61 @@ impl SpikeConv {
 }
 
 /// Sums `xq[base + off + j]` over the offsets in `offs`, for the `LANES` outputs `j`, into
-/// `out` (wrapping, as the reference accumulates). `win` starts at `base`.
-///
-/// Written out by hand (no arrays, no inner loop) so that at the firmware's `opt-level = "s"`
-/// the six accumulators stay in registers and each group of 4 spikes is one (unaligned,
-/// allowed from ARMv7-M on) 32-bit load.
+/// `out` (wrapping, as the reference accumulates). `win` starts at `base`. The loop is
+/// `empf-dsp`'s: Cortex-M DSP-extension assembly where the target has it, plain-Rust SWAR
+/// elsewhere (the same sums).
 #[inline(always)]
-fn block_sums(win: &[u8], offs: &[u16], out: &mut [i32; LANES]) {
-    #[inline(always)]
-    fn word(s: &[u8], i: usize) -> u32 {
-        u32::from_le_bytes(s[4 * i..4 * i + 4].try_into().unwrap())
+fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
+    empf_dsp::block_sums(win, offs, out);
+}
+
+/// Largest `kernel²` the kernel takes (a larger binary conv runs the reference kernel).
+const MAX_KERNEL_TAPS: usize = 64;
+
+/// Tap offsets of one layer: tap `t = c·k² + j` (the sign rows' `[c][ky][kx]` order) sits at
+/// byte `c·channel + within[j]` of the phase copy ([`SpikeConv::offset`]).
+struct TapOffsets {
+    within: [u16; MAX_KERNEL_TAPS],
+    kk: usize,
+    channel: usize,
+    channels: usize,
+}
+
+impl TapOffsets {
+    fn new(g: &ConvGeom, sc: &SpikeConv) -> TapOffsets {
+        let k = g.kernel;
+        let mut within = [0u16; MAX_KERNEL_TAPS];
+        for (j, w) in within.iter_mut().take(k * k).enumerate() {
+            // Fits: `SpikeConv::new` checked every offset against `u16::MAX`.
+            *w = sc.offset(0, j / k, j % k) as u16;
+        }
+        TapOffsets {
+            within,
+            kk: k * k,
+            channel: sc.s * sc.s * sc.hq * sc.wq,
+            channels: g.input.c as usize,
+        }
     }
-    const M: u32 = 0x00FF_00FF;
-    for chunk in offs.chunks(FLUSH) {
-        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
-        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
-        for &off in chunk {
-            let off = off as usize;
-            let s = &win[off..off + LANES];
-            let (v0, v1, v2) = (word(s, 0), word(s, 1), word(s, 2));
-            e0 += v0 & M;
-            o0 += (v0 >> 8) & M;
-            e1 += v1 & M;
-            o1 += (v1 >> 8) & M;
-            e2 += v2 & M;
-            o2 += (v2 >> 8) & M;
-        }
-        // Word i's even lanes are outputs 4i and 4i+2, its odd lanes 4i+1 and 4i+3.
-        for (i, (e, o)) in [(e0, o0), (e1, o1), (e2, o2)].into_iter().enumerate() {
-            let lanes = [e & 0xFFFF, o & 0xFFFF, e >> 16, o >> 16];
-            for (a, l) in out[4 * i..4 * i + 4].iter_mut().zip(lanes) {
-                *a = a.wrapping_add(l as i32);
-            }
-        }
+
+    /// Every tap's offset, in tap order.
+    #[inline(always)]
+    fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.channels).flat_map(move |c| {
+            self.within[..self.kk]
+                .iter()
+                .map(move |&w| (c * self.channel) as u16 + w)
+        })
     }
 }
 
 /// Fills `list` with the byte offsets of the taps whose sign is `want` (`None`: every tap) and
 /// returns how many.
-fn tap_list(
-    g: &ConvGeom,
-    sc: &SpikeConv,
-    row: &[u8],
-    want: Option<bool>,
-    list: &mut [u16],
-) -> usize {
-    let k = g.kernel;
+fn tap_list(taps: &TapOffsets, row: &[u8], want: Option<bool>, list: &mut [u16]) -> usize {
     let mut n = 0;
-    let mut t = 0;
-    for c in 0..g.input.c as usize {
-        for ky in 0..k {
-            for kx in 0..k {
-                if want.is_none_or(|w| sign_at(row, t) == w) {
-                    list[n] = sc.offset(c, ky, kx) as u16;
-                    n += 1;
-                }
-                t += 1;
-            }
+    for (t, off) in taps.iter().enumerate() {
+        if want.is_none_or(|w| sign_at(row, t) == w) {
+            list[n] = off;
+            n += 1;
         }
     }
     n
@@ -197,11 +197,13 @@ pub(crate) fn bconv_spikes(
     let xq: &[u8] = xq;
 
     let rb = crate::bits::row_bytes(taps);
-    let all = tap_list(g, sc, &[], None, list);
+    let offsets = TapOffsets::new(g, sc);
+    let all = tap_list(&offsets, &[], None, list);
+    let all = TapList::new(&list[..all]);
     for (b, tot) in total.chunks_exact_mut(LANES).enumerate() {
         let tot: &mut [i32; LANES] = tot.try_into().unwrap();
         tot.fill(0);
-        block_sums(&xq[b * LANES..], &list[..all], tot);
+        block_sums(&xq[b * LANES..], &all, tot);
     }
 
     let plane = g.oh * g.ow;
@@ -209,7 +211,7 @@ pub(crate) fn bconv_spikes(
     while let Some((o, ya)) = outs.next() {
         let ra = &signs[o * rb..(o + 1) * rb];
         let Some((_, yb)) = outs.next() else {
-            single(g, sc, xq, total, ra, list, |p| finish(o, p), ya);
+            single(g, sc, &offsets, xq, total, ra, list, |p| finish(o, p), ya);
             break;
         };
         let rbits = &signs[(o + 1) * rb..(o + 2) * rb];
@@ -232,29 +234,41 @@ pub(crate) fn bconv_spikes(
         for k in 0..4 {
             starts[k + 1] = starts[k] + if k == skip { 0 } else { counts[k] };
         }
-        pair_lists(g, sc, ra, rbits, skip, starts, list);
+        pair_lists(&offsets, ra, rbits, skip, starts, list);
+        // `Σ s·x = Σ_k sign_k·P_k` over the four classes, and `P_skip = Σ x − Σ_{k≠skip} P_k`,
+        // so a channel's sum is `sign_skip·Σ x + Σ_{k≠skip} (sign_k − sign_skip)·P_k`
+        // (coefficients −2, 0, 2), the reference's value in wrapping `i32` arithmetic.
+        let sign_a = |k: usize| if k >= 2 { 1i32 } else { -1 };
+        let sign_b = |k: usize| if k & 1 == 1 { 1i32 } else { -1 };
+        let summed: [usize; 3] = match skip {
+            0 => [1, 2, 3],
+            1 => [0, 2, 3],
+            2 => [0, 1, 3],
+            _ => [0, 1, 2],
+        };
+        let (ta, tb) = (sign_a(skip), sign_b(skip));
+        let ca = summed.map(|k| sign_a(k) - ta);
+        let cb = summed.map(|k| sign_b(k) - tb);
+        let lists = summed.map(|k| TapList::new(&list[starts[k]..starts[k + 1]]));
         let (mut oy, mut ox) = (0, 0);
         for (b, tot) in total.chunks_exact(LANES).enumerate() {
             let win = &xq[b * LANES..];
-            let mut parts = [[0i32; LANES]; 4];
-            for (k, part) in parts.iter_mut().enumerate() {
-                if k != skip {
-                    block_sums(win, &list[starts[k]..starts[k + 1]], part);
-                }
+            let mut parts = [[0i32; LANES]; 3];
+            for (part, taps) in parts.iter_mut().zip(&lists) {
+                block_sums(win, taps, part);
             }
             for j in 0..LANES {
-                if oy < g.oh && ox < g.ow {
-                    let t = tot[j];
-                    let others = (0..4)
-                        .filter(|&k| k != skip)
-                        .fold(0i32, |a, k| a.wrapping_add(parts[k][j]));
-                    let mut p = [parts[0][j], parts[1][j], parts[2][j], parts[3][j]];
-                    p[skip] = t.wrapping_sub(others);
-                    let plus_a = p[2].wrapping_add(p[3]);
-                    let plus_b = p[1].wrapping_add(p[3]);
+                if ox < g.ow && oy < g.oh {
+                    let (t, p) = (tot[j], [parts[0][j], parts[1][j], parts[2][j]]);
+                    let dot = |c0: i32, c: [i32; 3]| {
+                        t.wrapping_mul(c0)
+                            .wrapping_add(p[0].wrapping_mul(c[0]))
+                            .wrapping_add(p[1].wrapping_mul(c[1]))
+                            .wrapping_add(p[2].wrapping_mul(c[2]))
+                    };
                     let at = oy * g.ow + ox;
-                    ya[at] = finish(o, plus_a.wrapping_add(plus_a).wrapping_sub(t));
-                    yb[at] = finish(o + 1, plus_b.wrapping_add(plus_b).wrapping_sub(t));
+                    ya[at] = finish(o, dot(ta, ca));
+                    yb[at] = finish(o + 1, dot(tb, cb));
                 }
                 ox += 1;
                 if ox == sc.wq {
@@ -277,9 +291,9 @@ fn last_byte_mask(taps: usize, i: usize) -> u8 {
 
 /// The tap offsets of a channel pair's classes (see [`bconv_spikes`]) except `skip`, class
 /// `k` at `list[starts[k]..starts[k + 1]]`.
+#[inline(never)]
 fn pair_lists(
-    g: &ConvGeom,
-    sc: &SpikeConv,
+    taps: &TapOffsets,
     ra: &[u8],
     rb: &[u8],
     skip: usize,
@@ -287,17 +301,17 @@ fn pair_lists(
     list: &mut [u16],
 ) {
     let mut pos = [starts[0], starts[1], starts[2], starts[3]];
-    let k = g.kernel;
-    let mut t = 0;
-    for c in 0..g.input.c as usize {
-        for ky in 0..k {
-            for kx in 0..k {
-                let class = (sign_at(ra, t) as usize) << 1 | sign_at(rb, t) as usize;
-                if class != skip {
-                    list[pos[class]] = sc.offset(c, ky, kx) as u16;
-                    pos[class] += 1;
-                }
-                t += 1;
+    let mut offs = taps.iter();
+    // Eight taps per sign byte; the last byte's unused bits have no offset left.
+    for (&a, &b) in ra.iter().zip(rb) {
+        let (mut a, mut b) = (a as usize, b as usize);
+        for _ in 0..8 {
+            let Some(off) = offs.next() else { break };
+            let class = (a & 1) << 1 | (b & 1);
+            (a, b) = (a >> 1, b >> 1);
+            if class != skip {
+                list[pos[class]] = off;
+                pos[class] += 1;
             }
         }
     }
@@ -308,6 +322,7 @@ fn pair_lists(
 fn single(
     g: &ConvGeom,
     sc: &SpikeConv,
+    offsets: &TapOffsets,
     xq: &[u8],
     total: &[i32],
     row: &[u8],
@@ -323,11 +338,12 @@ fn single(
         .sum::<usize>();
     // The minority sign: at most half the taps are summed.
     let minority_plus = plus <= taps - plus;
-    let n = tap_list(g, sc, row, Some(minority_plus), list);
+    let n = tap_list(offsets, row, Some(minority_plus), list);
+    let minority = TapList::new(&list[..n]);
     let (mut oy, mut ox) = (0, 0);
     for (b, tot) in total.chunks_exact(LANES).enumerate() {
         let mut part = [0i32; LANES];
-        block_sums(&xq[b * LANES..], &list[..n], &mut part);
+        block_sums(&xq[b * LANES..], &minority, &mut part);
         for (&p, &t) in part.iter().zip(tot) {
             if oy < g.oh && ox < g.ow {
                 let pm = if minority_plus {
@@ -442,6 +458,31 @@ mod tests {
         ) {
             case(ConvGeom::new(Shape { c, h, w }, k, stride, pad), cout, spikes, signs)?;
         }
+    }
+
+    /// The tap offsets are [`SpikeConv::offset`] in sign-row order.
+    #[test]
+    fn tap_offsets_equal_offset() {
+        for (c, k, stride, pad) in [
+            (1, 1, 1, 0),
+            (3, 3, 1, 1),
+            (2, 3, 2, 1),
+            (4, 5, 3, 2),
+            (2, 8, 2, 0),
+        ] {
+            let g = ConvGeom::new(Shape { c, h: 9, w: 8 }, k, stride, pad);
+            let sc = SpikeConv::new(&g).unwrap();
+            let k = k as usize;
+            let want: Vec<u16> = (0..c as usize)
+                .flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| (c, ky, kx))))
+                .map(|(c, ky, kx)| sc.offset(c, ky, kx) as u16)
+                .collect();
+            let got: Vec<u16> = TapOffsets::new(&g, &sc).iter().collect();
+            assert_eq!(got, want, "{g:?}");
+        }
+        // A kernel with more than MAX_KERNEL_TAPS taps runs the reference kernel.
+        let g = ConvGeom::new(Shape { c: 1, h: 9, w: 9 }, 9, 1, 0);
+        assert!(SpikeConv::new(&g).is_none());
     }
 
     /// More taps than a 16-bit lane holds between folds (257): all-255 spikes over 600 taps

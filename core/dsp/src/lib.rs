@@ -1,0 +1,236 @@
+//! The inner loop of `empf-core`'s ±1 convolution on 8-bit spikes: for a block of [`LANES`]
+//! neighbouring outputs, the sums `Σ_{off ∈ list} win[off + j]`, `j < LANES`.
+//!
+//! `core` is `#![forbid(unsafe_code)]`; the Cortex-M DSP-extension version of this loop needs
+//! `asm!` (the `uxtab16` intrinsic is unstable), so it lives here, selected by target
+//! (`build.rs`): [`block_sums`] is `block_sums_dsp` on ARMv7E-M (Cortex-M4/M7) and on
+//! ARMv8-M Mainline built with `+dsp` (Cortex-M33), and [`block_sums_portable`] elsewhere.
+//! Both are exact integer sums, so they agree bit for bit (checked on the host against a plain
+//! loop, and on each emulated target by the `empf-mcu-bench` firmware's self-check).
+//!
+//! Both split one 32-bit load of 4 spikes into two words of two 16-bit lanes (bytes 0, 2 and
+//! bytes 1, 3) and add them to six accumulator registers for 12 outputs. A lane gains at most
+//! 255 per tap, so the accumulators are folded into `i32` every [`FLUSH`] taps, before one
+//! could overflow into its neighbour. The portable kernel does `v & 0x00FF00FF` and
+//! `(v >> 8) & 0x00FF00FF` and two adds (LLVM emits `uxtb16` + `add` on the M4); the DSP kernel
+//! does each split and add in one `uxtab16`, and its loop has no bounds checks: every offset is
+//! checked once per call against the window (the largest offset of a [`TapList`]).
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+/// Outputs per block: 3 words of 4 spikes, 6 accumulator words in registers.
+pub const LANES: usize = 12;
+/// Taps a 16-bit lane can take before it is folded into `i32`: `257·255 = 65535`.
+pub const FLUSH: usize = 257;
+
+/// Which kernel [`block_sums`] is on this target.
+pub const KERNEL: &str = if cfg!(empf_dsp) {
+    "dsp (uxtab16)"
+} else {
+    "portable (SWAR)"
+};
+
+/// A list of tap offsets with its largest offset, found once when the list is made and then
+/// used by every block that sums it (the DSP kernel's one bounds check per call).
+#[derive(Clone, Copy, Debug)]
+pub struct TapList<'a> {
+    offs: &'a [u16],
+    // Read by the DSP kernel only.
+    #[cfg_attr(not(empf_dsp), allow(dead_code))]
+    max: usize,
+}
+
+impl<'a> TapList<'a> {
+    /// Wraps `offs`.
+    pub fn new(offs: &'a [u16]) -> TapList<'a> {
+        let max = offs.iter().fold(0u16, |m, &o| m.max(o)) as usize;
+        TapList { offs, max }
+    }
+
+    /// The offsets.
+    pub fn offsets(&self) -> &'a [u16] {
+        self.offs
+    }
+}
+
+/// `out[j] += Σ_{off ∈ taps} win[off + j]` for `j < LANES` (wrapping `i32`), by the kernel
+/// this target selects.
+///
+/// # Panics
+/// If an offset plus [`LANES`] exceeds `win.len()` (a caller bug: `empf-core` sizes the window
+/// for its largest tap offset).
+#[inline(always)]
+pub fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
+    #[cfg(empf_dsp)]
+    block_sums_dsp(win, taps, out);
+    #[cfg(not(empf_dsp))]
+    block_sums_portable(win, taps.offs, out);
+}
+
+/// [`block_sums`] in plain Rust, on every target.
+///
+/// Written out by hand (no arrays, no inner loop) so that at the firmware's `opt-level = "s"`
+/// the six accumulators stay in registers and each group of 4 spikes is one (unaligned,
+/// allowed from ARMv7-M on) 32-bit load.
+#[inline(always)]
+pub fn block_sums_portable(win: &[u8], offs: &[u16], out: &mut [i32; LANES]) {
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+    }
+    const M: u32 = 0x00FF_00FF;
+    for chunk in offs.chunks(FLUSH) {
+        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
+        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
+        for &off in chunk {
+            let off = off as usize;
+            let s = &win[off..off + LANES];
+            let (v0, v1, v2) = (word(s, 0), word(s, 1), word(s, 2));
+            e0 += v0 & M;
+            o0 += (v0 >> 8) & M;
+            e1 += v1 & M;
+            o1 += (v1 >> 8) & M;
+            e2 += v2 & M;
+            o2 += (v2 >> 8) & M;
+        }
+        fold(out, [e0, o0, e1, o1, e2, o2]);
+    }
+}
+
+/// Adds the six lane words into `out`: word pair `i`'s even lanes are outputs `4i` and `4i+2`,
+/// its odd lanes `4i+1` and `4i+3`.
+#[inline(always)]
+fn fold(out: &mut [i32; LANES], acc: [u32; 6]) {
+    for i in 0..3 {
+        let (e, o) = (acc[2 * i], acc[2 * i + 1]);
+        let lanes = [e & 0xFFFF, o & 0xFFFF, e >> 16, o >> 16];
+        for (a, l) in out[4 * i..4 * i + 4].iter_mut().zip(lanes) {
+            *a = a.wrapping_add(l as i32);
+        }
+    }
+}
+
+/// [`block_sums`] with the DSP extension: per tap one `ldrh`, one `add`, three `ldr` and six
+/// `uxtab16`, and the loop's compare and branch (13 instructions for 12 outputs, against about
+/// 24 for the portable kernel at `opt-level = "s"`).
+#[cfg(empf_dsp)]
+#[inline(always)]
+pub fn block_sums_dsp(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
+    // The one bounds check: every load below reads `win[off..off + LANES]` for an `off` of
+    // `offs`, so all of them are in bounds if the largest offset is.
+    let (offs, max) = (taps.offs, taps.max);
+    assert!(
+        offs.is_empty() || max + LANES <= win.len(),
+        "spike block sum: tap offset {max} + {LANES} outside a {}-byte window",
+        win.len()
+    );
+    for chunk in offs.chunks(FLUSH) {
+        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
+        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
+        if chunk.is_empty() {
+            continue;
+        }
+        let range = chunk.as_ptr_range();
+        // SAFETY: the loop reads the `u16`s from `range.start` up to `range.end` (one chunk of
+        // `offs`, non-empty, so the do-while loop's first iteration is in bounds), and for each
+        // `off` the 12 bytes `win[off..off + 12]` (three unaligned word loads at `+0, +4, +8`,
+        // allowed on ARMv7-M and ARMv8-M Mainline), in bounds by the assertion above (`max` is
+        // the largest of `offs`: `TapList::new` found it and its fields are private). It writes
+        // only its register operands and the flags (`cmp`), reads no other memory and does not
+        // touch the stack.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldrh {a}, [{p}], #2",
+                "add {a}, {a}, {w}",
+                "ldr {v}, [{a}]",
+                "uxtab16 {e0}, {e0}, {v}",
+                "uxtab16 {o0}, {o0}, {v}, ror #8",
+                "ldr {v}, [{a}, #4]",
+                "uxtab16 {e1}, {e1}, {v}",
+                "uxtab16 {o1}, {o1}, {v}, ror #8",
+                "ldr {v}, [{a}, #8]",
+                "uxtab16 {e2}, {e2}, {v}",
+                "uxtab16 {o2}, {o2}, {v}, ror #8",
+                "cmp {p}, {end}",
+                "bne 2b",
+                p = inout(reg) range.start => _,
+                end = in(reg) range.end,
+                w = in(reg) win.as_ptr(),
+                a = out(reg) _,
+                v = out(reg) _,
+                e0 = inout(reg) e0,
+                o0 = inout(reg) o0,
+                e1 = inout(reg) e1,
+                o1 = inout(reg) o1,
+                e2 = inout(reg) e2,
+                o2 = inout(reg) o2,
+                options(nostack, readonly),
+            );
+        }
+        fold(out, [e0, o0, e1, o1, e2, o2]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain definition: one byte at a time.
+    fn naive(win: &[u8], offs: &[u16]) -> [i32; LANES] {
+        let mut out = [0i32; LANES];
+        for &o in offs {
+            for (j, a) in out.iter_mut().enumerate() {
+                *a = a.wrapping_add(win[o as usize + j] as i32);
+            }
+        }
+        out
+    }
+
+    /// A small deterministic generator (no dev-dependency needed in a `no_std` crate's tests).
+    fn lcg(state: &mut u64) -> u32 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 33) as u32
+    }
+
+    #[test]
+    fn selected_and_portable_equal_the_plain_sum() {
+        let mut st = 7u64;
+        for case in 0..400 {
+            let len = 12 + (lcg(&mut st) % 700) as usize;
+            let win: [u8; 712] = core::array::from_fn(|_| {
+                if case % 5 == 0 {
+                    255
+                } else {
+                    lcg(&mut st) as u8
+                }
+            });
+            let win = &win[..len];
+            // Up to 700 taps: more than one FLUSH chunk, with all-255 windows near the limit.
+            let n = (lcg(&mut st) % 700) as usize;
+            let offs: [u16; 700] =
+                core::array::from_fn(|_| (lcg(&mut st) % (len as u32 - 11)) as u16);
+            let offs = &offs[..n];
+            let want = naive(win, offs);
+            for start in [0i32, -5, i32::MAX] {
+                let mut a = [start; LANES];
+                block_sums(win, &TapList::new(offs), &mut a);
+                let mut b = [start; LANES];
+                block_sums_portable(win, offs, &mut b);
+                let shifted = want.map(|w| w.wrapping_add(start));
+                assert_eq!(a, shifted, "case {case}");
+                assert_eq!(b, shifted, "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic]
+    fn an_offset_past_the_window_panics() {
+        let win = [0u8; 20];
+        let mut out = [0; LANES];
+        block_sums(&win, &TapList::new(&[9]), &mut out);
+    }
+}
