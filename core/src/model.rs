@@ -161,13 +161,16 @@ impl Walk {
         self.plan.wide_conv = self.plan.wide_conv.max(w);
         Ok(())
     }
-    /// A ±1 conv reading 8-bit spikes runs the SWAR kernel, which has its own scratch.
+    /// On the integer path a ±1 conv runs the SWAR kernel, which has its own scratch: on 8-bit
+    /// spikes, or on a wide tensor whose elements turn out to be in `0..=65535` at run time
+    /// (pooled spikes), copied as 16-bit elements.
     fn bconv_scratch(&mut self, input: Shape, kernel: u8, stride: u8, pad: u8) {
-        if !(self.spike && self.narrow) {
+        if !self.narrow {
             return;
         }
         let g = crate::infer::conv::ConvGeom::new(input, kernel, stride, pad);
-        if let Some(sc) = crate::infer::spike_conv::SpikeConv::new(&g) {
+        let elem_bytes = if self.spike { 1 } else { 2 };
+        if let Some(sc) = crate::infer::spike_conv::SpikeConv::new(&g, elem_bytes) {
             let w = sc.scratch_words(g.taps()).min(u32::MAX as usize) as u32;
             self.plan.spike_bconv = self.plan.spike_bconv.max(w);
         }

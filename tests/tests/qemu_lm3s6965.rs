@@ -94,7 +94,8 @@ fn firmware_logits_equal_core_on_the_host_bit_for_bit() {
 /// logit equals the host's.
 /// The DSP-extension kernel (empf-dsp's `uxtab16` loop, selected on the Cortex-M4F and the
 /// Cortex-M33 built with `+dsp`) gives every logit of `empf-core` on the host, bit for bit: the
-/// MCU model and the wide MCU model, integer path, both modes, 32 images each.
+/// MCU model and the wide MCU model, integer path, both modes, 32 images each, and the bench
+/// model on the Cortex-M4F.
 #[test]
 fn dsp_kernel_on_cortex_m4f_and_m33_equals_core_bit_for_bit() {
     if !qemu_available() {
@@ -125,6 +126,17 @@ fn dsp_kernel_on_cortex_m4f_and_m33_equals_core_bit_for_bit() {
             }
         }
     }
+    // The bench model: its 28×28 binary conv on spikes, and the two after average pools on
+    // 16-bit pooled sums.
+    let (_, n, _) = board::qemu_check(
+        &Inputs::bench_model(),
+        &board::MPS2_AN386,
+        Path::Integer,
+        Mode::Sequential,
+        Duration::from_secs(900),
+    )
+    .expect("QEMU check");
+    assert_eq!(n, 32);
 }
 
 #[test]

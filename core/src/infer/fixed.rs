@@ -8,7 +8,7 @@
 
 use super::conv::{aligned, bconv_planes, conv_planes, signed_sum, zip_apply, ConvGeom, PmIn};
 use super::float::{pool2, step_index};
-use super::spike_conv::{bconv_spikes, SpikeConv};
+use super::spike_conv::{bconv_spikes, u16_flush, u16_range, Input, SpikeConv};
 use super::{In, Kernels};
 use crate::bits::row_bytes;
 use crate::format::{
@@ -146,12 +146,49 @@ fn bconv2d_spikes(
     scratch: &mut [u32],
 ) -> Result<(), Error> {
     let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
-    let Some(sc) = SpikeConv::new(&g) else {
+    let Some(sc) = SpikeConv::new(&g, 1).filter(|sc| sc.scratch_words(g.taps()) <= scratch.len())
+    else {
         return bconv2d_int(l, s, x, y, scratch);
     };
+    bconv_swar(l, &g, &sc, x, empf_dsp::FLUSH, y, scratch)
+}
+
+/// A ±1 conv on a wide tensor: the SWAR kernel on 16-bit elements where every element is in
+/// `0..=65535` (the sums an average pool makes of spikes, 0..=1020), else the reference.
+fn bconv2d_wide(
+    l: &BinaryConv2d<&[u8]>,
+    s: Shape,
+    x: &[i32],
+    y: &mut [i32],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
+    let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
+    let fits = SpikeConv::new(&g, 2).filter(|sc| sc.scratch_words(g.taps()) <= scratch.len());
+    match (fits, u16_range(x)) {
+        (Some(sc), Some(max)) => bconv_swar(l, &g, &sc, x, u16_flush(max), y, scratch),
+        _ => bconv2d_int(l, s, x, y, scratch),
+    }
+}
+
+/// The SWAR kernel with the layer's requantisation.
+fn bconv_swar<X: Input>(
+    l: &BinaryConv2d<&[u8]>,
+    g: &ConvGeom,
+    sc: &SpikeConv,
+    x: &[X],
+    flush: usize,
+    y: &mut [i32],
+    scratch: &mut [u32],
+) -> Result<(), Error> {
     let r = l.fixed.as_ref().ok_or_else(missing)?;
-    bconv_spikes(&g, &sc, x, y, scratch, l.signs.bytes(), |o, a| {
-        sat(channel_requant(r, o, a as i64), ACT_LIMIT)
+    bconv_spikes(g, sc, x, flush, y, scratch, l.signs.bytes(), |o| {
+        // The channel's parameters once, not per output.
+        let (m, sh, off) = (
+            i32_at(r.multiplier.bytes(), o),
+            r.shift.bytes()[o],
+            i32_at(r.offset.bytes(), o) as i64,
+        );
+        move |a: i32| sat(requant(a as i64, m, sh) + off, ACT_LIMIT)
     });
     Ok(())
 }
@@ -268,7 +305,7 @@ impl Kernels for FixedKernels<'_> {
     ) -> Result<(), Error> {
         match x {
             In::S(v) => bconv2d_spikes(l, s, v, y, scratch),
-            In::E(v) => bconv2d_int(l, s, v, y, scratch),
+            In::E(v) => bconv2d_wide(l, s, v, y, scratch),
         }
     }
 

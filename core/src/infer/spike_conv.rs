@@ -41,12 +41,15 @@ pub(crate) struct SpikeConv {
     wq: usize,
     /// Wide outputs `(OH−1)·Wq + OW`, rounded up to whole blocks.
     blocks: usize,
-    /// Bytes of the phase copy, including the slack the last block reads.
-    copy_bytes: usize,
+    /// Elements of the phase copy, including the slack the last block reads.
+    copy_elems: usize,
+    /// Bytes per element of the copy: 1 for 8-bit spikes, 2 for 16-bit sums ([`Input`]).
+    elem_bytes: usize,
 }
 
 impl SpikeConv {
-    pub fn new(g: &ConvGeom) -> Option<SpikeConv> {
+    /// The geometry for inputs of `elem_bytes` bytes per copied element ([`Input::BYTES`]).
+    pub fn new(g: &ConvGeom, elem_bytes: usize) -> Option<SpikeConv> {
         let s = g.stride;
         let (hp, wp) = (
             g.input.h as usize + 2 * g.pad,
@@ -67,7 +70,8 @@ impl SpikeConv {
             hq,
             wq,
             blocks,
-            copy_bytes: 0,
+            copy_elems: 0,
+            elem_bytes,
         };
         // The largest tap offset: last channel, every phase and shift of the kernel.
         let k = g.kernel;
@@ -81,12 +85,12 @@ impl SpikeConv {
             return None;
         }
         Some(SpikeConv {
-            copy_bytes: (phases as usize).max(max_off + blocks * LANES),
+            copy_elems: (phases as usize).max(max_off + blocks * LANES),
             ..sc
         })
     }
 
-    /// Byte offset of tap `(c, ky, kx)` in the phase copy.
+    /// Element offset of tap `(c, ky, kx)` in the phase copy.
     #[inline(always)]
     fn offset(&self, c: usize, ky: usize, kx: usize) -> usize {
         let s = self.s;
@@ -95,7 +99,90 @@ impl SpikeConv {
 
     /// Scratch words: the phase copy, the `Σ x` lanes (`i32`), the tap list (`u16` per tap).
     pub fn scratch_words(&self, taps: usize) -> usize {
-        self.copy_bytes.div_ceil(4) + self.blocks * LANES + taps.div_ceil(2)
+        self.copy_bytes().div_ceil(4) + self.blocks * LANES + taps.div_ceil(2)
+    }
+
+    fn copy_bytes(&self) -> usize {
+        self.copy_elems * self.elem_bytes
+    }
+}
+
+/// What the kernel reads: 8-bit spikes (`u8`, 4 per word) or non-negative integer tensors below
+/// 2^16 (`i32`, copied as `u16`, 2 per word: the sums an average pool makes of spikes,
+/// 0..=1020, checked by the caller).
+pub(crate) trait Input: Copy {
+    /// Bytes per element of the phase copy.
+    const BYTES: usize;
+    /// Writes `self` as element `at` of the copy.
+    fn store(self, xq: &mut [u8], at: usize);
+    /// [`block_sums`] for this element size; `flush`: taps a 16-bit lane takes before it is
+    /// folded (the caller's bound for `u16` inputs; `u8` uses `empf_dsp::FLUSH`).
+    fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize);
+}
+
+impl Input for u8 {
+    const BYTES: usize = 1;
+    #[inline(always)]
+    fn store(self, xq: &mut [u8], at: usize) {
+        xq[at] = self;
+    }
+    #[inline(always)]
+    fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], _flush: usize) {
+        block_sums(win, taps, out);
+    }
+}
+
+impl Input for i32 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn store(self, xq: &mut [u8], at: usize) {
+        // In range: the caller checked `0 <= x <= u16::MAX` ([`u16_range`]).
+        xq[2 * at..2 * at + 2].copy_from_slice(&(self as u16).to_le_bytes());
+    }
+    #[inline(always)]
+    fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize) {
+        block_sums_u16(win, taps.offsets(), out, flush);
+    }
+}
+
+/// `Some(max)` when every element is in `0..=u16::MAX` (the 16-bit kernel applies).
+pub(crate) fn u16_range(x: &[i32]) -> Option<u16> {
+    let (lo, hi) = x
+        .iter()
+        .fold((0i32, 0i32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    (lo >= 0 && hi <= u16::MAX as i32).then_some(hi as u16)
+}
+
+/// Taps a 16-bit lane can add before it is folded, for elements up to `max`.
+pub(crate) fn u16_flush(max: u16) -> usize {
+    (u16::MAX / max.max(1)) as usize
+}
+
+/// [`block_sums`] on `u16` elements (2 per word, no split: a lane's values are below 2^16 and
+/// it is folded every `flush` taps, before it could carry). Plain Rust on every target.
+#[inline(always)]
+fn block_sums_u16(win: &[u8], offs: &[u16], out: &mut [i32; LANES], flush: usize) {
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+    }
+    for chunk in offs.chunks(flush.max(1)) {
+        let (mut w0, mut w1, mut w2, mut w3, mut w4, mut w5) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+        for &off in chunk {
+            let o = 2 * off as usize;
+            let s = &win[o..o + 2 * LANES];
+            w0 += word(s, 0);
+            w1 += word(s, 1);
+            w2 += word(s, 2);
+            w3 += word(s, 3);
+            w4 += word(s, 4);
+            w5 += word(s, 5);
+        }
+        // Word i holds outputs 2i (low half) and 2i + 1 (high half).
+        for (i, wd) in [w0, w1, w2, w3, w4, w5].into_iter().enumerate() {
+            out[2 * i] = out[2 * i].wrapping_add((wd & 0xFFFF) as i32);
+            out[2 * i + 1] = out[2 * i + 1].wrapping_add((wd >> 16) as i32);
+        }
     }
 }
 
@@ -160,23 +247,28 @@ fn tap_list(taps: &TapOffsets, row: &[u8], want: Option<bool>, list: &mut [u16])
     n
 }
 
-/// One ±1 conv layer on spikes: `y[o]` (`OH×OW` per channel) `= finish(o, Σ_t sign·x)`, the
+/// One ±1 conv layer on spikes: `y[o]` (`OH×OW` per channel) `= finish(o)(Σ_t sign·x)`, the
 /// same values as [`super::conv::bconv_planes`] on the same spikes. `scratch` holds at least
 /// [`SpikeConv::scratch_words`] words.
-pub(crate) fn bconv_spikes(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bconv_spikes<X: Input, F>(
     g: &ConvGeom,
     sc: &SpikeConv,
-    x: &[u8],
+    x: &[X],
+    flush: usize,
     y: &mut [i32],
     scratch: &mut [u32],
     signs: &[u8],
-    finish: impl Fn(usize, i32) -> i32,
-) {
+    finish: impl Fn(usize) -> F,
+) where
+    F: Fn(i32) -> i32,
+{
     let taps = g.taps();
     let (c_in, h, w) = (g.input.c as usize, g.input.h as usize, g.input.w as usize);
-    let (copy, rest) = scratch.split_at_mut(sc.copy_bytes.div_ceil(4));
+    debug_assert_eq!(sc.elem_bytes, X::BYTES);
+    let (copy, rest) = scratch.split_at_mut(sc.copy_bytes().div_ceil(4));
     let (total, rest) = rest.split_at_mut(sc.blocks * LANES);
-    let xq: &mut [u8] = &mut bytemuck::cast_slice_mut(copy)[..sc.copy_bytes];
+    let xq: &mut [u8] = &mut bytemuck::cast_slice_mut(copy)[..sc.copy_bytes()];
     let total: &mut [i32] = bytemuck::cast_slice_mut(total);
     let list: &mut [u16] = &mut bytemuck::cast_slice_mut(&mut rest[..taps.div_ceil(2)])[..taps];
 
@@ -190,7 +282,7 @@ pub(crate) fn bconv_spikes(
             for (ix, &v) in row.iter().enumerate() {
                 let px = ix + g.pad;
                 let at = ((c * s + py % s) * s + px % s) * plane_q + (py / s) * sc.wq + px / s;
-                xq[at] = v;
+                v.store(xq, at);
             }
         }
     }
@@ -203,7 +295,7 @@ pub(crate) fn bconv_spikes(
     for (b, tot) in total.chunks_exact_mut(LANES).enumerate() {
         let tot: &mut [i32; LANES] = tot.try_into().unwrap();
         tot.fill(0);
-        block_sums(&xq[b * LANES..], &all, tot);
+        X::block_sums(&xq[b * LANES * X::BYTES..], &all, tot, flush);
     }
 
     let plane = g.oh * g.ow;
@@ -211,7 +303,7 @@ pub(crate) fn bconv_spikes(
     while let Some((o, ya)) = outs.next() {
         let ra = &signs[o * rb..(o + 1) * rb];
         let Some((_, yb)) = outs.next() else {
-            single(g, sc, &offsets, xq, total, ra, list, |p| finish(o, p), ya);
+            single::<X>(g, sc, &offsets, xq, flush, total, ra, list, finish(o), ya);
             break;
         };
         let rbits = &signs[(o + 1) * rb..(o + 2) * rb];
@@ -247,15 +339,17 @@ pub(crate) fn bconv_spikes(
             _ => [0, 1, 2],
         };
         let (ta, tb) = (sign_a(skip), sign_b(skip));
+        // Each channel's requantisation parameters, read once per channel.
+        let (finish_a, finish_b) = (finish(o), finish(o + 1));
         let ca = summed.map(|k| sign_a(k) - ta);
         let cb = summed.map(|k| sign_b(k) - tb);
         let lists = summed.map(|k| TapList::new(&list[starts[k]..starts[k + 1]]));
         let (mut oy, mut ox) = (0, 0);
         for (b, tot) in total.chunks_exact(LANES).enumerate() {
-            let win = &xq[b * LANES..];
+            let win = &xq[b * LANES * X::BYTES..];
             let mut parts = [[0i32; LANES]; 3];
             for (part, taps) in parts.iter_mut().zip(&lists) {
-                block_sums(win, taps, part);
+                X::block_sums(win, taps, part, flush);
             }
             for j in 0..LANES {
                 if ox < g.ow && oy < g.oh {
@@ -267,8 +361,8 @@ pub(crate) fn bconv_spikes(
                             .wrapping_add(p[2].wrapping_mul(c[2]))
                     };
                     let at = oy * g.ow + ox;
-                    ya[at] = finish(o, dot(ta, ca));
-                    yb[at] = finish(o + 1, dot(tb, cb));
+                    ya[at] = finish_a(dot(ta, ca));
+                    yb[at] = finish_b(dot(tb, cb));
                 }
                 ox += 1;
                 if ox == sc.wq {
@@ -301,16 +395,20 @@ fn pair_lists(
     list: &mut [u16],
 ) {
     let mut pos = [starts[0], starts[1], starts[2], starts[3]];
-    let mut offs = taps.iter();
-    // Eight taps per sign byte; the last byte's unused bits have no offset left.
-    for (&a, &b) in ra.iter().zip(rb) {
-        let (mut a, mut b) = (a as usize, b as usize);
-        for _ in 0..8 {
-            let Some(off) = offs.next() else { break };
-            let class = (a & 1) << 1 | (b & 1);
-            (a, b) = (a >> 1, b >> 1);
+    let within = &taps.within[..taps.kk];
+    // Plain loops and one sign byte per 8 taps: at `opt-level = "s"` an iterator chain here
+    // kept its state on the stack (about 35 instructions per tap on the Cortex-M4).
+    let (mut t, mut a, mut b) = (0usize, 0u32, 0u32);
+    for c in 0..taps.channels {
+        let base = (c * taps.channel) as u16;
+        for &w in within {
+            if t % 8 == 0 {
+                (a, b) = (ra[t / 8] as u32, rb[t / 8] as u32);
+            }
+            let class = ((a & 1) << 1 | (b & 1)) as usize;
+            (a, b, t) = (a >> 1, b >> 1, t + 1);
             if class != skip {
-                list[pos[class]] = off;
+                list[pos[class]] = base + w;
                 pos[class] += 1;
             }
         }
@@ -319,11 +417,12 @@ fn pair_lists(
 
 /// One output channel alone (the last of an odd count): its minority-sign taps.
 #[allow(clippy::too_many_arguments)]
-fn single(
+fn single<X: Input>(
     g: &ConvGeom,
     sc: &SpikeConv,
     offsets: &TapOffsets,
     xq: &[u8],
+    flush: usize,
     total: &[i32],
     row: &[u8],
     list: &mut [u16],
@@ -343,7 +442,7 @@ fn single(
     let (mut oy, mut ox) = (0, 0);
     for (b, tot) in total.chunks_exact(LANES).enumerate() {
         let mut part = [0i32; LANES];
-        block_sums(&xq[b * LANES..], &minority, &mut part);
+        X::block_sums(&xq[b * LANES * X::BYTES..], &minority, &mut part, flush);
         for (&p, &t) in part.iter().zip(tot) {
             if oy < g.oh && ox < g.ow {
                 let pm = if minority_plus {
@@ -387,16 +486,35 @@ mod tests {
         spikes: Vec<u8>,
         signs: Vec<u8>,
     ) -> Result<(), TestCaseError> {
-        let sc = SpikeConv::new(&g).expect("small geometry fits u16 offsets");
+        let sc = SpikeConv::new(&g, 1).expect("small geometry fits u16 offsets");
+        compare(g, &sc, cout, &spikes, empf_dsp::FLUSH, &signs)
+    }
+
+    /// The same with 16-bit inputs (`x`, all in `0..=65535`), the pooled-spike kernel.
+    fn case16(g: ConvGeom, cout: usize, x: Vec<i32>, signs: Vec<u8>) -> Result<(), TestCaseError> {
+        let sc = SpikeConv::new(&g, 2).expect("small geometry fits u16 offsets");
+        let flush = u16_flush(u16_range(&x).expect("inputs in 0..=65535"));
+        compare(g, &sc, cout, &x, flush, &signs)
+    }
+
+    fn compare<X: Input + crate::infer::conv::PmIn<i32>>(
+        g: ConvGeom,
+        sc: &SpikeConv,
+        cout: usize,
+        x: &[X],
+        flush: usize,
+        signs: &[u8],
+    ) -> Result<(), TestCaseError> {
         let plane = g.oh * g.ow;
         let mut want = vec![0i32; cout * plane];
         let mut got = vec![0i32; cout * plane];
         // A channel-dependent `finish`, so channels cannot be swapped unnoticed.
         let finish = |o: usize, a: i32| a.wrapping_mul(3).wrapping_add(o as i32);
-        let mut scratch = scratch_for(&g, &sc);
-        bconv_planes(&g, &spikes, &mut want, &mut scratch, &signs, finish);
-        let mut scratch = scratch_for(&g, &sc);
-        bconv_spikes(&g, &sc, &spikes, &mut got, &mut scratch, &signs, finish);
+        let per_channel = |o: usize| move |a: i32| finish(o, a);
+        let mut scratch = scratch_for(&g, sc);
+        bconv_planes(&g, x, &mut want, &mut scratch, signs, finish);
+        let mut scratch = scratch_for(&g, sc);
+        bconv_spikes(&g, sc, x, flush, &mut got, &mut scratch, signs, per_channel);
         prop_assert_eq!(got, want, "{:?}", g);
         Ok(())
     }
@@ -458,6 +576,18 @@ mod tests {
         ) {
             case(ConvGeom::new(Shape { c, h, w }, k, stride, pad), cout, spikes, signs)?;
         }
+
+        /// The 16-bit kernel equals the reference on the same geometries, with pooled-spike
+        /// sums (0..=1020), values up to 65535 (a fold every tap) and all-zero inputs.
+        #[test]
+        fn sum16_bconv_equals_reference(
+            (c, h, w, k, stride, pad, cout, spikes, signs) in inputs(),
+            scale in prop::sample::select(vec![4i32, 257, 0]),
+        ) {
+            let x: Vec<i32> = spikes.iter().map(|&v| v as i32 * scale).collect();
+
+            case16(ConvGeom::new(Shape { c, h, w }, k, stride, pad), cout, x, signs)?;
+        }
     }
 
     /// The tap offsets are [`SpikeConv::offset`] in sign-row order.
@@ -471,7 +601,7 @@ mod tests {
             (2, 8, 2, 0),
         ] {
             let g = ConvGeom::new(Shape { c, h: 9, w: 8 }, k, stride, pad);
-            let sc = SpikeConv::new(&g).unwrap();
+            let sc = SpikeConv::new(&g, 1).unwrap();
             let k = k as usize;
             let want: Vec<u16> = (0..c as usize)
                 .flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| (c, ky, kx))))
@@ -482,7 +612,7 @@ mod tests {
         }
         // A kernel with more than MAX_KERNEL_TAPS taps runs the reference kernel.
         let g = ConvGeom::new(Shape { c: 1, h: 9, w: 9 }, 9, 1, 0);
-        assert!(SpikeConv::new(&g).is_none());
+        assert!(SpikeConv::new(&g, 1).is_none());
     }
 
     /// More taps than a 16-bit lane holds between folds (257): all-255 spikes over 600 taps
@@ -507,6 +637,11 @@ mod tests {
         for stride in [1, 2] {
             let g = ConvGeom::new(Shape { c, h: 5, w: 6 }, k, stride, 1);
             case(g, 3, spikes.clone(), signs.clone()).unwrap();
+            // 16-bit: 1020 (pooled 255s) folds every 64 taps, 65535 every tap.
+            for v in [1020, 65535] {
+                let x = vec![v; spikes.len()];
+                case16(g, 3, x, signs.clone()).unwrap();
+            }
         }
     }
 }
