@@ -118,6 +118,67 @@ pub(crate) trait Input: Copy {
     /// [`block_sums`] for this element size; `flush`: taps a 16-bit lane takes before it is
     /// folded (the caller's bound for `u16` inputs; `u8` uses `empf_dsp::FLUSH`).
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize);
+    /// `out[j] += Σ_{off ∈ offs} win[off + j]` for `j < lanes` (`lanes ≤ GROUP`), in 16-bit
+    /// lanes the compiler vectorises (hosts; see [`GROUP_BLOCKS`]).
+    fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], flush: usize);
+}
+
+/// Blocks summed per pass over a tap list. On hosts with vector units a pass covers 4 blocks
+/// (48 outputs in 16-bit lanes, which the compiler vectorises: SSE2 on any x86-64, NEON on
+/// AArch64); a microcontroller sums one block in registers ([`block_sums`]). The block layout
+/// and the scratch are the same on every target.
+const GROUP_BLOCKS: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    4
+} else {
+    1
+};
+/// Outputs per pass.
+const GROUP: usize = GROUP_BLOCKS * LANES;
+
+/// Sums of blocks `b..b + n` (`n ≤ GROUP_BLOCKS`) over `taps` into `out[..n·LANES]`.
+#[inline(always)]
+fn group_sums<X: Input>(
+    xq: &[u8],
+    b: usize,
+    n: usize,
+    taps: &TapList<'_>,
+    flush: usize,
+    out: &mut [i32; GROUP],
+) {
+    let win = &xq[b * LANES * X::BYTES..];
+    if GROUP_BLOCKS == 1 {
+        let block: &mut [i32; LANES] = (&mut out[..LANES]).try_into().unwrap();
+        X::block_sums(win, taps, block, flush);
+    } else {
+        X::wide_sums(win, taps.offsets(), n * LANES, out, flush);
+    }
+}
+
+/// The vectorisable pass: `acc[j] += load(j)` over the taps, folded into `out` every `flush`
+/// taps (16-bit lanes). A full group has a constant trip count.
+#[inline(always)]
+fn wide_pass(
+    offs: &[u16],
+    lanes: usize,
+    out: &mut [i32; GROUP],
+    flush: usize,
+    load: impl Fn(usize, &mut [u16]),
+) {
+    for chunk in offs.chunks(flush.max(1)) {
+        let mut acc = [0u16; GROUP];
+        if lanes == GROUP {
+            for &off in chunk {
+                load(off as usize, &mut acc);
+            }
+        } else {
+            for &off in chunk {
+                load(off as usize, &mut acc[..lanes]);
+            }
+        }
+        for (o, &a) in out[..lanes].iter_mut().zip(&acc[..lanes]) {
+            *o = o.wrapping_add(a as i32);
+        }
+    }
 }
 
 impl Input for u8 {
@@ -129,6 +190,15 @@ impl Input for u8 {
     #[inline(always)]
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], _flush: usize) {
         block_sums(win, taps, out);
+    }
+    #[inline(always)]
+    fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], _flush: usize) {
+        wide_pass(offs, lanes, out, empf_dsp::FLUSH, |off, acc| {
+            let s = &win[off..off + acc.len()];
+            for (a, &v) in acc.iter_mut().zip(s) {
+                *a = a.wrapping_add(v as u16);
+            }
+        });
     }
 }
 
@@ -142,6 +212,15 @@ impl Input for i32 {
     #[inline(always)]
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize) {
         block_sums_u16(win, taps.offsets(), out, flush);
+    }
+    #[inline(always)]
+    fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], flush: usize) {
+        wide_pass(offs, lanes, out, flush, |off, acc| {
+            let s = &win[2 * off..2 * (off + acc.len())];
+            for (a, v) in acc.iter_mut().zip(s.chunks_exact(2)) {
+                *a = a.wrapping_add(u16::from_le_bytes([v[0], v[1]]));
+            }
+        });
     }
 }
 
@@ -195,7 +274,8 @@ fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
     empf_dsp::block_sums(win, offs, out);
 }
 
-/// Largest `kernel²` the kernel takes (a larger binary conv runs the reference kernel).
+/// Largest `kernel²` the kernel takes (a larger binary conv runs the reference kernel; at most
+/// 120, the size of `pair_lists`' table).
 const MAX_KERNEL_TAPS: usize = 64;
 
 /// Tap offsets of one layer: tap `t = c·k² + j` (the sign rows' `[c][ky][kx]` order) sits at
@@ -292,10 +372,13 @@ pub(crate) fn bconv_spikes<X: Input, F>(
     let offsets = TapOffsets::new(g, sc);
     let all = tap_list(&offsets, &[], None, list);
     let all = TapList::new(&list[..all]);
-    for (b, tot) in total.chunks_exact_mut(LANES).enumerate() {
-        let tot: &mut [i32; LANES] = tot.try_into().unwrap();
-        tot.fill(0);
-        X::block_sums(&xq[b * LANES * X::BYTES..], &all, tot, flush);
+    let mut b = 0;
+    while b < sc.blocks {
+        let n = GROUP_BLOCKS.min(sc.blocks - b);
+        let mut sums = [0i32; GROUP];
+        group_sums::<X>(xq, b, n, &all, flush, &mut sums);
+        total[b * LANES..(b + n) * LANES].copy_from_slice(&sums[..n * LANES]);
+        b += n;
     }
 
     let plane = g.oh * g.ow;
@@ -344,14 +427,16 @@ pub(crate) fn bconv_spikes<X: Input, F>(
         let ca = summed.map(|k| sign_a(k) - ta);
         let cb = summed.map(|k| sign_b(k) - tb);
         let lists = summed.map(|k| TapList::new(&list[starts[k]..starts[k + 1]]));
-        let (mut oy, mut ox) = (0, 0);
-        for (b, tot) in total.chunks_exact(LANES).enumerate() {
-            let win = &xq[b * LANES * X::BYTES..];
-            let mut parts = [[0i32; LANES]; 3];
+        let (mut oy, mut ox, mut b) = (0, 0, 0);
+        while b < sc.blocks {
+            let n = GROUP_BLOCKS.min(sc.blocks - b);
+            let mut parts = [[0i32; GROUP]; 3];
             for (part, taps) in parts.iter_mut().zip(&lists) {
-                X::block_sums(win, taps, part, flush);
+                group_sums::<X>(xq, b, n, taps, flush, part);
             }
-            for j in 0..LANES {
+            let tot = &total[b * LANES..(b + n) * LANES];
+            b += n;
+            for j in 0..n * LANES {
                 if ox < g.ow && oy < g.oh {
                     let (t, p) = (tot[j], [parts[0][j], parts[1][j], parts[2][j]]);
                     let dot = |c0: i32, c: [i32; 3]| {
@@ -394,23 +479,44 @@ fn pair_lists(
     starts: [usize; 5],
     list: &mut [u16],
 ) {
+    let (kk, channel) = (taps.kk, taps.channel);
+    // `ext[w]`, `w < kk + 8`: the offset of the tap `w` taps after the first tap of a channel,
+    // relative to that channel (the eight taps of a sign byte may run into the next channel,
+    // or several for 1×1 and 2×2 kernels). Wrapping: entries past the last tap are never used.
+    // 128 entries (≥ MAX_KERNEL_TAPS + 8), indexed `& 127`: no bounds check in the loop.
+    let mut ext = [0u16; 128];
+    for (w, e) in ext.iter_mut().take(kk + 8).enumerate() {
+        *e = ((w / kk * channel) as u16).wrapping_add(taps.within[w % kk]);
+    }
+    let total = taps.channels * kk;
     let mut pos = [starts[0], starts[1], starts[2], starts[3]];
-    let within = &taps.within[..taps.kk];
-    // Plain loops and one sign byte per 8 taps: at `opt-level = "s"` an iterator chain here
-    // kept its state on the stack (about 35 instructions per tap on the Cortex-M4).
-    let (mut t, mut a, mut b) = (0usize, 0u32, 0u32);
-    for c in 0..taps.channels {
-        let base = (c * taps.channel) as u16;
-        for &w in within {
-            if t % 8 == 0 {
-                (a, b) = (ra[t / 8] as u32, rb[t / 8] as u32);
+    // Per sign byte, one bit mask of its taps per class; each summed class visits only its own
+    // taps (count trailing zeros, clear the lowest bit), so the skipped class costs nothing.
+    let (mut c0, mut w0) = (0usize, 0usize);
+    for (i, (&a, &b)) in ra.iter().zip(rb).enumerate() {
+        let valid = last_byte_mask(total, i) as u32;
+        // Bits past the last tap are 0 in a well-formed file but not in a corrupt one: masked,
+        // so no class gets a tap the layer does not have.
+        let (a, b) = (a as u32 & valid, b as u32 & valid);
+        let masks = [!a & !b & valid, !a & b, a & !b, a & b];
+        let base = (c0 * channel) as u16;
+        for (k, (&m, p)) in masks.iter().zip(pos.iter_mut()).enumerate() {
+            if k == skip {
+                continue;
             }
-            let class = ((a & 1) << 1 | (b & 1)) as usize;
-            (a, b, t) = (a >> 1, b >> 1, t + 1);
-            if class != skip {
-                list[pos[class]] = base + w;
-                pos[class] += 1;
+            let (mut m, mut at) = (m, *p);
+            while m != 0 {
+                let j = m.trailing_zeros() as usize;
+                list[at] = base.wrapping_add(ext[(w0 + j) & 127]);
+                at += 1;
+                m &= m - 1;
             }
+            *p = at;
+        }
+        w0 += 8;
+        while w0 >= kk {
+            w0 -= kk;
+            c0 += 1;
         }
     }
 }
@@ -439,10 +545,13 @@ fn single<X: Input>(
     let minority_plus = plus <= taps - plus;
     let n = tap_list(offsets, row, Some(minority_plus), list);
     let minority = TapList::new(&list[..n]);
-    let (mut oy, mut ox) = (0, 0);
-    for (b, tot) in total.chunks_exact(LANES).enumerate() {
-        let mut part = [0i32; LANES];
-        X::block_sums(&xq[b * LANES * X::BYTES..], &minority, &mut part, flush);
+    let (mut oy, mut ox, mut b) = (0, 0, 0);
+    while b < sc.blocks {
+        let n = GROUP_BLOCKS.min(sc.blocks - b);
+        let mut part = [0i32; GROUP];
+        group_sums::<X>(xq, b, n, &minority, flush, &mut part);
+        let tot = &total[b * LANES..(b + n) * LANES];
+        b += n;
         for (&p, &t) in part.iter().zip(tot) {
             if oy < g.oh && ox < g.ow {
                 let pm = if minority_plus {
@@ -587,6 +696,45 @@ mod tests {
             let x: Vec<i32> = spikes.iter().map(|&v| v as i32 * scale).collect();
 
             case16(ConvGeom::new(Shape { c, h, w }, k, stride, pad), cout, x, signs)?;
+        }
+    }
+
+    /// The one-block kernels (what microcontrollers run) and the vectorised group pass (what
+    /// hosts run) give the same sums: 8-bit spikes and 16-bit sums, with folds.
+    #[test]
+    fn block_and_group_sums_agree() {
+        let mut st = 11u64;
+        let mut next = move || {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (st >> 33) as u32
+        };
+        for case in 0..300 {
+            let len = 2 * GROUP + 40 + (next() % 200) as usize;
+            let max16 = [1020u32, 65535, 3][case % 3];
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let words: Vec<u8> = (0..len)
+                .flat_map(|_| ((next() % (max16 + 1)) as u16).to_le_bytes())
+                .collect();
+            let n_offs = (next() % 600) as usize;
+            let offs: Vec<u16> = (0..n_offs)
+                .map(|_| (next() as usize % (len - GROUP)) as u16)
+                .collect();
+            let taps = TapList::new(&offs);
+            let flush16 = u16_flush(max16 as u16);
+            for n in 1..=GROUP_BLOCKS {
+                let (mut g8, mut g16) = ([0i32; GROUP], [0i32; GROUP]);
+                u8::wide_sums(&bytes, &offs, n * LANES, &mut g8, 0);
+                i32::wide_sums(&words, &offs, n * LANES, &mut g16, flush16);
+                for blk in 0..n {
+                    let (mut b8, mut b16) = ([0i32; LANES], [0i32; LANES]);
+                    u8::block_sums(&bytes[blk * LANES..], &taps, &mut b8, 0);
+                    i32::block_sums(&words[2 * blk * LANES..], &taps, &mut b16, flush16);
+                    assert_eq!(b8[..], g8[blk * LANES..(blk + 1) * LANES], "case {case}");
+                    assert_eq!(b16[..], g16[blk * LANES..(blk + 1) * LANES], "case {case}");
+                }
+            }
         }
     }
 
