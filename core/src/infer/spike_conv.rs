@@ -12,15 +12,22 @@
 //! Output channels go in pairs: the taps fall in four classes by their signs in the two
 //! channels, three classes are summed and the largest is `Σ x` minus the other three, so a pair
 //! sums at most 3/4 of its taps (3/8 per channel; a channel alone sums its minority sign, at
-//! most 1/2). The taps of each class are listed once per pair as byte offsets (`u16`) into the
-//! input copy.
+//! most 1/2). The taps of each class are listed once per pair (and time step) as element
+//! offsets (`u16`) into the input copy.
+//!
+//! Variants, all exact: on Cortex-M4/M7/M33 the block loop is `empf-dsp`'s `uxtab16` assembly;
+//! on hosts 4 blocks are summed per pass in 16-bit lanes the compiler vectorises
+//! ([`GROUP_BLOCKS`]); and a wide input whose elements are all in `0..=65535` (the sums an
+//! average pool makes of spikes) is copied as 16-bit elements, two per word, folded every
+//! `65535 / max` taps ([`Input`]).
 //!
 //! The input copy is zero-padded and, for stride `s > 1`, split into `s×s` phase planes
 //! (`xq[c][py][px][i][j] = xpad[c][py + s·i][px + s·j]`), so that the inputs of one tap for
-//! consecutive outputs are consecutive bytes whatever the stride. Outputs are indexed "wide",
+//! consecutive outputs are consecutive elements whatever the stride. Outputs are indexed "wide",
 //! `n = oy·Wq + ox` over the phase width `Wq` (columns `ox ≥ OW` are computed and dropped), the
 //! stride-1 case being the reference kernel's wide layout. Integer sums are exact, so the result
-//! is the reference kernel's bit for bit (`tests::spike_bconv_equals_reference`).
+//! is the reference kernel's bit for bit (`tests::spike_bconv_equals_reference`,
+//! `tests::sum16_bconv_equals_reference`).
 
 use super::conv::ConvGeom;
 use crate::bits::sign_at;
@@ -279,7 +286,7 @@ fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
 const MAX_KERNEL_TAPS: usize = 64;
 
 /// Tap offsets of one layer: tap `t = c·k² + j` (the sign rows' `[c][ky][kx]` order) sits at
-/// byte `c·channel + within[j]` of the phase copy ([`SpikeConv::offset`]).
+/// element `c·channel + within[j]` of the phase copy ([`SpikeConv::offset`]).
 struct TapOffsets {
     within: [u16; MAX_KERNEL_TAPS],
     kk: usize,
