@@ -41,8 +41,18 @@ fn sat(x: i64, limit: i64) -> i32 {
 
 #[inline(always)]
 fn channel_requant(r: &Requant<&[u8]>, i: usize, acc: i64) -> i64 {
-    requant(acc, i32_at(r.multiplier.bytes(), i), r.shift.bytes()[i])
-        + i32_at(r.offset.bytes(), i) as i64
+    let (m, sh, off) = channel_params(r, i);
+    requant(acc, m, sh) + off
+}
+
+/// Channel `i`'s multiplier, shift and offset.
+#[inline(always)]
+fn channel_params(r: &Requant<&[u8]>, i: usize) -> (i32, u8, i64) {
+    (
+        i32_at(r.multiplier.bytes(), i),
+        r.shift.bytes()[i],
+        i32_at(r.offset.bytes(), i) as i64,
+    )
 }
 
 #[inline(always)]
@@ -164,9 +174,10 @@ fn bconv2d_wide(
 ) -> Result<(), Error> {
     let g = ConvGeom::new(s, l.kernel, l.stride, l.padding);
     let fits = SpikeConv::new(&g, 2).filter(|sc| sc.scratch_words(g.taps()) <= scratch.len());
-    match (fits, u16_range(x)) {
-        (Some(sc), Some(max)) => bconv_swar(l, &g, &sc, x, u16_flush(max), y, scratch),
-        _ => bconv2d_int(l, s, x, y, scratch),
+    // The range scan only where the kernel could run.
+    match fits.and_then(|sc| Some((sc, u16_range(x)?))) {
+        Some((sc, max)) => bconv_swar(l, &g, &sc, x, u16_flush(max), y, scratch),
+        None => bconv2d_int(l, s, x, y, scratch),
     }
 }
 
@@ -183,11 +194,7 @@ fn bconv_swar<X: Input>(
     let r = l.fixed.as_ref().ok_or_else(missing)?;
     bconv_spikes(g, sc, x, flush, y, scratch, l.signs.bytes(), |o| {
         // The channel's parameters once, not per output.
-        let (m, sh, off) = (
-            i32_at(r.multiplier.bytes(), o),
-            r.shift.bytes()[o],
-            i32_at(r.offset.bytes(), o) as i64,
-        );
+        let (m, sh, off) = channel_params(r, o);
         move |a: i32| sat(requant(a as i64, m, sh) + off, ACT_LIMIT)
     });
     Ok(())
