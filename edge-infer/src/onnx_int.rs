@@ -1103,10 +1103,11 @@ pub fn to_onnx_integer_proto(model: &Model<'_>) -> Result<ModelProto, OnnxError>
         }
     };
     b.node_outs("Flatten", &[&sum], vec![attr_int("axis", 1)], &["y".into()]);
+    let (nodes, inits) = b.live_parts(&["y"]);
     let graph = GraphProto {
-        node: b.nodes,
+        node: nodes,
         name: Some("empf_integer".into()),
-        initializer: b.inits,
+        initializer: inits,
         input: vec![ValueInfoProto {
             name: Some("x".into()),
             r#type: Some(int_tensor_type(
@@ -1231,6 +1232,7 @@ pub(super) mod tests {
         let bytes = calibrated_model();
         let model = Model::decode(&bytes).unwrap();
         let g = to_onnx_integer_proto(&model).unwrap().graph.unwrap();
+        crate::onnx::tests::assert_wired(&g);
         let count = |op: &str| {
             g.node
                 .iter()

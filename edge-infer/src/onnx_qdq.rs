@@ -161,15 +161,79 @@ impl Builder {
         let q = self.node("QuantizeLinear", &[x, &s, &z], vec![]);
         let dq = self.node("DequantizeLinear", &[&q, &s, &z], vec![]);
         self.consts.insert(format!("dq output {dq}"), dq.clone());
+        self.dq_of.insert(
+            dq.clone(),
+            Dq {
+                q,
+                scale,
+                zp: z,
+                signed,
+                zero: 0,
+            },
+        );
         dq
     }
 
-    /// `QuantizeLinear → DequantizeLinear` to int8 with `scale` (a current).
-    fn qdq_i8(&mut self, x: &str, scale: f32) -> String {
+    /// The step tensors `xs` joined on the batch axis in 8 bits (`Concat` of their quantised
+    /// sources, one `DequantizeLinear`), where every one is a `DequantizeLinear` output of the
+    /// same scale and zero point: a quarter of the bytes of a float `Concat`, and the consumer
+    /// (`DQ → Conv`, `DQ → AveragePool → Q`) reads a `DequantizeLinear` that ONNX Runtime fuses.
+    pub(super) fn joined_8bit(&mut self, xs: &[Tensor]) -> Option<String> {
+        let srcs: Vec<Dq> = xs
+            .iter()
+            .map(|x| self.dq_of.get(&x.name).cloned())
+            .collect::<Option<_>>()?;
+        let first = srcs.first()?.clone();
+        if srcs
+            .iter()
+            .any(|d| d.scale.to_bits() != first.scale.to_bits() || d.zp != first.zp)
+        {
+            return None;
+        }
+        let refs: Vec<&str> = srcs.iter().map(|d| d.q.as_str()).collect();
+        let q = self.node("Concat", &refs, vec![attr_int("axis", 0)]);
+        let s = self.cf32(first.scale);
+        let dq = self.node("DequantizeLinear", &[&q, &s, &first.zp], vec![]);
+        // On the same grid as its parts.
+        if xs.iter().all(|x| self.consts.contains_key(&format!("dq output {}", x.name))) {
+            self.consts.insert(format!("dq output {dq}"), dq.clone());
+        }
+        self.dq_of.insert(dq.clone(), Dq { q, ..first });
+        Some(dq)
+    }
+
+    /// `QuantizeLinear → DequantizeLinear` of a current on the int8 grid of `scale` (codes
+    /// −128..=127). For ONNX Runtime (`uint8` activations) as uint8 with zero point 128, the same
+    /// values: its x86 8-bit conv fuses only where input and output share a type, and a uint8
+    /// current lets the step split of a sequential neuron read the conv's 8-bit output.
+    fn qdq_current(&mut self, x: &str, scale: f32, act: QdqActivations) -> String {
         let s = self.cf32(scale);
-        let z = self.qzero(true);
+        let (signed, zp) = match act {
+            QdqActivations::Uint8 => (false, 128u8),
+            QdqActivations::Int8 => (true, 0u8),
+        };
+        let key = format!("qdq current zero point {signed}");
+        let z = match self.consts.get(&key) {
+            Some(n) => n.clone(),
+            None => {
+                let n = self.init_8("zp", &[], signed, vec![zp]);
+                self.consts.insert(key, n.clone());
+                n
+            }
+        };
         let q = self.node("QuantizeLinear", &[x, &s, &z], vec![]);
-        self.node("DequantizeLinear", &[&q, &s, &z], vec![])
+        let dq = self.node("DequantizeLinear", &[&q, &s, &z], vec![]);
+        self.dq_of.insert(
+            dq.clone(),
+            Dq {
+                q,
+                scale,
+                zp: z,
+                signed,
+                zero: zp,
+            },
+        );
+        dq
     }
 }
 
@@ -392,7 +456,7 @@ fn stateless_qdq(
                     Some(bn) => b.node("Conv", &[&xq, &w, bn], attrs),
                     None => b.node("Conv", &[&xq, &w], attrs),
                 };
-                let y = b.qdq_i8(&acc, CURRENT_Q_SCALE);
+                let y = b.qdq_current(&acc, CURRENT_Q_SCALE, act);
                 if bias.is_none() {
                     add_offset(b, &hint, &y, &r, &[1, o, 1, 1])
                 } else {
@@ -457,7 +521,7 @@ fn stateless_qdq(
             let acc = b.node("MatMul", &[&xq, &w], vec![]);
             let name = if q8 {
                 // DQ → MatMul → Q (ORT QLinearMatMul); the offset after.
-                let y = b.qdq_i8(&acc, CURRENT_Q_SCALE);
+                let y = b.qdq_current(&acc, CURRENT_Q_SCALE, act);
                 add_offset(b, &hint, &y, &r, &[1, o])
             } else {
                 conv_out(b, &format!("l{li}"), &acc, &r, &[1, o])
@@ -481,13 +545,25 @@ fn stateless_qdq(
                 attr_ints("kernel_shape", &[2, 2]),
                 attr_ints("strides", &[2, 2]),
             ];
-            // The input spikes are on the 8-bit grid already (each step's QDQ); the pool runs
-            // in float (ORT's QLinearAveragePool, which a DQ right before it would make, is
-            // slower here than its float AveragePool), and its mean is put on the grid.
-            let mut name = b.node("AveragePool", &[&xv.name], attrs);
-            if fits_8bit(a) {
-                name = b.qdq(&name, act);
-            }
+            // On the 8-bit grid (spikes) the pool is a depthwise 8-bit conv with weights 1
+            // (scale ¼) whose mean is put back on the grid: `DQ → Conv → Q`, which ONNX Runtime
+            // runs as a depthwise QLinearConv (its QLinearAveragePool, what `DQ → AveragePool
+            // → Q` becomes, is several times slower here) and TensorRT as an int8 conv. Off the
+            // grid (a current), a float `AveragePool`.
+            let name = if fits_8bit(a) {
+                let xq = b.qdq(&xv.name, act);
+                let c = xv.c;
+                let ones = b.init_8("pool_ones", &[c, 1, 2, 2], true, vec![1; 4 * c]);
+                let quarter = b.cf32(0.25);
+                let z = b.qzero(true);
+                let w = b.node("DequantizeLinear", &[&ones, &quarter, &z], vec![]);
+                let mut attrs = attrs;
+                attrs.push(attr_int("group", c as i64));
+                let mean = b.node("Conv", &[&xq, &w], attrs);
+                b.qdq(&mean, act)
+            } else {
+                b.node("AveragePool", &[&xv.name], attrs)
+            };
             (
                 Tensor {
                     name,
@@ -660,38 +736,55 @@ fn qdq_add(b: &mut Builder, x: &Tensor, xa: A, s: &Tensor, sa: A, f: &FixedAdd) 
     }
 }
 
-/// The neuron drive in spike units: `x·unit·m·2^−sh / 256 + off / 256` per channel (the
-/// membrane of `core` is in units of `Δ_spike / 256`; here it is in `Δ_spike`, unrounded).
-fn drive(b: &mut Builder, hint: &str, x: &str, r: &Rq, dims: &[usize], unit: f32) -> String {
+/// The neuron drive in spike units, split into its per-channel factor and offset:
+/// `x·unit·m·2^−sh / 256 + off / 256` (the membrane of `core` is in units of `Δ_spike / 256`;
+/// here it is in `Δ_spike`, unrounded).
+fn drive_terms(r: &Rq, unit: f32) -> (Vec<f64>, Vec<f64>) {
     let d = (1u32 << MEMBRANE_FRAC_BITS) as f64;
-    let scale: Vec<f32> =
-        r.m.iter()
-            .zip(&r.sh)
-            .map(|(&m, &sh)| (m as f64 * pow2_neg(sh) * unit as f64 / d) as f32)
-            .collect();
-    let sc = b.qchan(&format!("{hint}_scale"), dims, &scale);
-    let p = b.node("Mul", &[x, &sc], vec![]);
-    if r.off.iter().all(|&o| o == 0) {
-        return p;
-    }
-    let off: Vec<f32> = r.off.iter().map(|&o| (o as f64 / d) as f32).collect();
-    let o = b.qchan(&format!("{hint}_off"), dims, &off);
-    b.node("Add", &[&p, &o], vec![])
+    let scale = r.m.iter().zip(&r.sh).map(|(&m, &sh)| m as f64 * pow2_neg(sh) * unit as f64 / d);
+    let off = r.off.iter().map(|&o| o as f64 / d);
+    (scale.collect(), off.collect())
 }
 
-/// `s = Relu(m − θ)` (spike units) and its 8-bit spikes `QDQ(s)`: `core` rounds
-/// `(s·256 + 128) >> 8` and caps at 255; `QuantizeLinear` rounds half to even and saturates.
-fn qfire(b: &mut Builder, m: &str, th: &str, act: QdqActivations) -> (String, String) {
-    let d = b.node("Sub", &[m, th], vec![]);
-    let s = b.node("Relu", &[&d], vec![]);
-    let q = b.qdq(&s, act);
-    (s, q)
+/// `x·scale + add` per channel, the `Add` left out where every `add` is 0.
+fn scale_add(b: &mut Builder, hint: &str, x: &str, scale: &str, add: &[f64], dims: &[usize]) -> String {
+    let p = b.node("Mul", &[x, scale], vec![]);
+    if add.iter().all(|&a| a == 0.0) {
+        return p;
+    }
+    let add: Vec<f32> = add.iter().map(|&a| a as f32).collect();
+    let a = b.qchan(&format!("{hint}_add"), dims, &add);
+    b.node("Add", &[&p, &a], vec![])
+}
+
+/// The 8-bit spikes `QDQ(Relu(u))` of the membrane over threshold `u = m − θ` (spike units).
+/// `core` rounds `(s·256 + 128) >> 8` and caps at 255; `QuantizeLinear` rounds half to even and
+/// saturates, for `uint8` at 0 too, so there the `Relu` is the quantiser's own (same codes).
+fn qfire(b: &mut Builder, u: &str, act: QdqActivations) -> String {
+    match act {
+        QdqActivations::Uint8 => b.qdq(u, act),
+        QdqActivations::Int8 => {
+            let s = b.node("Relu", &[u], vec![]);
+            b.qdq(&s, act)
+        }
+    }
+}
+
+/// `DequantizeLinear(q)` with a per-channel scale (axis 1; a scalar when all are the same).
+fn dq_scaled(b: &mut Builder, hint: &str, q: &str, d: &Dq, scale: &[f32]) -> String {
+    if scale.iter().all(|&s| s.to_bits() == scale[0].to_bits()) {
+        let s = b.cf32(scale[0]);
+        return b.node("DequantizeLinear", &[q, &s, &d.zp], vec![]);
+    }
+    let s = b.init_f32(&format!("{hint}_dq_scale"), &[scale.len()], f32_bytes(scale.iter().copied()));
+    let z = b.init_8(&format!("{hint}_dq_zp"), &[scale.len()], d.signed, vec![d.zero; scale.len()]);
+    b.node("DequantizeLinear", &[q, &s, &z], vec![attr_int("axis", 1)])
 }
 
 /// Thresholds in spike units.
-fn theta(th: &[i64]) -> Vec<f32> {
+fn theta(th: &[i64]) -> Vec<f64> {
     th.iter()
-        .map(|&x| (x as f64 / (1u32 << MEMBRANE_FRAC_BITS) as f64) as f32)
+        .map(|&x| x as f64 / (1u32 << MEMBRANE_FRAC_BITS) as f64)
         .collect()
 }
 
@@ -709,10 +802,14 @@ fn parallel_neuron_qdq(
     let same = |v: &[i64]| v.chunks_exact(per).all(|s| s == &v[..per]);
     let sh64: Vec<i64> = p.rq.sh.iter().map(|&s| s as i64).collect();
     let all_same = same(&p.rq.m) && same(&sh64) && same(&p.rq.off) && same(&p.th);
+    // `u = drive − θ` in one multiply and one add: `x·scale + (off − θ)`.
     let neuron_core = |b: &mut Builder, x: &str, r: &Rq, th: &[i64], dims: &[usize]| {
-        let m = drive(b, &format!("l{li}_in"), x, r, dims, unit);
-        let th = b.qchan(&format!("l{li}_theta"), dims, &theta(th));
-        qfire(b, &m, &th, act).1
+        let (scale, off) = drive_terms(r, unit);
+        let scale: Vec<f32> = scale.iter().map(|&v| v as f32).collect();
+        let sc = b.qchan(&format!("l{li}_in_scale"), dims, &scale);
+        let add: Vec<f64> = off.iter().zip(theta(th)).map(|(o, t)| o - t).collect();
+        let u = scale_add(b, &format!("l{li}_in"), x, &sc, &add, dims);
+        qfire(b, &u, act)
     };
     if all_same {
         let (x, once) = match &cur.v {
@@ -778,35 +875,85 @@ fn sequential_neuron_qdq(
         Val::Batched(x) => Val::Batched(neuron_input(b, x)),
         Val::Steps(xs) => Val::Steps(xs.iter().map(|x| neuron_input(b, x)).collect()),
     };
-    let xs = b.steps(&v);
-    let mut membrane: Option<String> = None;
+    // A batched input that is a `DequantizeLinear` output (the current of a ±1 layer) is split
+    // in 8 bits, and each step's `DequantizeLinear` takes the drive's scale too.
+    let split8 = match &v {
+        Val::Batched(x) if t_steps > 1 => b.dq_of.get(&x.name).cloned(),
+        _ => None,
+    };
+    let split8 = split8.map(|d| {
+        let outs: Vec<String> = (0..t_steps).map(|_| b.fresh("step8")).collect();
+        b.node_outs("Split", &[&d.q], vec![attr_int("axis", 0)], &outs);
+        (outs, d)
+    });
+    let xs = match (&split8, &v) {
+        // Shapes only: the steps are read from `split8`.
+        (Some(_), Val::Batched(x)) => vec![x.clone(); t_steps],
+        _ => b.steps(&v),
+    };
+    // The state is the membrane over threshold, `u_t = m_t − θ_t`. With `v = m − Relu(m − θ)
+    // = θ + min(u, 0)`: `u_0 = d_0 − θ_0` and `u_t = λ_t·min(u_{t−1}, 0) + d_t + (λ_t·θ_{t−1} −
+    // θ_t)` for the drive `d_t = x_t·scale_t + off_t`: per step a multiply-add of the input, a
+    // `Min`, a multiply and an add, where `m`, `Sub θ`, `Relu` and the reset `Sub` took seven.
+    let mut under: Option<String> = None;
+    // The input's scaled form, shared by steps with the same input and scale (a once input).
+    let mut scaled: HashMap<(String, String), String> = HashMap::new();
+    let mut prev_theta: Vec<f64> = Vec::new();
     let mut out = Vec::with_capacity(xs.len());
     for (t, x) in xs.into_iter().enumerate() {
         b.scope = format!("l{li}.t{t}.");
         let dims = if per == 1 { vec![] } else { chan_dims(&x, per) };
-        let r = p.rq.pick(t * per..(t + 1) * per);
-        let d = drive(b, &format!("l{li}_t{t}_in"), &x.name, &r, &dims, cur.a.unit);
-        let m = match membrane.take() {
-            Some(v) => {
-                let leak: Vec<f32> = p.leak[t * per..(t + 1) * per]
-                    .iter()
-                    .map(|&l| (l as f64 * pow2_neg(16)) as f32)
-                    .collect();
-                let lk = b.qchan(&format!("l{li}_t{t}_leak"), &dims, &leak);
-                let lv = b.node("Mul", &[&v, &lk], vec![]);
-                b.node("Add", &[&lv, &d], vec![])
+        let steps = t * per..(t + 1) * per;
+        let r = p.rq.pick(steps.clone());
+        let (scale, off) = drive_terms(&r, cur.a.unit);
+        let scale: Vec<f32> = scale.iter().map(|&v| v as f32).collect();
+        let th = theta(&p.th[steps.clone()]);
+        let leak: Vec<f64> = p.leak[steps]
+            .iter()
+            .map(|&l| l as f64 * pow2_neg(16))
+            .collect();
+        // The constant of `u_t`: `off_t − θ_t` (+ `λ_t·θ_{t−1}` after step 0).
+        let add: Vec<f64> = (0..per)
+            .map(|c| off[c] - th[c] + prev_theta.get(c).map_or(0.0, |&pt| leak[c] * pt))
+            .collect();
+        let sx = match &split8 {
+            Some((qs, d)) => {
+                let folded: Vec<f32> = scale.iter().map(|&s| s * d.scale).collect();
+                dq_scaled(b, &format!("l{li}_t{t}_in"), &qs[t], d, &folded)
             }
-            None => d,
+            None => {
+                let sc = b.qchan(&format!("l{li}_t{t}_in_scale"), &dims, &scale);
+                let key = (x.name.clone(), sc.clone());
+                let sx = match scaled.get(&key) {
+                    Some(n) => n.clone(),
+                    None => b.node("Mul", &[&x.name, &sc], vec![]),
+                };
+                scaled.insert(key, sx.clone());
+                sx
+            }
         };
-        let th = b.qchan(
-            &format!("l{li}_t{t}_theta"),
-            &dims,
-            &theta(&p.th[t * per..(t + 1) * per]),
-        );
-        let (s, q) = qfire(b, &m, &th, act);
+        let m = match under.take() {
+            None => sx,
+            Some(w) => {
+                let leak: Vec<f32> = leak.iter().map(|&l| l as f32).collect();
+                let lk = b.qchan(&format!("l{li}_t{t}_leak"), &dims, &leak);
+                let lw = b.node("Mul", &[&w, &lk], vec![]);
+                b.node("Add", &[&lw, &sx], vec![])
+            }
+        };
+        let u = if add.iter().all(|&a| a == 0.0) {
+            m
+        } else {
+            let add: Vec<f32> = add.iter().map(|&a| a as f32).collect();
+            let a = b.qchan(&format!("l{li}_t{t}_add"), &dims, &add);
+            b.node("Add", &[&m, &a], vec![])
+        };
+        let q = qfire(b, &u, act);
         if t + 1 < t_steps {
-            membrane = Some(b.node("Sub", &[&m, &s], vec![]));
+            let zero = b.cf32(0.0);
+            under = Some(b.node("Min", &[&u, &zero], vec![]));
         }
+        prev_theta = th;
         out.push(Tensor { name: q, ..x });
     }
     Ok(FVal {
@@ -963,13 +1110,14 @@ pub fn to_onnx_qdq_proto(model: &Model<'_>, act: QdqActivations) -> Result<Model
         vec![attr_int("to", DataType::Int32 as i64)],
         &["y".into()],
     );
+    let (nodes, inits) = b.live_parts(&["y"]);
     let graph = GraphProto {
-        node: b.nodes,
+        node: nodes,
         name: Some(match act {
             QdqActivations::Uint8 => "empf_qdq_uint8".into(),
             QdqActivations::Int8 => "empf_qdq_int8".into(),
         }),
-        initializer: b.inits,
+        initializer: inits,
         input: vec![ValueInfoProto {
             name: Some("x".into()),
             r#type: Some(int_tensor_type(
@@ -1016,6 +1164,13 @@ mod tests {
         to_onnx_qdq_proto(&model, act).unwrap().graph.unwrap()
     }
 
+    #[test]
+    fn graphs_hold_only_nodes_the_logits_read() {
+        for act in [QdqActivations::Uint8, QdqActivations::Int8] {
+            crate::onnx::tests::assert_wired(&graph(act));
+        }
+    }
+
     fn producer<'g>(g: &'g GraphProto, value: &str) -> Option<&'g NodeProto> {
         g.node.iter().find(|n| n.output.iter().any(|o| o == value))
     }
@@ -1050,8 +1205,10 @@ mod tests {
             for o in ["ConvInteger", "MatMulInteger", "Mod", "Gather"] {
                 assert_eq!(count(o), 0, "{act:?}: {o}");
             }
-            // The model: FP conv, binary conv, AvgPool2, GAP, FP linear.
-            assert_eq!(count("Conv"), 2, "{act:?}");
+            // The model: FP conv, binary conv, AvgPool2 (a depthwise 8-bit conv), GAP, FP
+            // linear.
+            assert_eq!(count("Conv"), 3, "{act:?}");
+            assert_eq!(count("AveragePool"), 0, "{act:?}");
             let convs: Vec<&NodeProto> = g
                 .node
                 .iter()
@@ -1067,6 +1224,33 @@ mod tests {
             let out = consumers(&g, &b.output[0]);
             assert_eq!(out.len(), 1);
             assert_eq!(op(Some(out[0])), "QuantizeLinear", "{act:?}");
+            // The current's grid: int8 codes, as uint8 with zero point 128 for ONNX Runtime
+            // (so its conv fuses with the uint8 spikes), int8 with 0 for TensorRT.
+            let cz = init(&g, &out[0].input[2]).unwrap();
+            let (want, zero) = match act {
+                QdqActivations::Uint8 => (DataType::Uint8, 128u8),
+                QdqActivations::Int8 => (DataType::Int8, 0),
+            };
+            assert_eq!(cz.data_type, Some(want as i32), "{act:?}");
+            assert_eq!(cz.raw_data.as_deref(), Some(&[zero][..]), "{act:?}");
+            // The pool: group = channels, int8 weights 1 with scale 1/4, DQ in and Q out.
+            let pool = convs[2];
+            let group = pool
+                .attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("group"))
+                .and_then(|a| a.i);
+            assert_eq!(group, Some(2), "{act:?}");
+            assert_eq!(op(producer(&g, &pool.input[0])), "DequantizeLinear");
+            let pw = producer(&g, &pool.input[1]).unwrap();
+            assert_eq!(op(Some(pw)), "DequantizeLinear");
+            let ones = init(&g, &pw.input[0]).unwrap();
+            assert_eq!(ones.dims, vec![2, 1, 2, 2]);
+            assert!(ones.raw_data.as_ref().unwrap().iter().all(|&v| v == 1));
+            let quarter = init(&g, &pw.input[1]).unwrap();
+            assert_eq!(quarter.raw_data.as_deref(), Some(&0.25f32.to_le_bytes()[..]));
+            let pool_out = consumers(&g, &pool.output[0]);
+            assert_eq!(op(pool_out.first().copied()), "QuantizeLinear", "{act:?}");
             // Weights: int8 ±1, per-channel scales on axis 0, zero points 0.
             let w = init(&g, &w_dq.input[0]).unwrap();
             assert_eq!(w.data_type, Some(DataType::Int8 as i32));
