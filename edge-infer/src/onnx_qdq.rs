@@ -1,7 +1,7 @@
 //! The integer path as a QDQ graph (`edge-infer to-onnx --qdq uint8|int8`): standard
-//! `QuantizeLinear` / `DequantizeLinear` (zero point 0) around 8-bit convolutions and matmuls,
-//! the form that TensorRT's explicit quantization and ONNX Runtime's QDQ fusions read
-//! (`DQ → Conv → Q` becomes ORT's `QLinearConv`, `DQ → MatMul → Q` its `QLinearMatMul`).
+//! `QuantizeLinear` / `DequantizeLinear` around 8-bit convolutions and matmuls, the form that
+//! TensorRT's explicit quantization and ONNX Runtime's QDQ fusions read (`DQ → Conv → Q`
+//! becomes ORT's `QLinearConv`, `DQ → MatMul → Q` its `QLinearMatMul`).
 //!
 //! Values keep `empf-core`'s integer-path units (spikes `0..=255`, currents in the calibrated
 //! current scale) as float32 between the quantisers:
@@ -9,26 +9,38 @@
 //! - **Spikes** are 8-bit at every neuron output and every ±1 layer input: **uint8** with scale 1
 //!   (`uint8`, exactly `core`'s spike codes except at rounding ties), or **int8** with scale 2
 //!   (`int8`, the only activation type TensorRT takes: `round_half_even(s/2)`, saturating at
-//!   127 = spike 254). A 2×2 pool is an `AveragePool` whose mean is put back on the 8-bit grid;
-//!   `core` keeps the exact sum of the 4 spikes.
+//!   127 = spike 254), zero point 0. Every stateless layer runs once on all `T·N` samples: in
+//!   the `uint8` graph the steps of a sequential neuron are joined on the batch axis in 8 bits
+//!   (`Concat` of the quantised tensors, one `DequantizeLinear`); in the `int8` graph in float,
+//!   after adjacent `Q → DQ` pairs, the only place where ONNX Runtime converts int8 activations
+//!   to the uint8 its x86 kernels take (with a `Concat` between, its ±1 convs ran in float). A 2×2 average pool on the 8-bit grid is a
+//!   depthwise `Conv` with int8 ones weights and scale ¼ between `DequantizeLinear` and
+//!   `QuantizeLinear` (ORT fuses it into a depthwise `QLinearConv`; its `QLinearAveragePool`
+//!   was slower); `core` keeps the exact sum of the 4 spikes.
 //! - **±1 weights** are int8 with a per-channel `DequantizeLinear` scale `|m_c|·2^−sh_c` (the
 //!   layer's requantisation multiplier: α·BN gain in current units; a negative `m_c` moves into
 //!   the weights' sign), so the conv/matmul accumulates `Σ ±spike` in 32 bits and scales it once.
 //!   The per-channel offset is the conv bias (int32 `DequantizeLinear` for ONNX Runtime, float
 //!   for TensorRT, whose `DequantizeLinear` takes no int32).
-//! - **Currents** leave each ±1 layer as int8 with scale 2^17/127: calibration maps each current
-//!   tensor's largest magnitude to 2^17 (`empf_core::quant`), so 127 steps cover it. This is the
-//!   main difference from `core` (i32 currents): one step is about 2–3 spike levels of the next
-//!   neuron on the bench model.
+//! - **Currents** leave each ±1 layer on an int8 grid of scale 2^17/127: calibration maps each
+//!   current tensor's largest magnitude to 2^17 (`empf_core::quant`), so 127 steps cover it.
+//!   This is the main difference from `core` (i32 currents): one step is about 2–3 spike levels
+//!   of the next neuron on the bench model. In the `uint8` graph the codes are stored as uint8
+//!   with zero point 128 (the same values): ORT's x86 8-bit conv fuses only where its input and
+//!   output share a type. There a sequential neuron splits the 8-bit current into its steps
+//!   and each step's `DequantizeLinear` carries the drive's scale too.
 //! - **Neurons** run in float with the membrane in spike units and without intermediate
-//!   rounding: `m = λ_t·v + I·m_t·2^−sh_t/256 + off_t/256`, `s = Relu(m − θ_t/256)`, `v = m − s`,
-//!   spikes `QDQ(s)`; `core` rounds the drive and leak to integers and clamps the membrane at
-//!   ±2^30.
+//!   rounding, on `u = m − θ_t`: `u_0 = d_0 − θ_0`, `u_t = λ_t·min(u_{t−1}, 0) + d_t +
+//!   (λ_t·θ_{t−1} − θ_t)` for the drive `d_t = I·m_t·2^−sh_t/256 + off_t/256` (the same as
+//!   `m = λ_t·v + d_t`, `s = Relu(m − θ_t)`, `v = m − s`), spikes `QDQ(u)` (uint8: the quantiser
+//!   saturates at 0) or `QDQ(Relu(u))` (int8); `min(u, 0)` is a `Clip`. `core` rounds the drive
+//!   and leak to integers and clamps the membrane at ±2^30.
 //! - Full-precision layers (the first conv on the int8 input, the classifier) stay float
 //!   `Conv`/`MatMul` with `w_i16·m·2^−sh` weights; the input is quantised as in
 //!   [`Model::quantize_input`]. A ±1 layer whose input is not 8-bit (a signed current in a residual
 //!   net) runs in float on the dequantised weights. Residual adds and SECA follow
 //!   `core/src/infer/fixed.rs` in float (`Floor(x·2^−sh + ½)` for a rounding shift).
+//! - Nodes that `y` does not read are dropped before writing (ONNX Runtime would run them).
 //!
 //! Output `y` is int32 `[N, classes]` like the integer graph's ([`super::to_onnx_integer_proto`]),
 //! in units of `logit_scale`. The relation to `infer_fixed` is a bound, not equality; it is
@@ -184,6 +196,13 @@ impl Builder {
             .map(|x| self.dq_of.get(&x.name).cloned())
             .collect::<Option<_>>()?;
         let first = srcs.first()?.clone();
+        // Signed (the `int8` graph): ONNX Runtime's x86 kernels take uint8 activations, and
+        // it converts int8 ones only in adjacent `QuantizeLinear → DequantizeLinear` pairs; a
+        // `Concat` between them left every ±1 conv unfused (a float conv, the graph half as
+        // fast). So there the steps are joined in float, after the pairs.
+        if first.signed {
+            return None;
+        }
         if srcs
             .iter()
             .any(|d| d.scale.to_bits() != first.scale.to_bits() || d.zp != first.zp)
@@ -880,7 +899,9 @@ fn sequential_neuron_qdq(
     let split8 = match &v {
         Val::Batched(x) if t_steps > 1 => b.dq_of.get(&x.name).cloned(),
         _ => None,
-    };
+    }
+    // Not for int8 (see `joined_8bit`).
+    .filter(|d| !d.signed);
     let split8 = split8.map(|d| {
         let outs: Vec<String> = (0..t_steps).map(|_| b.fresh("step8")).collect();
         b.node_outs("Split", &[&d.q], vec![attr_int("axis", 0)], &outs);
@@ -1225,6 +1246,14 @@ mod tests {
             let out = consumers(&g, &b.output[0]);
             assert_eq!(out.len(), 1);
             assert_eq!(op(Some(out[0])), "QuantizeLinear", "{act:?}");
+            if act == QdqActivations::Int8 {
+                // ONNX Runtime turns int8 activations into uint8 only in adjacent Q → DQ
+                // pairs; without that its ±1 convs run in float.
+                assert_eq!(op(producer(&g, &x_dq.input[0])), "QuantizeLinear");
+                for c in consumers(&g, &out[0].output[0]) {
+                    assert_eq!(op(Some(c)), "DequantizeLinear");
+                }
+            }
             // The current's grid: int8 codes, as uint8 with zero point 128 for ONNX Runtime
             // (so its conv fuses with the uint8 spikes), int8 with 0 for TensorRT.
             let cz = init(&g, &out[0].input[2]).unwrap();
