@@ -214,7 +214,10 @@ impl Builder {
         let s = self.cf32(first.scale);
         let dq = self.node("DequantizeLinear", &[&q, &s, &first.zp], vec![]);
         // On the same grid as its parts.
-        if xs.iter().all(|x| self.consts.contains_key(&format!("dq output {}", x.name))) {
+        if xs
+            .iter()
+            .all(|x| self.consts.contains_key(&format!("dq output {}", x.name)))
+        {
             self.consts.insert(format!("dq output {dq}"), dq.clone());
         }
         self.dq_of.insert(dq.clone(), Dq { q, ..first });
@@ -760,13 +763,23 @@ fn qdq_add(b: &mut Builder, x: &Tensor, xa: A, s: &Tensor, sa: A, f: &FixedAdd) 
 /// here it is in `Δ_spike`, unrounded).
 fn drive_terms(r: &Rq, unit: f32) -> (Vec<f64>, Vec<f64>) {
     let d = (1u32 << MEMBRANE_FRAC_BITS) as f64;
-    let scale = r.m.iter().zip(&r.sh).map(|(&m, &sh)| m as f64 * pow2_neg(sh) * unit as f64 / d);
+    let scale =
+        r.m.iter()
+            .zip(&r.sh)
+            .map(|(&m, &sh)| m as f64 * pow2_neg(sh) * unit as f64 / d);
     let off = r.off.iter().map(|&o| o as f64 / d);
     (scale.collect(), off.collect())
 }
 
 /// `x·scale + add` per channel, the `Add` left out where every `add` is 0.
-fn scale_add(b: &mut Builder, hint: &str, x: &str, scale: &str, add: &[f64], dims: &[usize]) -> String {
+fn scale_add(
+    b: &mut Builder,
+    hint: &str,
+    x: &str,
+    scale: &str,
+    add: &[f64],
+    dims: &[usize],
+) -> String {
     let p = b.node("Mul", &[x, scale], vec![]);
     if add.iter().all(|&a| a == 0.0) {
         return p;
@@ -795,8 +808,17 @@ fn dq_scaled(b: &mut Builder, hint: &str, q: &str, d: &Dq, scale: &[f32]) -> Str
         let s = b.cf32(scale[0]);
         return b.node("DequantizeLinear", &[q, &s, &d.zp], vec![]);
     }
-    let s = b.init_f32(&format!("{hint}_dq_scale"), &[scale.len()], f32_bytes(scale.iter().copied()));
-    let z = b.init_8(&format!("{hint}_dq_zp"), &[scale.len()], d.signed, vec![d.zero; scale.len()]);
+    let s = b.init_f32(
+        &format!("{hint}_dq_scale"),
+        &[scale.len()],
+        f32_bytes(scale.iter().copied()),
+    );
+    let z = b.init_8(
+        &format!("{hint}_dq_zp"),
+        &[scale.len()],
+        d.signed,
+        vec![d.zero; scale.len()],
+    );
     b.node("DequantizeLinear", &[q, &s, &z], vec![attr_int("axis", 1)])
 }
 
@@ -1278,7 +1300,10 @@ mod tests {
             assert_eq!(ones.dims, vec![2, 1, 2, 2]);
             assert!(ones.raw_data.as_ref().unwrap().iter().all(|&v| v == 1));
             let quarter = init(&g, &pw.input[1]).unwrap();
-            assert_eq!(quarter.raw_data.as_deref(), Some(&0.25f32.to_le_bytes()[..]));
+            assert_eq!(
+                quarter.raw_data.as_deref(),
+                Some(&0.25f32.to_le_bytes()[..])
+            );
             let pool_out = consumers(&g, &pool.output[0]);
             assert_eq!(op(pool_out.first().copied()), "QuantizeLinear", "{act:?}");
             // Weights: int8 ±1, per-channel scales on axis 0, zero points 0.
