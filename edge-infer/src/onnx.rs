@@ -194,14 +194,13 @@ impl Val {
     }
 }
 
-/// An 8-bit tensor and the scalar scale and zero point of its `DequantizeLinear`.
+/// A uint8 tensor and the scalar scale and zero point of its `DequantizeLinear`.
 #[derive(Clone, Debug)]
 struct Dq {
     q: String,
     scale: f32,
     zp: String,
-    signed: bool,
-    /// The zero point's value (its byte).
+    /// The zero point's value.
     zero: u8,
 }
 
@@ -217,8 +216,8 @@ struct Builder {
     batched: HashMap<String, String>,
     /// Per-step form of a batched value, by its name.
     split: HashMap<String, Vec<String>>,
-    /// The 8-bit source of a `DequantizeLinear` output of the QDQ graph: `(quantised tensor,
-    /// scale, zero point)`, so that step tensors are joined and split in 8 bits.
+    /// The uint8 source of a `DequantizeLinear` output of the QDQ graph, so that step tensors
+    /// are joined and split in 8 bits.
     dq_of: HashMap<String, Dq>,
     /// Prefix of node names: the layer (and step) being written.
     scope: String,
@@ -1254,8 +1253,6 @@ pub(super) mod tests {
             .count()
     }
 
-    /// Every node input is a graph input, an initializer or an earlier node's output, and every
-    /// value is written once.
     /// Every input defined before use, every value written once, and nothing unread: no node
     /// or initialiser that `y` does not depend on (ONNX Runtime would run such a node).
     pub(in crate::onnx) fn assert_wired(g: &GraphProto) {

@@ -13,10 +13,11 @@
 //!   the `uint8` graph the steps of a sequential neuron are joined on the batch axis in 8 bits
 //!   (`Concat` of the quantised tensors, one `DequantizeLinear`); in the `int8` graph in float,
 //!   after adjacent `Q → DQ` pairs, the only place where ONNX Runtime converts int8 activations
-//!   to the uint8 its x86 kernels take (with a `Concat` between, its ±1 convs ran in float). A 2×2 average pool on the 8-bit grid is a
-//!   depthwise `Conv` with int8 ones weights and scale ¼ between `DequantizeLinear` and
-//!   `QuantizeLinear` (ORT fuses it into a depthwise `QLinearConv`; its `QLinearAveragePool`
-//!   was slower); `core` keeps the exact sum of the 4 spikes.
+//!   to the uint8 its x86 kernels take (with a `Concat` between, its ±1 convs ran in float). A
+//!   2×2 average pool on the 8-bit grid is a depthwise `Conv` with int8 ones weights and scale
+//!   ¼ between `DequantizeLinear` and `QuantizeLinear` (ORT fuses it into a depthwise
+//!   `QLinearConv`; its `QLinearAveragePool` was slower); `core` keeps the exact sum of the 4
+//!   spikes.
 //! - **±1 weights** are int8 with a per-channel `DequantizeLinear` scale `|m_c|·2^−sh_c` (the
 //!   layer's requantisation multiplier: α·BN gain in current units; a negative `m_c` moves into
 //!   the weights' sign), so the conv/matmul accumulates `Σ ±spike` in 32 bits and scales it once.
@@ -168,41 +169,44 @@ impl Builder {
             return x.to_string();
         }
         let (scale, signed) = act_grid(act);
-        let s = self.cf32(scale);
         let z = self.qzero(signed);
+        let dq = self.q_dq(x, scale, z, signed, 0);
+        self.consts.insert(format!("dq output {dq}"), dq.clone());
+        dq
+    }
+
+    /// `DequantizeLinear(QuantizeLinear(x, scale, z), scale, z)` for the zero point `z` (of
+    /// value `zero`). An unsigned pair is recorded in `dq_of`, so that step tensors are joined
+    /// and split in 8 bits. A signed one (the `int8` graph) is not: ONNX Runtime's x86 kernels
+    /// take uint8 activations and it converts int8 ones only in adjacent `QuantizeLinear →
+    /// DequantizeLinear` pairs; a `Concat` or `Split` between them left every ±1 conv unfused (a
+    /// float conv, the graph half as fast), so there the steps are joined in float.
+    fn q_dq(&mut self, x: &str, scale: f32, z: String, signed: bool, zero: u8) -> String {
+        let s = self.cf32(scale);
         let q = self.node("QuantizeLinear", &[x, &s, &z], vec![]);
         let dq = self.node("DequantizeLinear", &[&q, &s, &z], vec![]);
-        self.consts.insert(format!("dq output {dq}"), dq.clone());
-        self.dq_of.insert(
-            dq.clone(),
-            Dq {
+        if !signed {
+            let d = Dq {
                 q,
                 scale,
                 zp: z,
-                signed,
-                zero: 0,
-            },
-        );
+                zero,
+            };
+            self.dq_of.insert(dq.clone(), d);
+        }
         dq
     }
 
     /// The step tensors `xs` joined on the batch axis in 8 bits (`Concat` of their quantised
-    /// sources, one `DequantizeLinear`), where every one is a `DequantizeLinear` output of the
+    /// sources, one `DequantizeLinear`), where every one is a recorded (`q_dq`) output of the
     /// same scale and zero point: a quarter of the bytes of a float `Concat`, and the consumer
-    /// (`DQ → Conv`, `DQ → AveragePool → Q`) reads a `DequantizeLinear` that ONNX Runtime fuses.
+    /// (`DQ → Conv → Q`, a ±1 conv or a pool) reads a `DequantizeLinear` that ONNX Runtime fuses.
     pub(super) fn joined_8bit(&mut self, xs: &[Tensor]) -> Option<String> {
         let srcs: Vec<Dq> = xs
             .iter()
             .map(|x| self.dq_of.get(&x.name).cloned())
             .collect::<Option<_>>()?;
         let first = srcs.first()?.clone();
-        // Signed (the `int8` graph): ONNX Runtime's x86 kernels take uint8 activations, and
-        // it converts int8 ones only in adjacent `QuantizeLinear → DequantizeLinear` pairs; a
-        // `Concat` between them left every ±1 conv unfused (a float conv, the graph half as
-        // fast). So there the steps are joined in float, after the pairs.
-        if first.signed {
-            return None;
-        }
         if srcs
             .iter()
             .any(|d| d.scale.to_bits() != first.scale.to_bits() || d.zp != first.zp)
@@ -229,7 +233,6 @@ impl Builder {
     /// values: its x86 8-bit conv fuses only where input and output share a type, and a uint8
     /// current lets the step split of a sequential neuron read the conv's 8-bit output.
     fn qdq_current(&mut self, x: &str, scale: f32, act: QdqActivations) -> String {
-        let s = self.cf32(scale);
         let (signed, zp) = match act {
             QdqActivations::Uint8 => (false, 128u8),
             QdqActivations::Int8 => (true, 0u8),
@@ -243,19 +246,7 @@ impl Builder {
                 n
             }
         };
-        let q = self.node("QuantizeLinear", &[x, &s, &z], vec![]);
-        let dq = self.node("DequantizeLinear", &[&q, &s, &z], vec![]);
-        self.dq_of.insert(
-            dq.clone(),
-            Dq {
-                q,
-                scale,
-                zp: z,
-                signed,
-                zero: zp,
-            },
-        );
-        dq
+        self.q_dq(x, scale, z, signed, zp)
     }
 }
 
@@ -816,7 +807,7 @@ fn dq_scaled(b: &mut Builder, hint: &str, q: &str, d: &Dq, scale: &[f32]) -> Str
     let z = b.init_8(
         &format!("{hint}_dq_zp"),
         &[scale.len()],
-        d.signed,
+        false,
         vec![d.zero; scale.len()],
     );
     b.node("DequantizeLinear", &[q, &s, &z], vec![attr_int("axis", 1)])
@@ -921,9 +912,7 @@ fn sequential_neuron_qdq(
     let split8 = match &v {
         Val::Batched(x) if t_steps > 1 => b.dq_of.get(&x.name).cloned(),
         _ => None,
-    }
-    // Not for int8 (see `joined_8bit`).
-    .filter(|d| !d.signed);
+    };
     let split8 = split8.map(|d| {
         let outs: Vec<String> = (0..t_steps).map(|_| b.fresh("step8")).collect();
         b.node_outs("Split", &[&d.q], vec![attr_int("axis", 0)], &outs);
@@ -937,7 +926,8 @@ fn sequential_neuron_qdq(
     // The state is the membrane over threshold, `u_t = m_t − θ_t`. With `v = m − Relu(m − θ)
     // = θ + min(u, 0)`: `u_0 = d_0 − θ_0` and `u_t = λ_t·min(u_{t−1}, 0) + d_t + (λ_t·θ_{t−1} −
     // θ_t)` for the drive `d_t = x_t·scale_t + off_t`: per step a multiply-add of the input, a
-    // `Clip` to ≤ 0, a multiply and an add, where `m`, `Sub θ`, `Relu` and the reset `Sub` took seven.
+    // `Clip` to ≤ 0, a multiply and an add, where `m`, `Sub θ`, `Relu` and the reset `Sub`
+    // took seven.
     let mut under: Option<String> = None;
     // The input's scaled form, shared by steps with the same input and scale (a once input).
     let mut scaled: HashMap<(String, String), String> = HashMap::new();
