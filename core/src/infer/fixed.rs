@@ -34,6 +34,129 @@ pub fn requant(x: i64, m: i32, sh: u8) -> i64 {
     }
 }
 
+/// `sat(requant(a, m, sh) + off, ACT_LIMIT)` for every `|a| ≤ a_max`, computed as one
+/// 32×32→64 multiply-accumulate and a shift of the low 64 bits by less than 32 where that is
+/// exact, which a 32-bit core does in a handful of instructions instead of a 64-bit shift,
+/// add and compare chain (the per-output cost of a binary conv's requantisation).
+///
+/// `requant(a, m, sh) + off = ⌊(a·m + 2^(sh−1) + off·2^sh) / 2^sh⌋`, so the offset joins the
+/// rounding constant `c`. When `1 ≤ sh ≤ 31` and `a_max·|m| + |c| < 2^(31+sh)`, the quotient
+/// fits an `i32` and equals the low 32 bits of `(a·m + c) >> sh`; otherwise the plain `i64`
+/// expression is used. Bit-identical to it either way (`tests::fast_requant_equals_requant`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutRequant {
+    m: i32,
+    sh: u32,
+    off: i64,
+    c: i64,
+    fast: bool,
+}
+
+impl OutRequant {
+    pub(crate) fn new(m: i32, sh: u8, off: i64, a_max: u64) -> OutRequant {
+        let sh32 = sh as u32;
+        let c = if sh == 0 {
+            off
+        } else {
+            (1i64 << (sh - 1)) + (off << sh)
+        };
+        let fast = (1..=31).contains(&sh)
+            && off.unsigned_abs() < 1 << 31
+            && a_max <= i32::MAX as u64
+            && (a_max as u128 * m.unsigned_abs() as u128 + c.unsigned_abs() as u128)
+                < 1u128 << (31 + sh32);
+        OutRequant {
+            m,
+            sh: sh32,
+            off,
+            c,
+            fast,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn apply(&self, a: i32) -> i32 {
+        if self.fast {
+            // `sh & 31` is `sh` (1..=31): it tells the compiler the shift is below 32.
+            let q = ((a as i64 * self.m as i64 + self.c) >> (self.sh & 31)) as i32;
+            q.clamp(-ACT_LIMIT as i32, ACT_LIMIT as i32)
+        } else {
+            sat(
+                requant(a as i64, self.m, self.sh as u8) + self.off,
+                ACT_LIMIT,
+            )
+        }
+    }
+}
+
+/// [`OutRequant`] of a binary conv's output written as `a = σ·(Σx − 2·S)`, `σ = ±1`, where
+/// `Σx` sums every tap's input and `S` the inputs of the taps whose sign is `−σ` (see
+/// `spike_conv`: a channel's sum from its class sums always has this form). On the fast path
+/// `m·σ` and `−2·m·σ` are folded in once per channel, so an output is two 32×32→64
+/// multiply-accumulates onto the rounding constant and two 32-bit shifts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutDot {
+    rq: OutRequant,
+    sigma: i32,
+}
+
+impl OutDot {
+    /// `sigma`: ±1; every `|σ·(Σx − 2·S)|` it is applied to is within the `a_max` of `rq`.
+    pub(crate) fn new(rq: OutRequant, sigma: i32) -> OutDot {
+        OutDot { rq, sigma }
+    }
+
+    /// The fast path's constants, when this channel takes it.
+    #[inline(always)]
+    pub(crate) fn fast(&self) -> Option<FastDot> {
+        // |m| < 2^16 (validated): no overflow.
+        let m = self.rq.m.wrapping_mul(self.sigma);
+        self.rq.fast.then_some(FastDot {
+            m_total: m,
+            m_part: m.wrapping_mul(-2),
+            c: self.rq.c,
+            sh: self.rq.sh,
+            rsh: 32 - self.rq.sh,
+        })
+    }
+
+    /// `sat(requant(σ·(Σx − 2·S), m, sh) + off, ACT_LIMIT)`, the sum in wrapping `i32` as the
+    /// reference kernel has it (on the fast path it cannot wrap: `a_max < 2^31`).
+    #[inline(always)]
+    pub(crate) fn apply(&self, total: i32, part: i32) -> i32 {
+        match self.fast() {
+            Some(f) => f.apply(total, part),
+            None => self.rq.apply(
+                self.sigma
+                    .wrapping_mul(total.wrapping_sub(part.wrapping_mul(2))),
+            ),
+        }
+    }
+}
+
+/// [`OutDot::apply`] on its fast path, the constants unpacked for a loop over outputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastDot {
+    m_total: i32,
+    m_part: i32,
+    c: i64,
+    /// `1..=31`, and `32 − sh`.
+    sh: u32,
+    rsh: u32,
+}
+
+impl FastDot {
+    #[inline(always)]
+    pub(crate) fn apply(&self, total: i32, part: i32) -> i32 {
+        let z = self.c + self.m_total as i64 * total as i64 + self.m_part as i64 * part as i64;
+        // `z >> sh` fits an `i32` (`OutRequant::new`), so it is the low word shifted right
+        // with the high word's low bits shifted in: two 32-bit shifts, both below 32.
+        let (lo, hi) = (z as u32, (z >> 32) as u32);
+        let q = ((lo >> self.sh) | (hi << self.rsh)) as i32;
+        q.clamp(-ACT_LIMIT as i32, ACT_LIMIT as i32)
+    }
+}
+
 #[inline(always)]
 fn sat(x: i64, limit: i64) -> i32 {
     x.clamp(-limit, limit) as i32
@@ -160,7 +283,7 @@ fn bconv2d_spikes(
     else {
         return bconv2d_int(l, s, x, y, scratch);
     };
-    bconv_swar(l, &g, &sc, x, empf_dsp::FLUSH, y, scratch)
+    bconv_swar(l, &g, &sc, x, empf_dsp::FLUSH, 255, y, scratch)
 }
 
 /// A ±1 conv on a wide tensor: the SWAR kernel on 16-bit elements where every element is in
@@ -176,26 +299,30 @@ fn bconv2d_wide(
     let fits = SpikeConv::new(&g, 2).filter(|sc| sc.scratch_words(g.taps()) <= scratch.len());
     // The range scan only where the kernel could run.
     match fits.and_then(|sc| Some((sc, u16_range(x)?))) {
-        Some((sc, max)) => bconv_swar(l, &g, &sc, x, u16_flush(max), y, scratch),
+        Some((sc, max)) => bconv_swar(l, &g, &sc, x, u16_flush(max), max as u64, y, scratch),
         None => bconv2d_int(l, s, x, y, scratch),
     }
 }
 
-/// The SWAR kernel with the layer's requantisation.
+/// The SWAR kernel with the layer's requantisation; every input element is at most `x_max`.
+#[allow(clippy::too_many_arguments)]
 fn bconv_swar<X: Input>(
     l: &BinaryConv2d<&[u8]>,
     g: &ConvGeom,
     sc: &SpikeConv,
     x: &[X],
     flush: usize,
+    x_max: u64,
     y: &mut [i32],
     scratch: &mut [u32],
 ) -> Result<(), Error> {
     let r = l.fixed.as_ref().ok_or_else(missing)?;
+    // `|Σ ±x| ≤ taps · x_max`.
+    let a_max = g.taps() as u64 * x_max;
     bconv_spikes(g, sc, x, flush, y, scratch, l.signs.bytes(), |o| {
         // The channel's parameters once, not per output.
         let (m, sh, off) = channel_params(r, o);
-        move |a: i32| sat(requant(a as i64, m, sh) + off, ACT_LIMIT)
+        OutRequant::new(m, sh, off, a_max)
     });
     Ok(())
 }
@@ -406,5 +533,74 @@ impl Kernels for FixedKernels<'_> {
             .iter_mut()
             .zip(v)
             .for_each(|(o, &e)| *o = o.saturating_add(e.widen())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// The binary conv's requantisation equals the plain `i64` expression on both of its
+        /// paths: every valid multiplier (`|m| < 2^16`), shift (0..=62) and `i32` offset, sums
+        /// anywhere in `±a_max`, the edges included.
+        #[test]
+        fn fast_requant_equals_requant(
+            m in -65535i32..=65535,
+            sh in prop_oneof![0u8..=62, 1u8..=31],
+            off in prop_oneof![any::<i32>(), -40000i32..=40000],
+            a_max in prop_oneof![Just(255u64 * 9), 1u64..=300_000, Just(65535 * 1152)],
+            at in 0.0f64..=1.0,
+            edge in 0u8..4,
+        ) {
+            let off = off as i64;
+            let rq = OutRequant::new(m, sh, off, a_max);
+            let a_max = a_max.min(i32::MAX as u64) as i64;
+            let a = match edge {
+                0 => a_max,
+                1 => -a_max,
+                _ => ((2.0 * at - 1.0) * a_max as f64) as i64,
+            } as i32;
+            let want = sat(requant(a as i64, m, sh) + off, ACT_LIMIT);
+            prop_assert_eq!(rq.apply(a), want, "m {} sh {} off {} a {}", m, sh, off, a);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// A channel's combination `σ·(Σx − 2·S)` of class sums, requantised, equals
+        /// requantising its plain sum, on both paths: `S ≤ Σx ≤ a_max` as in a real layer.
+        #[test]
+        fn out_dot_equals_requant_of_the_sum(
+            m in -65535i32..=65535,
+            sh in prop_oneof![0u8..=62, 1u8..=31],
+            off in prop_oneof![any::<i32>(), -40000i32..=40000],
+            a_max in prop_oneof![Just(255u64 * 288), 1u64..=300_000, Just(i32::MAX as u64)],
+            fr in prop::array::uniform2(prop_oneof![0.0f64..=1.0, Just(0.0), Just(1.0)]),
+            plus in any::<bool>(),
+        ) {
+            let off = off as i64;
+            let t = (fr[0] * a_max as f64) as i32;
+            let part = (fr[1] * t as f64) as i32;
+            let sigma = if plus { 1 } else { -1 };
+            let a = sigma * (t - 2 * part);
+            let want = sat(requant(a as i64, m, sh) + off, ACT_LIMIT);
+            let d = OutDot::new(OutRequant::new(m, sh, off, a_max), sigma);
+            prop_assert_eq!(d.apply(t, part), want, "m {} sh {} off {} t {} s {}", m, sh, off, t, part);
+        }
+    }
+
+    /// The committed models' parameter ranges (shifts 9..=13, 16-bit multipliers, offsets
+    /// within ±2^16, sums of up to 1152 taps of 255) take the fast path.
+    #[test]
+    fn typical_layers_take_the_fast_path() {
+        for sh in 9..=13 {
+            let rq = OutRequant::new(65_000, sh, -40_000, 1152 * 255);
+            assert!(rq.fast, "sh {sh}");
+        }
+        assert!(!OutRequant::new(65_000, 0, 0, 255).fast);
+        assert!(!OutRequant::new(65_000, 40, 0, 255).fast);
     }
 }

@@ -30,6 +30,7 @@
 //! `tests::sum16_bconv_equals_reference`).
 
 use super::conv::ConvGeom;
+use super::fixed::{OutDot, OutRequant};
 use crate::bits::sign_at;
 use empf_dsp::TapList;
 
@@ -125,7 +126,7 @@ pub(crate) trait Input: Copy {
     /// [`block_sums`] for this element size; `flush`: taps a 16-bit lane takes before it is
     /// folded (the caller's bound for `u16` inputs; `u8` uses `empf_dsp::FLUSH`).
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize);
-    /// `out[j] += Σ_{off ∈ offs} win[off + j]` for `j < lanes` (`lanes ≤ GROUP`), in 16-bit
+    /// `out[j] = Σ_{off ∈ offs} win[off + j]` for `j < lanes` (`lanes ≤ GROUP`), in 16-bit
     /// lanes the compiler vectorises (hosts; see [`GROUP_BLOCKS`]).
     fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], flush: usize);
 }
@@ -161,8 +162,8 @@ fn group_sums<X: Input>(
     }
 }
 
-/// The vectorisable pass: `acc[j] += load(j)` over the taps, folded into `out` every `flush`
-/// taps (16-bit lanes). A full group has a constant trip count.
+/// The vectorisable pass: `acc[j] += load(j)` over the taps, folded into `out` (cleared first)
+/// every `flush` taps (16-bit lanes). A full group has a constant trip count.
 #[inline(always)]
 fn wide_pass(
     offs: &[u16],
@@ -171,6 +172,7 @@ fn wide_pass(
     flush: usize,
     load: impl Fn(usize, &mut [u16]),
 ) {
+    out[..lanes].fill(0);
     for chunk in offs.chunks(flush.max(1)) {
         let mut acc = [0u16; GROUP];
         if lanes == GROUP {
@@ -252,6 +254,7 @@ fn block_sums_u16(win: &[u8], offs: &[u16], out: &mut [i32; LANES], flush: usize
     fn word(s: &[u8], i: usize) -> u32 {
         u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
     }
+    *out = [0; LANES];
     for chunk in offs.chunks(flush.max(1)) {
         let (mut w0, mut w1, mut w2, mut w3, mut w4, mut w5) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
         for &off in chunk {
@@ -273,7 +276,7 @@ fn block_sums_u16(win: &[u8], offs: &[u16], out: &mut [i32; LANES], flush: usize
 }
 
 /// Sums `xq[base + off + j]` over the offsets in `offs`, for the `LANES` outputs `j`, into
-/// `out` (wrapping, as the reference accumulates). `win` starts at `base`. The loop is
+/// `out` (replacing its contents; wrapping, as the reference accumulates). `win` starts at `base`. The loop is
 /// `empf-dsp`'s: Cortex-M DSP-extension assembly where the target has it, plain-Rust SWAR
 /// elsewhere (the same sums).
 #[inline(always)]
@@ -338,7 +341,7 @@ fn tap_list(taps: &TapOffsets, row: &[u8], want: Option<bool>, list: &mut [u16])
 /// same values as [`super::conv::bconv_planes`] on the same spikes. `scratch` holds at least
 /// [`SpikeConv::scratch_words`] words.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn bconv_spikes<X: Input, F>(
+pub(crate) fn bconv_spikes<X: Input>(
     g: &ConvGeom,
     sc: &SpikeConv,
     x: &[X],
@@ -346,10 +349,8 @@ pub(crate) fn bconv_spikes<X: Input, F>(
     y: &mut [i32],
     scratch: &mut [u32],
     signs: &[u8],
-    finish: impl Fn(usize) -> F,
-) where
-    F: Fn(i32) -> i32,
-{
+    finish: impl Fn(usize) -> OutRequant,
+) {
     let taps = g.taps();
     let (c_in, h, w) = (g.input.c as usize, g.input.h as usize, g.input.w as usize);
     debug_assert_eq!(sc.elem_bytes, X::BYTES);
@@ -420,8 +421,8 @@ pub(crate) fn bconv_spikes<X: Input, F>(
         // `Σ s·x = Σ_k sign_k·P_k` over the four classes, and `P_skip = Σ x − Σ_{k≠skip} P_k`,
         // so a channel's sum is `sign_skip·Σ x + Σ_{k≠skip} (sign_k − sign_skip)·P_k`
         // (coefficients −2, 0, 2), the reference's value in wrapping `i32` arithmetic.
-        let sign_a = |k: usize| if k >= 2 { 1i32 } else { -1 };
-        let sign_b = |k: usize| if k & 1 == 1 { 1i32 } else { -1 };
+        let sign_a: fn(usize) -> i32 = |k| if k >= 2 { 1 } else { -1 };
+        let sign_b: fn(usize) -> i32 = |k| if k & 1 == 1 { 1 } else { -1 };
         let summed: [usize; 3] = match skip {
             0 => [1, 2, 3],
             1 => [0, 2, 3],
@@ -429,40 +430,117 @@ pub(crate) fn bconv_spikes<X: Input, F>(
             _ => [0, 1, 2],
         };
         let (ta, tb) = (sign_a(skip), sign_b(skip));
-        // Each channel's requantisation parameters, read once per channel.
-        let (finish_a, finish_b) = (finish(o), finish(o + 1));
-        let ca = summed.map(|k| sign_a(k) - ta);
-        let cb = summed.map(|k| sign_b(k) - tb);
+        // A channel's classes of the other sign than `skip`'s are two of the three summed
+        // (coefficient −2·σ), the third has `skip`'s sign (coefficient 0): its sum is
+        // `σ·(Σ x − 2·(P_i + P_j))`, `σ` the sign of `skip` in that channel.
+        let other = |sign: fn(usize) -> i32| {
+            let mut ij = [0usize; 2];
+            let mut n = 0;
+            for (q, &k) in summed.iter().enumerate() {
+                if sign(k) != sign(skip) {
+                    ij[n.min(1)] = q;
+                    n += 1;
+                }
+            }
+            ij
+        };
+        let (ia, ib) = (other(sign_a), other(sign_b));
+        let (da, db) = (OutDot::new(finish(o), ta), OutDot::new(finish(o + 1), tb));
         let lists = summed.map(|k| TapList::new(&list[starts[k]..starts[k + 1]]));
-        let (mut oy, mut ox, mut b) = (0, 0, 0);
+        let mut at = OutCursor::default();
+        let mut b = 0;
+        // Overwritten by every block (the block sums replace, not add).
+        let mut parts = [[0i32; GROUP]; 3];
         while b < sc.blocks {
             let n = GROUP_BLOCKS.min(sc.blocks - b);
-            let mut parts = [[0i32; GROUP]; 3];
             for (part, taps) in parts.iter_mut().zip(&lists) {
                 group_sums::<X>(xq, b, n, taps, flush, part);
             }
             let tot = &total[b * LANES..(b + n) * LANES];
             b += n;
-            for j in 0..n * LANES {
-                if ox < g.ow && oy < g.oh {
-                    let (t, p) = (tot[j], [parts[0][j], parts[1][j], parts[2][j]]);
-                    let dot = |c0: i32, c: [i32; 3]| {
-                        t.wrapping_mul(c0)
-                            .wrapping_add(p[0].wrapping_mul(c[0]))
-                            .wrapping_add(p[1].wrapping_mul(c[1]))
-                            .wrapping_add(p[2].wrapping_mul(c[2]))
-                    };
-                    let at = oy * g.ow + ox;
-                    ya[at] = finish_a(dot(ta, ca));
-                    yb[at] = finish_b(dot(tb, cb));
-                }
-                ox += 1;
-                if ox == sc.wq {
-                    ox = 0;
-                    oy += 1;
-                }
+            at.runs(tot.len(), sc.wq, g.ow, plane, |j, i, len| {
+                let part = |q: usize| &parts[q][j..j + len];
+                finish_run(
+                    &tot[j..],
+                    [part(ia[0]), part(ia[1])],
+                    &da,
+                    &mut ya[i..i + len],
+                );
+                finish_run(
+                    &tot[j..],
+                    [part(ib[0]), part(ib[1])],
+                    &db,
+                    &mut yb[i..i + len],
+                );
+            });
+        }
+    }
+}
+
+/// Where the next wide output goes: its column in the wide row and its index in the plane.
+#[derive(Clone, Copy, Default)]
+struct OutCursor {
+    ox: usize,
+    at: usize,
+}
+
+impl OutCursor {
+    /// The plane index of the current wide output, if it is a real one (not a padding column
+    /// `ox ≥ OW`, not past the last row), and a step to the next.
+    #[inline(always)]
+    fn next(&mut self, wq: usize, ow: usize, plane: usize) -> Option<usize> {
+        let here = (self.ox < ow && self.at < plane).then_some(self.at);
+        self.at += here.is_some() as usize;
+        self.ox += 1;
+        if self.ox == wq {
+            self.ox = 0;
+        }
+        here
+    }
+
+    /// The runs of real outputs among the next `n` wide outputs, as `(j, i, len)`: wide
+    /// outputs `j..j + len` of the block go to plane indices `i..i + len`; then steps past them.
+    #[inline(always)]
+    fn runs(
+        &mut self,
+        n: usize,
+        wq: usize,
+        ow: usize,
+        plane: usize,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let mut j = 0;
+        while j < n {
+            let here = if self.ox < ow {
+                (ow - self.ox).min(n - j)
+            } else {
+                0
+            };
+            let len = here.min(plane - self.at.min(plane));
+            if len > 0 {
+                f(j, self.at, len);
+                self.at += len;
+            }
+            // Skip to the next row's start (or the block's end).
+            let step = (wq - self.ox).min(n - j);
+            j += step;
+            self.ox += step;
+            if self.ox == wq {
+                self.ox = 0;
             }
         }
+    }
+}
+
+/// `y[j] = d(Σx[j], P_i[j] + P_j[j])` along one run of outputs. Not inlined: a small function
+/// of its own keeps the requantisation constants in registers.
+#[inline(never)]
+fn finish_run(tot: &[i32], parts: [&[i32]; 2], d: &OutDot, y: &mut [i32]) {
+    let [p, q] = parts;
+    let outs = y.iter_mut().zip(tot).zip(p.iter().zip(q));
+    match d.fast() {
+        Some(f) => outs.for_each(|((y, &t), (&p, &q))| *y = f.apply(t, p.wrapping_add(q))),
+        None => outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_add(q))),
     }
 }
 
@@ -539,7 +617,7 @@ fn single<X: Input>(
     total: &[i32],
     row: &[u8],
     list: &mut [u16],
-    finish: impl Fn(i32) -> i32,
+    finish: OutRequant,
     yo: &mut [i32],
 ) {
     let taps = g.taps();
@@ -552,7 +630,11 @@ fn single<X: Input>(
     let minority_plus = plus <= taps - plus;
     let n = tap_list(offsets, row, Some(minority_plus), list);
     let minority = TapList::new(&list[..n]);
-    let (mut oy, mut ox, mut b) = (0, 0, 0);
+    // `Σ s·x = 2·P − Σ x` (minority +1) or `Σ x − 2·P` (minority −1).
+    let d = OutDot::new(finish, if minority_plus { -1 } else { 1 });
+    let plane = yo.len();
+    let mut at = OutCursor::default();
+    let mut b = 0;
     while b < sc.blocks {
         let n = GROUP_BLOCKS.min(sc.blocks - b);
         let mut part = [0i32; GROUP];
@@ -560,18 +642,8 @@ fn single<X: Input>(
         let tot = &total[b * LANES..(b + n) * LANES];
         b += n;
         for (&p, &t) in part.iter().zip(tot) {
-            if oy < g.oh && ox < g.ow {
-                let pm = if minority_plus {
-                    p.wrapping_add(p).wrapping_sub(t)
-                } else {
-                    t.wrapping_sub(p).wrapping_sub(p)
-                };
-                yo[oy * g.ow + ox] = finish(pm);
-            }
-            ox += 1;
-            if ox == sc.wq {
-                ox = 0;
-                oy += 1;
+            if let Some(i) = at.next(sc.wq, g.ow, plane) {
+                yo[i] = d.apply(t, p);
             }
         }
     }
@@ -624,13 +696,27 @@ mod tests {
         let plane = g.oh * g.ow;
         let mut want = vec![0i32; cout * plane];
         let mut got = vec![0i32; cout * plane];
-        // A channel-dependent `finish`, so channels cannot be swapped unnoticed.
-        let finish = |o: usize, a: i32| a.wrapping_mul(3).wrapping_add(o as i32);
-        let per_channel = |o: usize| move |a: i32| finish(o, a);
+        // Channel-dependent requantisations (so channels cannot be swapped unnoticed), every
+        // third one off the fast path; a multiplier of 1 and no shift in channel 0 keeps the
+        // raw sums visible.
+        let a_max = g.taps() as u64 * x.iter().map(|v| v.widen().max(0) as u64).max().unwrap_or(0);
+        let rq = |o: usize| {
+            let (m, sh, off) = match o % 3 {
+                0 if o == 0 => (1, 0, 0),
+                2 => (-(20_000 + 777 * o as i32), 0, -(o as i64)),
+                _ => (
+                    30_000 + 1234 * o as i32,
+                    12 + (o % 5) as u8,
+                    3000 - 2000 * o as i64,
+                ),
+            };
+            OutRequant::new(m, sh, off, a_max)
+        };
+        let finish = |o: usize, a: i32| rq(o).apply(a);
         let mut scratch = scratch_for(&g, sc);
         bconv_planes(&g, x, &mut want, &mut scratch, signs, finish);
         let mut scratch = scratch_for(&g, sc);
-        bconv_spikes(&g, sc, x, flush, &mut got, &mut scratch, signs, per_channel);
+        bconv_spikes(&g, sc, x, flush, &mut got, &mut scratch, signs, rq);
         prop_assert_eq!(got, want, "{:?}", g);
         Ok(())
     }
