@@ -292,6 +292,11 @@ const MAX_KERNEL_TAPS: usize = 64;
 /// element `c·channel + within[j]` of the phase copy ([`SpikeConv::offset`]).
 struct TapOffsets {
     within: [u16; MAX_KERNEL_TAPS],
+    /// `ext[w]`, `w < kk + 32`: the offset of the tap `w` taps after the first tap of a
+    /// channel, relative to that channel (the 32 taps of a sign word may run into the next
+    /// channels). Wrapping `u16`: entries past the last tap are never used. 128 entries
+    /// (≥ MAX_KERNEL_TAPS + 32), indexed `& 127`: no bounds check where it is read.
+    ext: [u16; 128],
     kk: usize,
     channel: usize,
     channels: usize,
@@ -305,10 +310,16 @@ impl TapOffsets {
             // Fits: `SpikeConv::new` checked every offset against `u16::MAX`.
             *w = sc.offset(0, j / k, j % k) as u16;
         }
+        let (kk, channel) = (k * k, sc.s * sc.s * sc.hq * sc.wq);
+        let mut ext = [0u16; 128];
+        for (w, e) in ext.iter_mut().take(kk + 32).enumerate() {
+            *e = ((w / kk * channel) as u16).wrapping_add(within[w % kk]);
+        }
         TapOffsets {
             within,
-            kk: k * k,
-            channel: sc.s * sc.s * sc.hq * sc.wq,
+            ext,
+            kk,
+            channel,
             channels: g.input.c as usize,
         }
     }
@@ -401,17 +412,7 @@ pub(crate) fn bconv_spikes<X: Input>(
         // Classes of taps by (sign in a, sign in b), index 2·[a = +1] + [b = +1]; the largest
         // class is not summed but taken as `Σ x` minus the other three, so a pair of channels
         // sums at most 3/4 of its taps (3/8 per channel, against 1/2 for one channel alone).
-        let count = |f: fn(u8, u8) -> u8| -> usize {
-            ra.iter()
-                .zip(rbits)
-                .enumerate()
-                .map(|(i, (&a, &b))| (f(a, b) & last_byte_mask(taps, i)).count_ones() as usize)
-                .sum()
-        };
-        let n11 = count(|a, b| a & b);
-        let n10 = count(|a, b| a & !b);
-        let n01 = count(|a, b| !a & b);
-        let counts = [taps - n11 - n10 - n01, n01, n10, n11];
+        let counts = class_counts(ra, rbits, taps);
         let skip = (0..4).max_by_key(|&k| counts[k]).unwrap_or(0);
         let mut starts = [0usize; 5];
         for k in 0..4 {
@@ -553,6 +554,40 @@ fn last_byte_mask(taps: usize, i: usize) -> u8 {
     }
 }
 
+/// Sign word `i` of a packed row: taps `32·i..32·i + 32` as bits, little-endian (a row is
+/// `⌈taps/8⌉` bytes); bits past the row or past `taps` are 0 (they are 0 in a well-formed file
+/// but not in a corrupt one: masked, so no class gets a tap the layer does not have).
+#[inline(always)]
+fn sign_word(row: &[u8], i: usize, taps: usize) -> u32 {
+    let at = 4 * i;
+    let w = match row.get(at..at + 4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => {
+            let mut b = [0u8; 4];
+            for (d, &v) in b.iter_mut().zip(row.get(at..).unwrap_or(&[])) {
+                *d = v;
+            }
+            u32::from_le_bytes(b)
+        }
+    };
+    match taps.saturating_sub(at * 8) {
+        left @ 0..=31 => w & ((1u32 << left) - 1),
+        _ => w,
+    }
+}
+
+/// How many taps of a channel pair fall in each class `2·[a = +1] + [b = +1]`.
+fn class_counts(ra: &[u8], rb: &[u8], taps: usize) -> [usize; 4] {
+    let (mut pa, mut pb, mut pab) = (0usize, 0usize, 0usize);
+    for i in 0..taps.div_ceil(32) {
+        let (a, b) = (sign_word(ra, i, taps), sign_word(rb, i, taps));
+        pa += a.count_ones() as usize;
+        pb += b.count_ones() as usize;
+        pab += (a & b).count_ones() as usize;
+    }
+    [taps + pab - pa - pb, pb - pab, pa - pab, pab]
+}
+
 /// The tap offsets of a channel pair's classes (see [`bconv_spikes`]) except `skip`, class
 /// `k` at `list[starts[k]..starts[k + 1]]`.
 #[inline(never)]
@@ -564,26 +599,16 @@ fn pair_lists(
     starts: [usize; 5],
     list: &mut [u16],
 ) {
-    let (kk, channel) = (taps.kk, taps.channel);
-    // `ext[w]`, `w < kk + 8`: the offset of the tap `w` taps after the first tap of a channel,
-    // relative to that channel (the eight taps of a sign byte may run into the next channel,
-    // or several for 1×1 and 2×2 kernels). Wrapping: entries past the last tap are never used.
-    // 128 entries (≥ MAX_KERNEL_TAPS + 8), indexed `& 127`: no bounds check in the loop.
-    let mut ext = [0u16; 128];
-    for (w, e) in ext.iter_mut().take(kk + 8).enumerate() {
-        *e = ((w / kk * channel) as u16).wrapping_add(taps.within[w % kk]);
-    }
+    let (kk, channel, ext) = (taps.kk, taps.channel, &taps.ext);
     let total = taps.channels * kk;
     let mut pos = [starts[0], starts[1], starts[2], starts[3]];
-    // Per sign byte, one bit mask of its taps per class; each summed class visits only its own
-    // taps (count trailing zeros, clear the lowest bit), so the skipped class costs nothing.
+    // Per sign word, one bit mask of its 32 taps per class; each summed class visits only its
+    // own taps (count trailing zeros, clear the lowest bit), so the skipped class costs nothing.
     let (mut c0, mut w0) = (0usize, 0usize);
-    for (i, (&a, &b)) in ra.iter().zip(rb).enumerate() {
-        let valid = last_byte_mask(total, i) as u32;
-        // Bits past the last tap are 0 in a well-formed file but not in a corrupt one: masked,
-        // so no class gets a tap the layer does not have.
-        let (a, b) = (a as u32 & valid, b as u32 & valid);
-        let masks = [!a & !b & valid, !a & b, a & !b, a & b];
+    for i in 0..total.div_ceil(32) {
+        let (a, b) = (sign_word(ra, i, total), sign_word(rb, i, total));
+        let valid = sign_word(&[0xFF; 4], 0, total - 32 * i);
+        let masks = [!(a | b) & valid, !a & b, a & !b, a & b];
         let base = (c0 * channel) as u16;
         for (k, (&m, p)) in masks.iter().zip(pos.iter_mut()).enumerate() {
             if k == skip {
@@ -598,7 +623,7 @@ fn pair_lists(
             }
             *p = at;
         }
-        w0 += 8;
+        w0 += 32;
         while w0 >= kk {
             w0 -= kk;
             c0 += 1;
@@ -753,10 +778,12 @@ mod tests {
                     Just(vec![0xFFu8; rb]),
                     Just(vec![0u8; rb]),
                 ];
-                let signs = prop::collection::vec(row, cout).prop_map(move |rows| {
-                    // Unused high bits of a row's last byte are 0 on the wire.
+                let rows = (prop::collection::vec(row, cout), any::<bool>());
+                let signs = rows.prop_map(move |(rows, dirty)| {
+                    // Unused high bits of a row's last byte are 0 on the wire; set (a corrupt
+                    // file) in half the cases, where they must be ignored as the reference does.
                     let mut flat: Vec<u8> = rows.concat();
-                    if taps % 8 != 0 {
+                    if taps % 8 != 0 && !dirty {
                         for r in 0..cout {
                             flat[r * rb + rb - 1] &= (1u8 << (taps % 8)) - 1;
                         }
