@@ -63,8 +63,9 @@ impl OutRequant {
         let fast = (1..=31).contains(&sh)
             && off.unsigned_abs() < 1 << 31
             && a_max <= i32::MAX as u64
-            && (a_max as u128 * m.unsigned_abs() as u128 + c.unsigned_abs() as u128)
-                < 1u128 << (31 + sh32);
+            && (a_max * m.unsigned_abs() as u64) // < 2^31 · 2^16
+                .checked_add(c.unsigned_abs()) // |c| < 2^62 (|off| < 2^31, sh ≤ 31)
+                .is_some_and(|z| z < 1u64 << (31 + sh32));
         OutRequant {
             m,
             sh: sh32,

@@ -63,7 +63,17 @@ impl SpikeConv {
             g.input.h as usize + 2 * g.pad,
             g.input.w as usize + 2 * g.pad,
         );
-        let (hq, wq) = (hp.div_ceil(s), wp.div_ceil(s));
+        // Stride 1: a row's right padding is the next row's left padding (zeros both), so a
+        // row takes `W + pad` elements, not `W + 2·pad`: fewer wide outputs computed only to be
+        // dropped (a 7×7 plane with padding 1: 55 instead of 61, 5 blocks instead of 6). Reads
+        // past a row's end land in the next row's left padding, or in the slack after the last
+        // row; `OW ≤ W + pad` as `pad < k`.
+        let wq = if s == 1 && g.pad < g.kernel {
+            g.input.w as usize + g.pad
+        } else {
+            wp.div_ceil(s)
+        };
+        let hq = hp.div_ceil(s);
         let c = g.input.c as usize;
         // In u64 first: a validated model bounds every tensor, not every stride-split padded
         // copy; past this check every offset (below `phases`) fits a usize.
@@ -121,8 +131,8 @@ impl SpikeConv {
 pub(crate) trait Input: Copy {
     /// Bytes per element of the phase copy.
     const BYTES: usize;
-    /// Writes `self` as element `at` of the copy.
-    fn store(self, xq: &mut [u8], at: usize);
+    /// Writes `src[0], src[step], …` (`n` of them) as elements `at..at + n` of the copy.
+    fn store_run(src: &[Self], step: usize, n: usize, xq: &mut [u8], at: usize);
     /// [`block_sums`] for this element size; `flush`: taps a 16-bit lane takes before it is
     /// folded (the caller's bound for `u16` inputs; `u8` uses `empf_dsp::FLUSH`).
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize);
@@ -193,8 +203,15 @@ fn wide_pass(
 impl Input for u8 {
     const BYTES: usize = 1;
     #[inline(always)]
-    fn store(self, xq: &mut [u8], at: usize) {
-        xq[at] = self;
+    fn store_run(src: &[u8], step: usize, n: usize, xq: &mut [u8], at: usize) {
+        let dst = &mut xq[at..at + n];
+        if step == 1 {
+            dst.copy_from_slice(&src[..n]);
+        } else {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                *d = v;
+            }
+        }
     }
     #[inline(always)]
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], _flush: usize) {
@@ -214,9 +231,12 @@ impl Input for u8 {
 impl Input for i32 {
     const BYTES: usize = 2;
     #[inline(always)]
-    fn store(self, xq: &mut [u8], at: usize) {
-        // In range: the caller checked `0 <= x <= u16::MAX` ([`u16_range`]).
-        xq[2 * at..2 * at + 2].copy_from_slice(&(self as u16).to_le_bytes());
+    fn store_run(src: &[i32], step: usize, n: usize, xq: &mut [u8], at: usize) {
+        let dst = xq[2 * at..2 * (at + n)].chunks_exact_mut(2);
+        for (d, &v) in dst.zip(src.iter().step_by(step)) {
+            // In range: the caller checked `0 <= x <= u16::MAX` ([`u16_range`]).
+            d.copy_from_slice(&(v as u16).to_le_bytes());
+        }
     }
     #[inline(always)]
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize) {
@@ -374,14 +394,20 @@ pub(crate) fn bconv_spikes<X: Input>(
     // The padded phase copy: input (iy, ix) sits at padded (iy + pad, ix + pad).
     xq.fill(0);
     let (s, plane_q) = (sc.s, sc.hq * sc.wq);
+    // Element `(c, iy, ix)` goes to `((c·s + py % s)·s + px % s)·plane + (py / s)·Wq + px / s`
+    // (`py = iy + pad`, `px = ix + pad`): per row, one run per phase column `px % s`.
     for c in 0..c_in {
         for iy in 0..h {
             let py = iy + g.pad;
             let row = &x[(c * h + iy) * w..(c * h + iy + 1) * w];
-            for (ix, &v) in row.iter().enumerate() {
-                let px = ix + g.pad;
-                let at = ((c * s + py % s) * s + px % s) * plane_q + (py / s) * sc.wq + px / s;
-                v.store(xq, at);
+            let row_at = (c * s + py % s) * s * plane_q + (py / s) * sc.wq;
+            for phase in 0..s {
+                // The first column of this phase: `(ix0 + pad) % s == phase`.
+                let ix0 = (phase + s - g.pad % s) % s;
+                if ix0 < w {
+                    let at = row_at + phase * plane_q + (ix0 + g.pad) / s;
+                    X::store_run(&row[ix0..], s, (w - ix0).div_ceil(s), xq, at);
+                }
             }
         }
     }
