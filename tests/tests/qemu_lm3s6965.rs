@@ -116,6 +116,13 @@ fn dsp_kernel_on_cortex_m4f_and_m33_equals_core_bit_for_bit() {
                 )
                 .expect("QEMU check");
                 assert_eq!(n, 32);
+                // The DSP assembly itself, against plain sums and maxima, on this core.
+                let checked = "kernel self-check: dsp kernel equals the plain sums";
+                assert!(
+                    run.lines.iter().any(|l| l.to_string().contains(checked)),
+                    "no DSP self-check line from {}",
+                    machine.name
+                );
                 println!(
                     "{} {} {:?}: 32 images equal ({:.1} s)",
                     machine.name,

@@ -2,7 +2,7 @@
 //! prediction with its summed logits over defmt (semihosting transport). Integer path,
 //! sequential mode by default (Cortex-M3: no FPU); `EMPF_BOARD_PATH=float` /
 //! `EMPF_BOARD_MODE=parallel` at build time select the others (float logits are printed as
-//! their exact bits). Exit code: 0 done, 2 model rejected, 3 an image failed.
+//! their exact bits). Exit code: 0 done, 2 model rejected, 3 an image failed, 4 the kernel self-check failed.
 #![no_std]
 #![no_main]
 
@@ -36,6 +36,22 @@ fn main() -> ! {
         PATH,
         MODE
     );
+    // The binary convs' inner loop as this core runs it (the DSP-extension assembly on the
+    // Cortex-M4F and M33 builds) against plain sums, before anything depends on it.
+    match empf_dsp::self_check(32) {
+        Ok(()) => defmt::info!(
+            "kernel self-check: {=str} kernel equals the plain sums on 32 cases",
+            empf_dsp::KERNEL
+        ),
+        Err(case) => {
+            defmt::error!(
+                "kernel self-check: {=str} kernel differs at case {=u32}",
+                empf_dsp::KERNEL,
+                case
+            );
+            semihosting::process::exit(4)
+        }
+    }
     // The integer path takes the build script's pixel table: no float code in that firmware.
     let loaded = match PATH {
         Path::Integer => Classifier::new_integer(&MODEL.0, MODE, PIXEL_TABLE, ARENA),
