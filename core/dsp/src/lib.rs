@@ -27,8 +27,9 @@ pub const FLUSH: usize = 257;
 /// Which inner loop this build selected: `"dsp"` (the DSP-extension assembly) or `"portable"`.
 pub const KERNEL: &str = if cfg!(empf_dsp) { "dsp" } else { "portable" };
 
-/// Checks this build's kernels where they run: [`block_sums`] against a plain byte-by-byte sum
-/// and [`TapList`]'s largest offset against a plain maximum, on `cases` deterministic
+/// Checks this build's kernels where they run: [`block_sums`] against a plain byte-by-byte sum,
+/// [`TapList`]'s largest offset against a plain maximum and [`requant_run`] against
+/// [`requant_run_portable`], on `cases` deterministic
 /// pseudo-random windows and lists (up to 300 taps, so more than one [`FLUSH`] chunk; every
 /// fourth window all 255). The QEMU firmware runs it at start-up on each emulated core, which
 /// is how the assembly is tested: host tests only reach the portable kernels. `Err(case)`: the
@@ -66,6 +67,26 @@ pub fn self_check(cases: u32) -> Result<(), u32> {
         let mut got = [-1i32; LANES];
         block_sums(&win, &list, &mut got);
         if got != want {
+            return Err(case);
+        }
+        // The requantisation of a run of outputs, against the portable kernel: class sums and
+        // totals as a layer has them, constants around the committed models' (shifts 1..=31,
+        // 16-bit multipliers, offsets that saturate some outputs).
+        let sh = 1 + next() % 31;
+        let m = (next() % 65536) as i32 - 32768;
+        let c = (1i64 << (sh - 1)) + (((next() % 80_000) as i64 - 40_000) << sh);
+        let k = RequantRun::new(c, m, sh).expect("shift in 1..=31");
+        let n = (next() % 40) as usize;
+        let (mut t, mut p, mut q) = ([0i32; 40], [0i32; 40], [0i32; 40]);
+        for ((t, p), q) in t.iter_mut().zip(&mut p).zip(&mut q).take(n) {
+            *t = (next() % 300_000) as i32;
+            *p = (next() % (*t as u32 + 1)) as i32;
+            *q = (next() % ((*t - *p) as u32 + 1)) as i32;
+        }
+        let (mut want, mut got) = ([0i32; 40], [1i32; 40]);
+        requant_run_portable(&k, &t, &p, &q, &mut want[..n]);
+        requant_run(&k, &t, &p, &q, &mut got[..n]);
+        if got[..n] != want[..n] || got[n..] != [1; 40][n..] {
             return Err(case);
         }
     }
@@ -324,6 +345,121 @@ pub fn block_sums_dsp(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
     }
 }
 
+/// Outputs of [`requant_run`] saturate to `±(2^SAT_BITS − 1)` (`empf-core`'s `ACT_LIMIT`).
+pub const SAT_BITS: u32 = 20;
+
+/// One output channel's requantisation as [`requant_run`] computes it: `y = sat((c + m·a) >> sh)`
+/// with `1 ≤ sh ≤ 31`, where the caller has made sure `(c + m·a) >> sh` fits an `i32` for
+/// every `a` it passes (then the low 32 bits of the shift are the value; `empf-core` checks
+/// this once per channel and takes its plain path otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(8))]
+pub struct RequantRun {
+    c: i64,
+    m: i32,
+    sh: u32,
+    rsh: u32,
+}
+
+impl RequantRun {
+    /// `None` unless `1 ≤ sh ≤ 31`.
+    pub fn new(c: i64, m: i32, sh: u32) -> Option<RequantRun> {
+        (1..=31).contains(&sh).then_some(RequantRun {
+            c,
+            m,
+            sh,
+            rsh: 32 - sh,
+        })
+    }
+}
+
+/// `y[j] = sat((c + m·(t[j] − 2·(p[j] + q[j]))) >> sh)` for `j < y.len()` (`t`, `p`, `q` at
+/// least as long; the sums in wrapping 32-bit, the product and `c` in 64-bit arithmetic, the
+/// shift keeping the low 32 bits, `sat` clamping to `±(2^SAT_BITS − 1)`): a binary conv's
+/// outputs from its all-taps sums `t` and class sums `p`, `q`, by the kernel this target
+/// selects.
+///
+/// # Panics
+/// If `t`, `p` or `q` is shorter than `y`.
+#[inline(always)]
+pub fn requant_run(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32]) {
+    assert!(
+        t.len() >= y.len() && p.len() >= y.len() && q.len() >= y.len(),
+        "requant run: inputs shorter than the {} outputs",
+        y.len()
+    );
+    #[cfg(empf_dsp)]
+    requant_run_dsp(k, t, p, q, y);
+    #[cfg(not(empf_dsp))]
+    requant_run_portable(k, t, p, q, y);
+}
+
+/// [`requant_run`] in plain Rust, on every target.
+#[inline(always)]
+pub fn requant_run_portable(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32]) {
+    const L: i32 = (1 << SAT_BITS) - 1;
+    for (((y, &t), &p), &q) in y.iter_mut().zip(t).zip(p).zip(q) {
+        let a = t.wrapping_sub(p.wrapping_add(q).wrapping_mul(2));
+        let z = k.c.wrapping_add(k.m as i64 * a as i64);
+        let v = ((z as u32) >> k.sh) | (((z >> 32) as u32) << k.rsh);
+        *y = (v as i32).clamp(-L, L);
+    }
+}
+
+/// [`requant_run`] with the DSP extension: per output three loads, the two sums (`add`, `sub`
+/// with a shifted operand), the 64-bit constant (`ldrd`), one `smlal`, the 64-bit shift as two
+/// 32-bit shifts and an `orr`, the saturation (`ssat` to 21 bits, which allows `−2^20`, then one
+/// conditional add for it), the store and the loop: 17 instructions.
+#[cfg(empf_dsp)]
+#[inline(always)]
+fn requant_run_dsp(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32]) {
+    const _: () = assert!(SAT_BITS == 20, "the ssat below saturates to 21 signed bits");
+    if y.is_empty() {
+        return;
+    }
+    let range = y.as_mut_ptr_range();
+    // SAFETY: `y` is non-empty, so the do-while loop's first pass is in bounds; it runs
+    // `y.len()` times, reading `t`, `p`, `q` (each at least `y.len()` long, asserted by the
+    // caller) one word per pass from their starts, and writing `y` one word per pass up to its
+    // end; it reads the 8-byte-aligned `k.c` with `ldrd`. It writes only its register operands,
+    // the flags and `y`, and does not touch the stack.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {t}, [{pt}], #4",
+            "ldr {s}, [{pp}], #4",
+            "ldr {x}, [{pq}], #4",
+            "add {s}, {s}, {x}",
+            "sub {t}, {t}, {s}, lsl #1",
+            "ldrd {s}, {x}, [{k}]",
+            "smlal {s}, {x}, {t}, {m}",
+            "lsr {s}, {s}, {sh}",
+            "lsl {x}, {x}, {rsh}",
+            "orr {s}, {s}, {x}",
+            "ssat {s}, #21, {s}",
+            "cmn {s}, #0x100000",
+            "it eq",
+            "addeq {s}, {s}, #1",
+            "str {s}, [{py}], #4",
+            "cmp {py}, {end}",
+            "bne 2b",
+            pt = inout(reg) t.as_ptr() => _,
+            pp = inout(reg) p.as_ptr() => _,
+            pq = inout(reg) q.as_ptr() => _,
+            py = inout(reg) range.start => _,
+            end = in(reg) range.end,
+            k = in(reg) &k.c,
+            m = in(reg) k.m,
+            sh = in(reg) k.sh,
+            rsh = in(reg) k.rsh,
+            t = out(reg) _,
+            s = out(reg) _,
+            x = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +512,35 @@ mod tests {
                 assert_eq!(b, want, "case {case}");
             }
         }
+    }
+
+    /// The portable requantisation equals the plain `i64` expression wherever its contract
+    /// holds (`(c + m·a) >> sh` fits an `i32`), saturated or not.
+    #[test]
+    fn requant_run_portable_equals_the_plain_expression() {
+        let mut st = 3u64;
+        let l = (1i64 << SAT_BITS) - 1;
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let sh = 1 + lcg(&mut st) % 31;
+            let m = (lcg(&mut st) % 131_071) as i32 - 65_535;
+            let c = (1i64 << (sh - 1)) + (((lcg(&mut st) % 200_000) as i64 - 100_000) << sh);
+            let t = (lcg(&mut st) % 600_000) as i32;
+            let p = (lcg(&mut st) % (t as u32 + 1)) as i32;
+            let q = (lcg(&mut st) % ((t - p) as u32 + 1)) as i32;
+            let a = t as i64 - 2 * (p as i64 + q as i64);
+            let z = (c + m as i64 * a) >> sh;
+            if z < i32::MIN as i64 || z > i32::MAX as i64 {
+                continue;
+            }
+            let k = RequantRun::new(c, m, sh).unwrap();
+            let mut y = [0];
+            requant_run_portable(&k, &[t], &[p], &[q], &mut y);
+            assert_eq!(y[0] as i64, z.clamp(-l, l), "c {c} m {m} sh {sh} a {a}");
+            checked += 1;
+        }
+        assert!(checked > 10_000, "{checked}");
+        assert!(RequantRun::new(0, 1, 0).is_none() && RequantRun::new(0, 1, 32).is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::format::{
 use crate::le::{i16_at, i32_at};
 use crate::model::{Shape, ACT_LIMIT, MEMBRANE_FRAC_BITS, MEMBRANE_LIMIT, SPIKE_MAX};
 use crate::Error;
+use empf_dsp::RequantRun;
 
 pub(crate) struct FixedKernels<'i> {
     pub input: &'i [i8],
@@ -107,18 +108,16 @@ impl OutDot {
         OutDot { rq, sigma }
     }
 
-    /// The fast path's constants, when this channel takes it.
+    /// The fast path's constants (`empf-dsp`'s form: `(c + m·σ·a) >> sh`), when this channel
+    /// takes it.
     #[inline(always)]
-    pub(crate) fn fast(&self) -> Option<FastDot> {
+    pub(crate) fn fast(&self) -> Option<RequantRun> {
         // |m| < 2^16 (validated): no overflow.
         let m = self.rq.m.wrapping_mul(self.sigma);
-        self.rq.fast.then_some(FastDot {
-            m_total: m,
-            m_part: m.wrapping_mul(-2),
-            c: self.rq.c,
-            sh: self.rq.sh,
-            rsh: 32 - self.rq.sh,
-        })
+        self.rq
+            .fast
+            .then(|| RequantRun::new(self.rq.c, m, self.rq.sh))
+            .flatten()
     }
 
     /// `sat(requant(σ·(Σx − 2·S), m, sh) + off, ACT_LIMIT)`, the sum in wrapping `i32` as the
@@ -126,7 +125,11 @@ impl OutDot {
     #[inline(always)]
     pub(crate) fn apply(&self, total: i32, part: i32) -> i32 {
         match self.fast() {
-            Some(f) => f.apply(total, part),
+            Some(k) => {
+                let mut y = [0];
+                empf_dsp::requant_run(&k, &[total], &[part], &[0], &mut y);
+                y[0]
+            }
             None => self.rq.apply(
                 self.sigma
                     .wrapping_mul(total.wrapping_sub(part.wrapping_mul(2))),
@@ -135,28 +138,8 @@ impl OutDot {
     }
 }
 
-/// [`OutDot::apply`] on its fast path, the constants unpacked for a loop over outputs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FastDot {
-    m_total: i32,
-    m_part: i32,
-    c: i64,
-    /// `1..=31`, and `32 − sh`.
-    sh: u32,
-    rsh: u32,
-}
-
-impl FastDot {
-    #[inline(always)]
-    pub(crate) fn apply(&self, total: i32, part: i32) -> i32 {
-        let z = self.c + self.m_total as i64 * total as i64 + self.m_part as i64 * part as i64;
-        // `z >> sh` fits an `i32` (`OutRequant::new`), so it is the low word shifted right
-        // with the high word's low bits shifted in: two 32-bit shifts, both below 32.
-        let (lo, hi) = (z as u32, (z >> 32) as u32);
-        let q = ((lo >> self.sh) | (hi << self.rsh)) as i32;
-        q.clamp(-ACT_LIMIT as i32, ACT_LIMIT as i32)
-    }
-}
+// The DSP kernel saturates to the integer path's current limit.
+const _: () = assert!(ACT_LIMIT == (1 << empf_dsp::SAT_BITS) - 1);
 
 #[inline(always)]
 fn sat(x: i64, limit: i64) -> i32 {

@@ -564,10 +564,12 @@ impl OutCursor {
 #[inline(never)]
 fn finish_run(tot: &[i32], parts: [&[i32]; 2], d: &OutDot, y: &mut [i32]) {
     let [p, q] = parts;
-    let outs = y.iter_mut().zip(tot).zip(p.iter().zip(q));
     match d.fast() {
-        Some(f) => outs.for_each(|((y, &t), (&p, &q))| *y = f.apply(t, p.wrapping_add(q))),
-        None => outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_add(q))),
+        Some(k) => empf_dsp::requant_run(&k, tot, p, q, y),
+        None => {
+            let outs = y.iter_mut().zip(tot).zip(p.iter().zip(q));
+            outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_add(q)));
+        }
     }
 }
 

@@ -39,6 +39,9 @@ fn SysTick() {
 
 /// SysTick ticks since it started: reloads × 2^24 + how far the down-counter has run. A reload
 /// that happened but whose exception is still pending (interrupts are masked here) is counted.
+/// Not inlined, so that an instruction trace of this firmware (QEMU `-d exec`) can be split into
+/// layers at its calls (`scripts/mcu-profile.py`).
+#[inline(never)]
 fn ticks() -> u64 {
     cortex_m::interrupt::free(|_| {
         let mut v = SYST::get_current();
