@@ -208,8 +208,10 @@ impl Input for u8 {
         if step == 1 {
             dst.copy_from_slice(&src[..n]);
         } else {
-            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(step)) {
-                *d = v;
+            // `src` holds the `n` elements: one check here, none in the loop.
+            let src = &src[..(n - 1) * step + 1];
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = src[j * step];
             }
         }
     }
@@ -396,18 +398,19 @@ pub(crate) fn bconv_spikes<X: Input>(
     let (s, plane_q) = (sc.s, sc.hq * sc.wq);
     // Element `(c, iy, ix)` goes to `((c·s + py % s)·s + px % s)·plane + (py / s)·Wq + px / s`
     // (`py = iy + pad`, `px = ix + pad`): per row, one run per phase column `px % s`.
-    for c in 0..c_in {
-        for iy in 0..h {
-            let py = iy + g.pad;
-            let row = &x[(c * h + iy) * w..(c * h + iy + 1) * w];
-            let row_at = (c * s + py % s) * s * plane_q + (py / s) * sc.wq;
-            for phase in 0..s {
-                // The first column of this phase: `(ix0 + pad) % s == phase`.
-                let ix0 = (phase + s - g.pad % s) % s;
-                if ix0 < w {
-                    let at = row_at + phase * plane_q + (ix0 + g.pad) / s;
-                    X::store_run(&row[ix0..], s, (w - ix0).div_ceil(s), xq, at);
-                }
+    for phase in 0..s {
+        // The first column of this phase: `(ix0 + pad) % s == phase`.
+        let ix0 = (phase + s - g.pad % s) % s;
+        if ix0 >= w {
+            continue;
+        }
+        let (n, col) = ((w - ix0).div_ceil(s), phase * plane_q + (ix0 + g.pad) / s);
+        for c in 0..c_in {
+            for iy in 0..h {
+                let py = iy + g.pad;
+                let row = &x[(c * h + iy) * w + ix0..(c * h + iy + 1) * w];
+                let at = (c * s + py % s) * s * plane_q + (py / s) * sc.wq + col;
+                X::store_run(row, s, n, xq, at);
             }
         }
     }
