@@ -447,7 +447,6 @@ pub(crate) fn bconv_spikes<X: Input>(
         for k in 0..4 {
             starts[k + 1] = starts[k] + if k == skip { 0 } else { counts[k] };
         }
-        pair_lists(&offsets, ra, rbits, skip, starts, list);
         // `Σ s·x = Σ_k sign_k·P_k` over the four classes, and `P_skip = Σ x − Σ_{k≠skip} P_k`,
         // so a channel's sum is `sign_skip·Σ x + Σ_{k≠skip} (sign_k − sign_skip)·P_k`
         // (coefficients −2, 0, 2), the reference's value in wrapping `i32` arithmetic.
@@ -459,6 +458,7 @@ pub(crate) fn bconv_spikes<X: Input>(
             2 => [0, 1, 3],
             _ => [0, 1, 2],
         };
+        pair_lists(&offsets, ra, rbits, summed, starts, list);
         let (ta, tb) = (sign_a(skip), sign_b(skip));
         // A channel's classes of the other sign than `skip`'s are two of the three summed
         // (coefficient −2·σ), the third has `skip`'s sign (coefficient 0): its sum is
@@ -607,45 +607,60 @@ fn sign_word(row: &[u8], i: usize, taps: usize) -> u32 {
     }
 }
 
+/// `f(a, b, valid)` for each sign word of two rows of `taps` signs, in order: whole words read
+/// straight (one load each), the last partial one through [`sign_word`], `valid` its bits that
+/// are taps.
+#[inline(always)]
+fn sign_words(ra: &[u8], rb: &[u8], taps: usize, mut f: impl FnMut(u32, u32, u32)) {
+    #[inline(always)]
+    fn word(row: &[u8], i: usize) -> u32 {
+        let b = &row[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    let full = taps / 32;
+    for i in 0..full {
+        f(word(ra, i), word(rb, i), !0);
+    }
+    if taps % 32 != 0 {
+        let valid = (1u32 << (taps % 32)) - 1;
+        f(sign_word(ra, full, taps), sign_word(rb, full, taps), valid);
+    }
+}
+
 /// How many taps of a channel pair fall in each class `2·[a = +1] + [b = +1]`.
 fn class_counts(ra: &[u8], rb: &[u8], taps: usize) -> [usize; 4] {
     let (mut pa, mut pb, mut pab) = (0usize, 0usize, 0usize);
-    for i in 0..taps.div_ceil(32) {
-        let (a, b) = (sign_word(ra, i, taps), sign_word(rb, i, taps));
+    sign_words(ra, rb, taps, |a, b, _| {
         pa += a.count_ones() as usize;
         pb += b.count_ones() as usize;
         pab += (a & b).count_ones() as usize;
-    }
+    });
     [taps + pab - pa - pb, pb - pab, pa - pab, pab]
 }
 
-/// The tap offsets of a channel pair's classes (see [`bconv_spikes`]) except `skip`, class
-/// `k` at `list[starts[k]..starts[k + 1]]`.
+/// The tap offsets of a channel pair's classes `summed` (see [`bconv_spikes`]), class `k` at
+/// `list[starts[k]..starts[k + 1]]`.
 #[inline(never)]
 fn pair_lists(
     taps: &TapOffsets,
     ra: &[u8],
     rb: &[u8],
-    skip: usize,
+    summed: [usize; 3],
     starts: [usize; 5],
     list: &mut [u16],
 ) {
     let (kk, channel, ext) = (taps.kk, taps.channel, &taps.ext);
     let total = taps.channels * kk;
-    let mut pos = [starts[0], starts[1], starts[2], starts[3]];
+    let mut pos = summed.map(|k| starts[k]);
     // Per sign word, one bit mask of its 32 taps per class; each summed class visits only its
     // own taps (count trailing zeros, clear the lowest bit), so the skipped class costs nothing.
     let (mut c0, mut w0) = (0usize, 0usize);
-    for i in 0..total.div_ceil(32) {
-        let (a, b) = (sign_word(ra, i, total), sign_word(rb, i, total));
-        let valid = sign_word(&[0xFF; 4], 0, total - 32 * i);
+    sign_words(ra, rb, total, |a, b, valid| {
         let masks = [!(a | b) & valid, !a & b, a & !b, a & b];
         let base = (c0 * channel) as u16;
-        for (k, (&m, p)) in masks.iter().zip(pos.iter_mut()).enumerate() {
-            if k == skip {
-                continue;
-            }
-            let (mut m, mut at) = (m, *p);
+        // Unrolled over the three classes: their write positions stay in registers.
+        for (p, &k) in pos.iter_mut().zip(&summed) {
+            let (mut m, mut at) = (masks[k & 3], *p);
             while m != 0 {
                 let j = m.trailing_zeros() as usize;
                 list[at] = base.wrapping_add(ext[(w0 + j) & 127]);
@@ -659,7 +674,7 @@ fn pair_lists(
             w0 -= kk;
             c0 += 1;
         }
-    }
+    });
 }
 
 /// One output channel alone (the last of an odd count): its minority-sign taps.
