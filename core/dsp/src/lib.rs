@@ -69,6 +69,19 @@ pub fn self_check(cases: u32) -> Result<(), u32> {
         if got != want {
             return Err(case);
         }
+        // Prefix sums of the same list cut in three, against three portable sums.
+        let (e0, e1) = ((next() as usize) % (n + 1), (next() as usize) % (n + 1));
+        let ends = [e0.min(e1), e0.max(e1), n];
+        let mut got = [[-1i32; LANES]; 3];
+        let [g0, g1, g2] = &mut got;
+        block_sums_upto(&win, &list, ends, [g0, g1, g2]);
+        for (g, &end) in got.iter().zip(&ends) {
+            let mut want = [0i32; LANES];
+            block_sums_portable(&win, &offs[..end], &mut want);
+            if *g != want {
+                return Err(case);
+            }
+        }
         // The requantisation of a run of outputs, against the portable kernel: class sums and
         // totals as a layer has them, constants around the committed models' (shifts 1..=31,
         // 16-bit multipliers, offsets that saturate some outputs).
@@ -168,53 +181,145 @@ fn max_dsp(offs: &[u16]) -> u16 {
 /// for its largest tap offset).
 #[inline(always)]
 pub fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
-    #[cfg(empf_dsp)]
-    block_sums_dsp(win, taps, out);
-    #[cfg(not(empf_dsp))]
-    block_sums_portable(win, taps.offs, out);
+    let out: &mut [[i32; LANES]; 1] = core::array::from_mut(out);
+    sums_upto(win, taps, [taps.offs.len()], out, selected);
+}
+
+/// Prefix sums of one list in one pass: `out[s][j] = Σ_{off ∈ taps[..ends[s]]} win[off + j]`
+/// (`ends` ascending, the last one the list's length). A binary conv's three class lists of a
+/// channel pair, laid end to end, give in one call what three [`block_sums`] calls would, the
+/// per-call work (bounds check, fold) once.
+///
+/// # Panics
+/// As [`block_sums`], and if `ends` is not ascending up to `taps`' length.
+#[inline(always)]
+pub fn block_sums_upto(
+    win: &[u8],
+    taps: &TapList<'_>,
+    ends: [usize; 3],
+    out: [&mut [i32; LANES]; 3],
+) {
+    let offs = taps.offs;
+    if offs.len() > FLUSH {
+        // Long lists (more than FLUSH taps in all): the general path, which folds.
+        let mut sums = [[0i32; LANES]; 3];
+        sums_upto(win, taps, ends, &mut sums, selected);
+        for (o, v) in out.into_iter().zip(sums) {
+            *o = v;
+        }
+        return;
+    }
+    check(win, taps, &ends);
+    // At most FLUSH taps: the lanes carry on from segment to segment without a fold.
+    let [o0, o1, o2] = out;
+    let a0 = selected(win, &offs[..ends[0]], [0; 6]);
+    *o0 = unpack(a0);
+    let a1 = selected(win, &offs[ends[0]..ends[1]], a0);
+    *o1 = unpack(a1);
+    let a2 = selected(win, &offs[ends[1]..ends[2]], a1);
+    *o2 = unpack(a2);
+}
+
+/// The segment ends cover the list in order, and (on DSP targets, whose accumulation reads
+/// without checks) the list's largest offset is inside the window.
+#[inline(always)]
+fn check(win: &[u8], taps: &TapList<'_>, ends: &[usize]) {
+    let offs = taps.offs;
+    assert!(
+        ends.windows(2).all(|w| w[0] <= w[1]) && ends.last() == Some(&offs.len()),
+        "block sums: segment ends {ends:?} do not cover the {} taps",
+        offs.len()
+    );
+    // Every load reads `win[off..off + LANES]` for an `off` of `offs`, so all of them are in
+    // bounds if the largest offset is.
+    assert!(
+        !cfg!(empf_dsp) || offs.is_empty() || taps.max + LANES <= win.len(),
+        "spike block sum: tap offset {} + {LANES} outside a {}-byte window",
+        taps.max,
+        win.len()
+    );
 }
 
 /// [`block_sums`] in plain Rust, on every target.
-///
-/// Written out by hand (no arrays, no inner loop) so that at the firmware's `opt-level = "s"`
-/// the six accumulators stay in registers and each group of 4 spikes is one (unaligned,
-/// allowed from ARMv7-M on) 32-bit load.
 #[inline(always)]
 pub fn block_sums_portable(win: &[u8], offs: &[u16], out: &mut [i32; LANES]) {
-    #[inline(always)]
-    fn word(s: &[u8], i: usize) -> u32 {
-        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
-    }
-    const M: u32 = 0x00FF_00FF;
-    if offs.is_empty() {
-        *out = [0; LANES];
-    }
-    for (i, chunk) in offs.chunks(FLUSH).enumerate() {
-        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
-        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
-        for &off in chunk {
-            let off = off as usize;
-            let s = &win[off..off + LANES];
-            let (v0, v1, v2) = (word(s, 0), word(s, 1), word(s, 2));
-            e0 += v0 & M;
-            o0 += (v0 >> 8) & M;
-            e1 += v1 & M;
-            o1 += (v1 >> 8) & M;
-            e2 += v2 & M;
-            o2 += (v2 >> 8) & M;
-        }
-        fold(out, [e0, o0, e1, o1, e2, o2], i == 0);
+    let out: &mut [[i32; LANES]; 1] = core::array::from_mut(out);
+    // No largest offset needed: the portable accumulation checks every access.
+    let taps = TapList { offs, max: 0 };
+    sums_upto(win, &taps, [offs.len()], out, acc_portable);
+}
+
+/// [`block_sums_upto`] in plain Rust, on every target.
+#[inline(always)]
+pub fn block_sums_upto_portable(
+    win: &[u8],
+    offs: &[u16],
+    ends: [usize; 3],
+    out: [&mut [i32; LANES]; 3],
+) {
+    let taps = TapList { offs, max: 0 };
+    let mut sums = [[0i32; LANES]; 3];
+    sums_upto(win, &taps, ends, &mut sums, acc_portable);
+    for (o, v) in out.into_iter().zip(sums) {
+        *o = v;
     }
 }
 
-/// Stores (`first`: the first chunk of taps) or adds the six lane words into `out`: word pair
-/// `i`'s even lanes are outputs `4i` and `4i+2`, its odd lanes `4i+1` and `4i+3`. Storing saves
-/// a load and an add per output in the common case of one chunk; written out lane by lane so
-/// that it is straight-line code (two instructions and a store per output).
+/// The accumulation this target selects, for at most [`FLUSH`] taps (so no lane can carry).
+/// On DSP targets its caller has checked the list's largest offset against the window.
 #[inline(always)]
-fn fold(out: &mut [i32; LANES], acc: [u32; 6], first: bool) {
+fn selected(win: &[u8], offs: &[u16], acc: [u32; 6]) -> [u32; 6] {
+    #[cfg(empf_dsp)]
+    return acc_dsp(win, offs, acc);
+    #[cfg(not(empf_dsp))]
+    acc_portable(win, offs, acc)
+}
+
+/// The prefix sums, folded into `i32` every [`FLUSH`] taps, by `accumulate`.
+#[inline(always)]
+fn sums_upto<const N: usize>(
+    win: &[u8],
+    taps: &TapList<'_>,
+    ends: [usize; N],
+    out: &mut [[i32; LANES]; N],
+    accumulate: impl Fn(&[u8], &[u16], [u32; 6]) -> [u32; 6],
+) {
+    let offs = taps.offs;
+    check(win, taps, &ends);
+    // `base`: lanes folded so far (only when a list is longer than FLUSH); `acc`: the lanes.
+    let (mut base, mut folded) = ([0i32; LANES], false);
+    let (mut acc, mut since, mut start) = ([0u32; 6], 0usize, 0usize);
+    for (o, &end) in out.iter_mut().zip(&ends) {
+        let mut seg = &offs[start..end];
+        while !seg.is_empty() {
+            let (now, rest) = seg.split_at(seg.len().min(FLUSH - since));
+            acc = accumulate(win, now, acc);
+            since += now.len();
+            seg = rest;
+            if since == FLUSH {
+                let lanes = unpack(acc);
+                for (b, l) in base.iter_mut().zip(lanes) {
+                    *b = b.wrapping_add(l);
+                }
+                (acc, since, folded) = ([0; 6], 0, true);
+            }
+        }
+        *o = unpack(acc);
+        if folded {
+            for (v, &b) in o.iter_mut().zip(&base) {
+                *v = v.wrapping_add(b);
+            }
+        }
+        start = end;
+    }
+}
+
+/// The 12 lanes of the six accumulator words: word pair `i`'s even lanes are outputs `4i` and
+/// `4i+2`, its odd lanes `4i+1` and `4i+3`. Straight-line code, two instructions an output.
+#[inline(always)]
+fn unpack(acc: [u32; 6]) -> [i32; LANES] {
     let [e0, o0, e1, o1, e2, o2] = acc;
-    let lanes = [
+    [
         e0 & 0xFFFF,
         o0 & 0xFFFF,
         e0 >> 16,
@@ -227,122 +332,126 @@ fn fold(out: &mut [i32; LANES], acc: [u32; 6], first: bool) {
         o2 & 0xFFFF,
         e2 >> 16,
         o2 >> 16,
-    ];
-    if first {
-        *out = lanes.map(|l| l as i32);
-    } else {
-        for (a, l) in out.iter_mut().zip(lanes) {
-            *a = a.wrapping_add(l as i32);
-        }
-    }
+    ]
+    .map(|l| l as i32)
 }
 
-/// [`block_sums`] with the DSP extension: per two taps one `ldr` (both offsets), a `uxtah` and
-/// an `add` (their addresses), six `ldr` and twelve `uxtab16`, and the loop's compare and
-/// branch (23 instructions for two taps of 12 outputs, against about 48 for the portable
-/// kernel at `opt-level = "s"`).
+/// Adds the 12 outputs of `offs` (at most [`FLUSH`]) to `acc` in plain Rust, on every target:
+/// one (unaligned, allowed from ARMv7-M on) 32-bit load of 4 spikes split into two words of
+/// two 16-bit lanes. Written out by hand (no arrays, no inner loop) so that at the firmware's
+/// `opt-level = "s"` the six accumulators stay in registers.
+#[inline(always)]
+fn acc_portable(win: &[u8], offs: &[u16], acc: [u32; 6]) -> [u32; 6] {
+    #[inline(always)]
+    fn word(s: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]])
+    }
+    const M: u32 = 0x00FF_00FF;
+    let [mut e0, mut o0, mut e1, mut o1, mut e2, mut o2] = acc;
+    for &off in offs {
+        let off = off as usize;
+        let s = &win[off..off + LANES];
+        let (v0, v1, v2) = (word(s, 0), word(s, 1), word(s, 2));
+        e0 += v0 & M;
+        o0 += (v0 >> 8) & M;
+        e1 += v1 & M;
+        o1 += (v1 >> 8) & M;
+        e2 += v2 & M;
+        o2 += (v2 >> 8) & M;
+    }
+    [e0, o0, e1, o1, e2, o2]
+}
+
+/// [`acc_portable`] with the DSP extension: per two taps one `ldr` (both offsets), a `uxtah`
+/// and an `add` (their addresses), six `ldr` and twelve `uxtab16`, and the loop's compare and
+/// branch (23 instructions for two taps of 12 outputs, against about 48 for the portable code
+/// at `opt-level = "s"`); an odd tap first, alone. The caller has checked the largest offset.
 #[cfg(empf_dsp)]
 #[inline(always)]
-pub fn block_sums_dsp(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
-    // The one bounds check: every load below reads `win[off..off + LANES]` for an `off` of
-    // `offs`, so all of them are in bounds if the largest offset is.
-    let (offs, max) = (taps.offs, taps.max);
-    assert!(
-        offs.is_empty() || max + LANES <= win.len(),
-        "spike block sum: tap offset {max} + {LANES} outside a {}-byte window",
-        win.len()
-    );
-    if offs.is_empty() {
-        *out = [0; LANES];
-    }
-    for (i, chunk) in offs.chunks(FLUSH).enumerate() {
-        let (mut e0, mut e1, mut e2) = (0u32, 0u32, 0u32);
-        let (mut o0, mut o1, mut o2) = (0u32, 0u32, 0u32);
-        // An odd tap first, alone; the rest two per pass (one word load brings both offsets).
-        let (one, pairs) = chunk.split_at(chunk.len() % 2);
-        if let [off] = one {
-            // SAFETY: reads the 12 bytes `win[off..off + 12]` (three unaligned word loads at
-            // `+0, +4, +8`, allowed on ARMv7-M and ARMv8-M Mainline), in bounds by the assertion
-            // above (`max` is the largest of `offs`: `TapList::new` found it and its fields are
-            // private). Writes only its register operands, reads no other memory, no stack.
-            unsafe {
-                core::arch::asm!(
-                    "ldr {v}, [{a}]",
-                    "uxtab16 {e0}, {e0}, {v}",
-                    "uxtab16 {o0}, {o0}, {v}, ror #8",
-                    "ldr {v}, [{a}, #4]",
-                    "uxtab16 {e1}, {e1}, {v}",
-                    "uxtab16 {o1}, {o1}, {v}, ror #8",
-                    "ldr {v}, [{a}, #8]",
-                    "uxtab16 {e2}, {e2}, {v}",
-                    "uxtab16 {o2}, {o2}, {v}, ror #8",
-                    a = in(reg) win.as_ptr().add(*off as usize),
-                    v = out(reg) _,
-                    e0 = inout(reg) e0,
-                    o0 = inout(reg) o0,
-                    e1 = inout(reg) e1,
-                    o1 = inout(reg) o1,
-                    e2 = inout(reg) e2,
-                    o2 = inout(reg) o2,
-                    options(nostack, readonly, preserves_flags),
-                );
-            }
+fn acc_dsp(win: &[u8], offs: &[u16], acc: [u32; 6]) -> [u32; 6] {
+    let [mut e0, mut o0, mut e1, mut o1, mut e2, mut o2] = acc;
+    let (one, pairs) = offs.split_at(offs.len() % 2);
+    if let [off] = one {
+        // SAFETY: reads the 12 bytes `win[off..off + 12]` (three unaligned word loads at
+        // `+0, +4, +8`, allowed on ARMv7-M and ARMv8-M Mainline), in bounds: the caller checked
+        // the list's largest offset (`TapList::new` found it and its fields are private)
+        // against the window. Writes only its register operands, reads no other memory.
+        unsafe {
+            core::arch::asm!(
+                "ldr {v}, [{a}]",
+                "uxtab16 {e0}, {e0}, {v}",
+                "uxtab16 {o0}, {o0}, {v}, ror #8",
+                "ldr {v}, [{a}, #4]",
+                "uxtab16 {e1}, {e1}, {v}",
+                "uxtab16 {o1}, {o1}, {v}, ror #8",
+                "ldr {v}, [{a}, #8]",
+                "uxtab16 {e2}, {e2}, {v}",
+                "uxtab16 {o2}, {o2}, {v}, ror #8",
+                a = in(reg) win.as_ptr().add(*off as usize),
+                v = out(reg) _,
+                e0 = inout(reg) e0,
+                o0 = inout(reg) o0,
+                e1 = inout(reg) e1,
+                o1 = inout(reg) o1,
+                e2 = inout(reg) e2,
+                o2 = inout(reg) o2,
+                options(nostack, readonly, preserves_flags),
+            );
         }
-        if !pairs.is_empty() {
-            let range = pairs.as_ptr_range();
-            // SAFETY: the loop reads the `u16`s from `range.start` up to `range.end` (an even,
-            // non-empty part of `offs`, so the do-while loop's first pass is in bounds) as
-            // word loads, two offsets each (unaligned: allowed on ARMv7-M and ARMv8-M
-            // Mainline), and for each offset `off` the 12 bytes `win[off..off + 12]` (three
-            // unaligned word loads at `+0, +4, +8`), in bounds by the assertion above (`max`
-            // is the largest of `offs`: `TapList::new` found it and its fields are private).
-            // `uxtah` adds the low offset to the window's address, `add … lsr #16` the high
-            // one. It writes only its register operands and the flags (`cmp`), reads no other
-            // memory and does not touch the stack.
-            unsafe {
-                core::arch::asm!(
-                    "2:",
-                    "ldr {ab}, [{p}], #4",
-                    "uxtah {a}, {w}, {ab}",
-                    "ldr {v}, [{a}]",
-                    "uxtab16 {e0}, {e0}, {v}",
-                    "uxtab16 {o0}, {o0}, {v}, ror #8",
-                    "ldr {v}, [{a}, #4]",
-                    "uxtab16 {e1}, {e1}, {v}",
-                    "uxtab16 {o1}, {o1}, {v}, ror #8",
-                    "ldr {v}, [{a}, #8]",
-                    "uxtab16 {e2}, {e2}, {v}",
-                    "uxtab16 {o2}, {o2}, {v}, ror #8",
-                    "add {a}, {w}, {ab}, lsr #16",
-                    "ldr {v}, [{a}]",
-                    "uxtab16 {e0}, {e0}, {v}",
-                    "uxtab16 {o0}, {o0}, {v}, ror #8",
-                    "ldr {v}, [{a}, #4]",
-                    "uxtab16 {e1}, {e1}, {v}",
-                    "uxtab16 {o1}, {o1}, {v}, ror #8",
-                    "ldr {v}, [{a}, #8]",
-                    "uxtab16 {e2}, {e2}, {v}",
-                    "uxtab16 {o2}, {o2}, {v}, ror #8",
-                    "cmp {p}, {end}",
-                    "bne 2b",
-                    p = inout(reg) range.start => _,
-                    end = in(reg) range.end,
-                    w = in(reg) win.as_ptr(),
-                    ab = out(reg) _,
-                    a = out(reg) _,
-                    v = out(reg) _,
-                    e0 = inout(reg) e0,
-                    o0 = inout(reg) o0,
-                    e1 = inout(reg) e1,
-                    o1 = inout(reg) o1,
-                    e2 = inout(reg) e2,
-                    o2 = inout(reg) o2,
-                    options(nostack, readonly),
-                );
-            }
-        }
-        fold(out, [e0, o0, e1, o1, e2, o2], i == 0);
     }
+    if !pairs.is_empty() {
+        let range = pairs.as_ptr_range();
+        // SAFETY: the loop reads the `u16`s from `range.start` up to `range.end` (an even,
+        // non-empty part of `offs`, so the do-while loop's first pass is in bounds) as word
+        // loads, two offsets each (unaligned: allowed on ARMv7-M and ARMv8-M Mainline), and for
+        // each offset `off` the 12 bytes `win[off..off + 12]` (three unaligned word loads at
+        // `+0, +4, +8`), in bounds: the caller checked the list's largest offset (`TapList::new`
+        // found it and its fields are private) against the window. `uxtah` adds the low offset
+        // to the window's address, `add … lsr #16` the high one. It writes only its register
+        // operands and the flags (`cmp`), reads no other memory and does not touch the stack.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {ab}, [{p}], #4",
+                "uxtah {a}, {w}, {ab}",
+                "ldr {v}, [{a}]",
+                "uxtab16 {e0}, {e0}, {v}",
+                "uxtab16 {o0}, {o0}, {v}, ror #8",
+                "ldr {v}, [{a}, #4]",
+                "uxtab16 {e1}, {e1}, {v}",
+                "uxtab16 {o1}, {o1}, {v}, ror #8",
+                "ldr {v}, [{a}, #8]",
+                "uxtab16 {e2}, {e2}, {v}",
+                "uxtab16 {o2}, {o2}, {v}, ror #8",
+                "add {a}, {w}, {ab}, lsr #16",
+                "ldr {v}, [{a}]",
+                "uxtab16 {e0}, {e0}, {v}",
+                "uxtab16 {o0}, {o0}, {v}, ror #8",
+                "ldr {v}, [{a}, #4]",
+                "uxtab16 {e1}, {e1}, {v}",
+                "uxtab16 {o1}, {o1}, {v}, ror #8",
+                "ldr {v}, [{a}, #8]",
+                "uxtab16 {e2}, {e2}, {v}",
+                "uxtab16 {o2}, {o2}, {v}, ror #8",
+                "cmp {p}, {end}",
+                "bne 2b",
+                p = inout(reg) range.start => _,
+                end = in(reg) range.end,
+                w = in(reg) win.as_ptr(),
+                ab = out(reg) _,
+                a = out(reg) _,
+                v = out(reg) _,
+                e0 = inout(reg) e0,
+                o0 = inout(reg) o0,
+                e1 = inout(reg) e1,
+                o1 = inout(reg) o1,
+                e2 = inout(reg) e2,
+                o2 = inout(reg) o2,
+                options(nostack, readonly),
+            );
+        }
+    }
+    [e0, o0, e1, o1, e2, o2]
 }
 
 /// Outputs of [`requant_run`] saturate to `±(2^SAT_BITS − 1)` (`empf-core`'s `ACT_LIMIT`).
@@ -373,11 +482,11 @@ impl RequantRun {
     }
 }
 
-/// `y[j] = sat((c + m·(t[j] − 2·(p[j] + q[j]))) >> sh)` for `j < y.len()` (`t`, `p`, `q` at
+/// `y[j] = sat((c + m·(t[j] − 2·(p[j] − q[j]))) >> sh)` for `j < y.len()` (`t`, `p`, `q` at
 /// least as long; the sums in wrapping 32-bit, the product and `c` in 64-bit arithmetic, the
 /// shift keeping the low 32 bits, `sat` clamping to `±(2^SAT_BITS − 1)`): a binary conv's
-/// outputs from its all-taps sums `t` and class sums `p`, `q`, by the kernel this target
-/// selects.
+/// outputs from its all-taps sums `t` and prefix sums of its class lists `p`, `q` (the taps of
+/// one sign are those between them), by the kernel this target selects.
 ///
 /// # Panics
 /// If `t`, `p` or `q` is shorter than `y`.
@@ -399,15 +508,15 @@ pub fn requant_run(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32
 pub fn requant_run_portable(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32]) {
     const L: i32 = (1 << SAT_BITS) - 1;
     for (((y, &t), &p), &q) in y.iter_mut().zip(t).zip(p).zip(q) {
-        let a = t.wrapping_sub(p.wrapping_add(q).wrapping_mul(2));
+        let a = t.wrapping_sub(p.wrapping_sub(q).wrapping_mul(2));
         let z = k.c.wrapping_add(k.m as i64 * a as i64);
         let v = ((z as u32) >> k.sh) | (((z >> 32) as u32) << k.rsh);
         *y = (v as i32).clamp(-L, L);
     }
 }
 
-/// [`requant_run`] with the DSP extension: per output three loads, the two sums (`add`, `sub`
-/// with a shifted operand), the 64-bit constant (`ldrd`), one `smlal`, the 64-bit shift as two
+/// [`requant_run`] with the DSP extension: per output three loads, the two differences (`sub`,
+/// `sub` with a shifted operand), the 64-bit constant (`ldrd`), one `smlal`, the 64-bit shift as two
 /// 32-bit shifts and an `orr`, the saturation (`ssat` to 21 bits, which allows `−2^20`, then one
 /// conditional add for it), the store and the loop: 17 instructions.
 #[cfg(empf_dsp)]
@@ -429,7 +538,7 @@ fn requant_run_dsp(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32
             "ldr {t}, [{pt}], #4",
             "ldr {s}, [{pp}], #4",
             "ldr {x}, [{pq}], #4",
-            "add {s}, {s}, {x}",
+            "sub {s}, {s}, {x}",
             "sub {t}, {t}, {s}, lsl #1",
             "ldrd {s}, {x}, [{k}]",
             "smlal {s}, {x}, {t}, {m}",
@@ -528,7 +637,7 @@ mod tests {
             let t = (lcg(&mut st) % 600_000) as i32;
             let p = (lcg(&mut st) % (t as u32 + 1)) as i32;
             let q = (lcg(&mut st) % ((t - p) as u32 + 1)) as i32;
-            let a = t as i64 - 2 * (p as i64 + q as i64);
+            let a = t as i64 - 2 * (p as i64 - q as i64);
             let z = (c + m as i64 * a) >> sh;
             if z < i32::MIN as i64 || z > i32::MAX as i64 {
                 continue;

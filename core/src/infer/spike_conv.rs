@@ -136,6 +136,14 @@ pub(crate) trait Input: Copy {
     /// [`block_sums`] for this element size; `flush`: taps a 16-bit lane takes before it is
     /// folded (the caller's bound for `u16` inputs; `u8` uses `empf_dsp::FLUSH`).
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize);
+    /// Prefix sums of one list, `out[s]` over `taps[..ends[s]]` (`empf_dsp::block_sums_upto`).
+    fn sums_upto(
+        win: &[u8],
+        taps: &TapList<'_>,
+        ends: [usize; 3],
+        out: [&mut [i32; LANES]; 3],
+        flush: usize,
+    );
     /// `out[j] = Σ_{off ∈ offs} win[off + j]` for `j < lanes` (`lanes ≤ GROUP`), in 16-bit
     /// lanes the compiler vectorises (hosts; see [`GROUP_BLOCKS`]).
     fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], flush: usize);
@@ -169,6 +177,45 @@ fn group_sums<X: Input>(
         X::block_sums(win, taps, block, flush);
     } else {
         X::wide_sums(win, taps.offsets(), n * LANES, out, flush);
+    }
+}
+
+/// Prefix sums (ends `ends`) of blocks `b..b + n` over `taps` into `out[s][..n·LANES]`: on a
+/// microcontroller [`Input::sums_upto`] (one pass for 8-bit spikes), on hosts the vectorised
+/// pass per segment, then added up.
+#[inline(always)]
+fn group_sums_upto<X: Input>(
+    xq: &[u8],
+    b: usize,
+    n: usize,
+    taps: &TapList<'_>,
+    ends: [usize; 3],
+    flush: usize,
+    out: &mut [[i32; GROUP]; 3],
+) {
+    let win = &xq[b * LANES * X::BYTES..];
+    if GROUP_BLOCKS == 1 {
+        fn block(o: &mut [i32; GROUP]) -> &mut [i32; LANES] {
+            (&mut o[..LANES]).try_into().unwrap()
+        }
+        let [o0, o1, o2] = out;
+        X::sums_upto(win, taps, ends, [block(o0), block(o1), block(o2)], flush);
+    } else {
+        let offs = taps.offsets();
+        let mut start = 0;
+        for (s, &end) in ends.iter().enumerate() {
+            X::wide_sums(win, &offs[start..end], n * LANES, &mut out[s], flush);
+            if s > 0 {
+                let (done, rest) = out.split_at_mut(s);
+                for (v, &p) in rest[0][..n * LANES]
+                    .iter_mut()
+                    .zip(&done[s - 1][..n * LANES])
+                {
+                    *v = v.wrapping_add(p);
+                }
+            }
+            start = end;
+        }
     }
 }
 
@@ -220,6 +267,16 @@ impl Input for u8 {
         block_sums(win, taps, out);
     }
     #[inline(always)]
+    fn sums_upto(
+        win: &[u8],
+        taps: &TapList<'_>,
+        ends: [usize; 3],
+        out: [&mut [i32; LANES]; 3],
+        _flush: usize,
+    ) {
+        empf_dsp::block_sums_upto(win, taps, ends, out);
+    }
+    #[inline(always)]
     fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], _flush: usize) {
         wide_pass(offs, lanes, out, empf_dsp::FLUSH, |off, acc| {
             let s = &win[off..off + acc.len()];
@@ -243,6 +300,25 @@ impl Input for i32 {
     #[inline(always)]
     fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES], flush: usize) {
         block_sums_u16(win, taps.offsets(), out, flush);
+    }
+    #[inline(always)]
+    fn sums_upto(
+        win: &[u8],
+        taps: &TapList<'_>,
+        ends: [usize; 3],
+        out: [&mut [i32; LANES]; 3],
+        flush: usize,
+    ) {
+        let (offs, mut start) = (taps.offsets(), 0);
+        let mut prev = [0i32; LANES];
+        for (o, &end) in out.into_iter().zip(&ends) {
+            block_sums_u16(win, &offs[start..end], o, flush);
+            for (v, p) in o.iter_mut().zip(&mut prev) {
+                *v = v.wrapping_add(*p);
+                *p = *v;
+            }
+            start = end;
+        }
     }
     #[inline(always)]
     fn wide_sums(win: &[u8], offs: &[u16], lanes: usize, out: &mut [i32; GROUP], flush: usize) {
@@ -443,62 +519,58 @@ pub(crate) fn bconv_spikes<X: Input>(
         // sums at most 3/4 of its taps (3/8 per channel, against 1/2 for one channel alone).
         let counts = class_counts(ra, rbits, taps);
         let skip = (0..4).max_by_key(|&k| counts[k]).unwrap_or(0);
+        // `Σ s·x = σ·(Σ x − 2·S)` for a channel, `σ` its sign in the skipped class and `S` the
+        // inputs of its taps of the other sign: two of the three summed classes. Of those, `X`
+        // (`skip ^ 3`: both signs flipped) is in both channels' `S`, `A` (`skip ^ 2`) in a's
+        // only, `B` (`skip ^ 1`) in b's only. Listed end to end as A, X, B, one pass gives the
+        // prefix sums `P_A`, `P_A + P_X = S_a` and `P_A + P_X + P_B`, and `S_b` is the last
+        // minus the first: the reference's value in wrapping `i32` arithmetic.
+        let summed = [skip ^ 2, skip ^ 3, skip ^ 1];
         let mut starts = [0usize; 5];
-        for k in 0..4 {
-            starts[k + 1] = starts[k] + if k == skip { 0 } else { counts[k] };
+        for (q, &k) in summed.iter().enumerate() {
+            starts[k] = if q == 0 {
+                0
+            } else {
+                starts[summed[q - 1]] + counts[summed[q - 1]]
+            };
         }
-        // `Σ s·x = Σ_k sign_k·P_k` over the four classes, and `P_skip = Σ x − Σ_{k≠skip} P_k`,
-        // so a channel's sum is `sign_skip·Σ x + Σ_{k≠skip} (sign_k − sign_skip)·P_k`
-        // (coefficients −2, 0, 2), the reference's value in wrapping `i32` arithmetic.
-        let sign_a: fn(usize) -> i32 = |k| if k >= 2 { 1 } else { -1 };
-        let sign_b: fn(usize) -> i32 = |k| if k & 1 == 1 { 1 } else { -1 };
-        let summed: [usize; 3] = match skip {
-            0 => [1, 2, 3],
-            1 => [0, 2, 3],
-            2 => [0, 1, 3],
-            _ => [0, 1, 2],
-        };
+        let ends = [
+            counts[summed[0]],
+            counts[summed[0]] + counts[summed[1]],
+            taps - counts[skip],
+        ];
         pair_lists(&offsets, ra, rbits, summed, starts, list);
-        let (ta, tb) = (sign_a(skip), sign_b(skip));
-        // A channel's classes of the other sign than `skip`'s are two of the three summed
-        // (coefficient −2·σ), the third has `skip`'s sign (coefficient 0): its sum is
-        // `σ·(Σ x − 2·(P_i + P_j))`, `σ` the sign of `skip` in that channel.
-        let other = |sign: fn(usize) -> i32| {
-            let mut ij = [0usize; 2];
-            let mut n = 0;
-            for (q, &k) in summed.iter().enumerate() {
-                if sign(k) != sign(skip) {
-                    ij[n.min(1)] = q;
-                    n += 1;
-                }
-            }
-            ij
-        };
-        let (ia, ib) = (other(sign_a), other(sign_b));
-        let (da, db) = (OutDot::new(finish(o), ta), OutDot::new(finish(o + 1), tb));
-        let lists = summed.map(|k| TapList::new(&list[starts[k]..starts[k + 1]]));
+        let sign_a = |k: usize| if k >= 2 { 1i32 } else { -1 };
+        let sign_b = |k: usize| if k & 1 == 1 { 1i32 } else { -1 };
+        let (da, db) = (
+            OutDot::new(finish(o), sign_a(skip)),
+            OutDot::new(finish(o + 1), sign_b(skip)),
+        );
+        let pair = TapList::new(&list[..ends[2]]);
         let mut at = OutCursor::default();
         let mut b = 0;
         // Overwritten by every block (the block sums replace, not add).
-        let mut parts = [[0i32; GROUP]; 3];
+        let mut sums = [[0i32; GROUP]; 3];
+        let zero = [0i32; GROUP];
         while b < sc.blocks {
             let n = GROUP_BLOCKS.min(sc.blocks - b);
-            for (part, taps) in parts.iter_mut().zip(&lists) {
-                group_sums::<X>(xq, b, n, taps, flush, part);
-            }
+            group_sums_upto::<X>(xq, b, n, &pair, ends, flush, &mut sums);
             let tot = &total[b * LANES..(b + n) * LANES];
             b += n;
             at.runs(tot.len(), sc.wq, g.ow, plane, |j, i, len| {
-                let part = |q: usize| &parts[q][j..j + len];
+                fn part(v: &[i32; GROUP], j: usize, len: usize) -> &[i32] {
+                    &v[j..j + len]
+                }
+                let run = |v| part(v, j, len);
                 finish_run(
                     &tot[j..],
-                    [part(ia[0]), part(ia[1])],
+                    [run(&sums[1]), run(&zero)],
                     &da,
                     &mut ya[i..i + len],
                 );
                 finish_run(
                     &tot[j..],
-                    [part(ib[0]), part(ib[1])],
+                    [run(&sums[2]), run(&sums[0])],
                     &db,
                     &mut yb[i..i + len],
                 );
@@ -562,8 +634,9 @@ impl OutCursor {
     }
 }
 
-/// `y[j] = d(Σx[j], P_i[j] + P_j[j])` along one run of outputs. Not inlined: a small function
-/// of its own keeps the requantisation constants in registers.
+/// `y[j] = d(Σx[j], p[j] − q[j])` along one run of outputs (`p − q`: a channel's `S`, from the
+/// pair's prefix sums). Not inlined: a small function of its own keeps the requantisation
+/// constants in registers.
 #[inline(never)]
 fn finish_run(tot: &[i32], parts: [&[i32]; 2], d: &OutDot, y: &mut [i32]) {
     let [p, q] = parts;
@@ -571,7 +644,7 @@ fn finish_run(tot: &[i32], parts: [&[i32]; 2], d: &OutDot, y: &mut [i32]) {
         Some(k) => empf_dsp::requant_run(&k, tot, p, q, y),
         None => {
             let outs = y.iter_mut().zip(tot).zip(p.iter().zip(q));
-            outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_add(q)));
+            outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_sub(q)));
         }
     }
 }
