@@ -874,7 +874,7 @@ mod tests {
             prop::sample::select(vec![1u8, 2, 3, 5]),
             1u8..=3,
             0u8..=2,
-            1usize..=5,
+            1usize..=9,
         )
             .prop_filter(
                 "kernel fits the padded input",
@@ -1011,23 +1011,31 @@ mod tests {
         let rb = crate::bits::row_bytes(taps);
         // Channel 0: all +1 except one tap (minority −1); channel 1: all −1 (minority +1,
         // every tap summed); channel 2: alternating.
-        let mut signs = vec![0u8; 3 * rb];
+        // Channels 3..=6 (three pairs and one alone in all): every third, two in five, all +1,
+        // the first half.
+        let mut signs = vec![0u8; 7 * rb];
         for t in 0..taps {
-            if t != 5 {
-                signs[t / 8] |= 1 << (t % 8);
-            }
-            if t % 2 == 0 {
-                signs[2 * rb + t / 8] |= 1 << (t % 8);
+            let plus = [
+                t != 5,
+                false,
+                t % 2 == 0,
+                t % 3 == 0,
+                t % 5 < 2,
+                true,
+                t < taps / 2,
+            ];
+            for (o, _) in plus.iter().enumerate().filter(|(_, &p)| p) {
+                signs[o * rb + t / 8] |= 1 << (t % 8);
             }
         }
         let spikes = vec![255u8; c as usize * 5 * 6];
         for stride in [1, 2] {
             let g = ConvGeom::new(Shape { c, h: 5, w: 6 }, k, stride, 1);
-            case(g, 3, spikes.clone(), signs.clone()).unwrap();
+            case(g, 7, spikes.clone(), signs.clone()).unwrap();
             // 16-bit: 1020 (pooled 255s) folds every 64 taps, 65535 every tap.
             for v in [1020, 65535] {
                 let x = vec![v; spikes.len()];
-                case16(g, 3, x, signs.clone()).unwrap();
+                case16(g, 7, x, signs.clone()).unwrap();
             }
         }
     }
