@@ -115,9 +115,10 @@ impl SpikeConv {
         ((c * s + ky % s) * s + kx % s) * self.hq * self.wq + (ky / s) * self.wq + kx / s
     }
 
-    /// Scratch words: the phase copy, the `Σ x` lanes (`i32`), the tap list (`u16` per tap).
+    /// Scratch words: the phase copy, the `Σ x` lanes (`i32`), the tap list (`u16` per tap and
+    /// [`LIST_SLACK`]).
     pub fn scratch_words(&self, taps: usize) -> usize {
-        self.copy_bytes().div_ceil(4) + self.blocks * LANES + taps.div_ceil(2)
+        self.copy_bytes().div_ceil(4) + self.blocks * LANES + (taps + LIST_SLACK).div_ceil(2)
     }
 
     fn copy_bytes(&self) -> usize {
@@ -382,6 +383,10 @@ fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
     empf_dsp::block_sums(win, offs, out);
 }
 
+/// Entries past the last tap in the list buffer: [`pair_lists`] writes a sign word's taps
+/// of one class through a 32-entry window from the class's write position.
+const LIST_SLACK: usize = 32;
+
 /// Largest `kernel²` the kernel takes (a larger binary conv runs the reference kernel; at most
 /// 120, the size of `pair_lists`' table).
 const MAX_KERNEL_TAPS: usize = 64;
@@ -467,7 +472,9 @@ pub(crate) fn bconv_spikes<X: Input>(
     let (total, rest) = rest.split_at_mut(sc.blocks * LANES);
     let xq: &mut [u8] = &mut bytemuck::cast_slice_mut(copy)[..sc.copy_bytes()];
     let total: &mut [i32] = bytemuck::cast_slice_mut(total);
-    let list: &mut [u16] = &mut bytemuck::cast_slice_mut(&mut rest[..taps.div_ceil(2)])[..taps];
+    let list: &mut [u16] =
+        &mut bytemuck::cast_slice_mut(&mut rest[..(taps + LIST_SLACK).div_ceil(2)])
+            [..taps + LIST_SLACK];
 
     // The padded phase copy: input (iy, ix) sits at padded (iy + pad, ix + pad).
     xq.fill(0);
@@ -732,15 +739,23 @@ fn pair_lists(
         let masks = [!(a | b) & valid, !a & b, a & !b, a & b];
         let base = (c0 * channel) as u16;
         // Unrolled over the three classes: their write positions stay in registers.
+        // The word's 32 table entries, and 32 list entries from the class's write position
+        // (the list has 32 of slack past its last tap): one bounds check each per word and
+        // class, none per tap (`& 31`: a tap within the word, a count below 32).
+        let e: &[u16; 32] = ext[w0..w0 + 32].try_into().expect("w0 < kk ≤ 64");
         for (p, &k) in pos.iter_mut().zip(&summed) {
-            let (mut m, mut at) = (masks[k & 3], *p);
+            let mut m = masks[k & 3];
+            if m == 0 {
+                continue;
+            }
+            let dst: &mut [u16; 32] = (&mut list[*p..*p + 32]).try_into().expect("slack");
+            let mut n = 0;
             while m != 0 {
-                let j = m.trailing_zeros() as usize;
-                list[at] = base.wrapping_add(ext[(w0 + j) & 127]);
-                at += 1;
+                dst[n & 31] = base.wrapping_add(e[m.trailing_zeros() as usize & 31]);
+                n += 1;
                 m &= m - 1;
             }
-            *p = at;
+            *p += n;
         }
         w0 += 32;
         while w0 >= kk {
