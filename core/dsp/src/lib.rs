@@ -1,21 +1,26 @@
-//! The inner loop of `empf-core`'s ±1 convolution on 8-bit spikes: for a block of [`LANES`]
-//! neighbouring outputs, the sums `Σ_{off ∈ list} win[off + j]`, `j < LANES`.
+//! The inner loops of `empf-core`'s ±1 convolution on 8-bit spikes: for a block of [`LANES`]
+//! neighbouring outputs, the sums `Σ_{off ∈ list} win[off + j]`, `j < LANES` ([`block_sums`]),
+//! or prefix sums of one list cut in segments ([`block_sums_upto`]); a tap list's largest offset
+//! ([`TapList::new`]); and the requantisation of a run of outputs ([`requant_run`]).
 //!
-//! `core` is `#![forbid(unsafe_code)]`; the Cortex-M DSP-extension version of this loop needs
-//! `asm!` (the `uxtab16` intrinsic is unstable), so it lives here, selected by target
-//! (`build.rs`): [`block_sums`] is `block_sums_dsp` on ARMv7E-M (Cortex-M4/M7) and on
-//! ARMv8-M Mainline built with `+dsp` (Cortex-M33), and [`block_sums_portable`] elsewhere.
-//! Both are exact integer sums, so they agree bit for bit (checked on the host against a plain
-//! loop; on the emulated Cortex-M4F and M33 the QEMU conformance test requires every logit of
-//! firmware built with the DSP kernel to equal `empf-core`'s on the host).
+//! `core` is `#![forbid(unsafe_code)]`; the Cortex-M DSP-extension versions of these loops need
+//! `asm!` (the `uxtab16`, `usub16`/`sel` and `ssat` intrinsics are unstable), so they live here,
+//! selected by target (`build.rs`): the assembly on ARMv7E-M (Cortex-M4/M7) and on ARMv8-M
+//! Mainline built with `+dsp` (Cortex-M33), the plain-Rust twins ([`block_sums_portable`],
+//! [`block_sums_upto_portable`], [`requant_run_portable`]) elsewhere. Both are exact integer
+//! arithmetic, so they agree bit for bit: checked on the host for the twins against plain
+//! definitions, and on the target by [`self_check`], which the QEMU firmware runs at start-up
+//! (the conformance test requires its line on the emulated Cortex-M4F and M33, and every logit
+//! of firmware built with the DSP kernels to equal `empf-core`'s on the host).
 //!
-//! Both split one 32-bit load of 4 spikes into two words of two 16-bit lanes (bytes 0, 2 and
-//! bytes 1, 3) and add them to six accumulator registers for 12 outputs. A lane gains at most
-//! 255 per tap, so the accumulators are folded into `i32` every [`FLUSH`] taps, before one
-//! could overflow into its neighbour. The portable kernel does `v & 0x00FF00FF` and
-//! `(v >> 8) & 0x00FF00FF` and two adds (LLVM emits `uxtb16` + `add` on the M4); the DSP kernel
-//! does each split and add in one `uxtab16`, and its loop has no bounds checks: every offset is
-//! checked once per call against the window (the largest offset of a [`TapList`]).
+//! The block sums split one 32-bit load of 4 spikes into two words of two 16-bit lanes (bytes
+//! 0, 2 and bytes 1, 3) and add them to six accumulator registers for 12 outputs. A lane gains
+//! at most 255 per tap, so the accumulators are folded into `i32` every [`FLUSH`] taps, before
+//! one could overflow into its neighbour. The portable code does `v & 0x00FF00FF` and
+//! `(v >> 8) & 0x00FF00FF` and two adds (LLVM emits `uxtb16` + `add` on the M4); the DSP loop
+//! does each split and add in one `uxtab16`, takes two taps per pass, and has no bounds checks:
+//! every offset is checked once per list against the window (the largest offset of a
+//! [`TapList`]).
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
