@@ -338,6 +338,72 @@ fn blinear_int<X: PmIn<i32>>(l: &BinaryLinear<&[u8]>, x: &[X], y: &mut [i32]) ->
     Ok(())
 }
 
+/// A bound on `|x|` over a plane of neuron inputs: the OR of every `x ^ (x >> 31)` (that is
+/// `|x|` or `|x| − 1`) plus one, three instructions an element where the exact maximum takes
+/// five.
+#[inline(always)]
+fn current_bound<X: PmIn<i32>>(xs: &[X]) -> u32 {
+    let or = xs.iter().fold(0u32, |a, &v| {
+        let v = v.widen();
+        a | (v ^ (v >> 31)) as u32
+    });
+    or.saturating_add(1)
+}
+
+/// One integer neuron step in 32-bit arithmetic, for a channel whose parameters and inputs make
+/// that exact (`NeuronStep::new` checks; [`neuron_int`] takes the `i64` expression otherwise):
+/// `m = clamp(⌊(v·leak + 2^15) / 2^16⌋ + requant(x, m_in, sh) + off, ±MEMBRANE_LIMIT)`, the
+/// spike `s = max(m − θ, 0)`, out `min(⌊(s + 2^7) / 2^8⌋, 255)`, state `m − s`. Both products
+/// are 32×32→64 and both quotients are taken from the low 64 bits by two 32-bit shifts, since
+/// each fits an `i32`: `|v| ≤ 2^30` (the state is `m` or `θ`), `|leak| ≤ 2^16`, `|x| ≤ 2^20`
+/// with `requant + off` below `2^29` in magnitude and `|θ| < 2^30`, so every sum stays below
+/// `2^31`. Tested against the `i64` expression (`tests::neuron_step_equals_the_i64_step`).
+#[derive(Clone, Copy, Debug)]
+struct NeuronStep {
+    m: i32,
+    /// `2^(sh−1) + off·2^sh`: the rounding and the offset in one constant.
+    c: i64,
+    sh: u32,
+    rsh: u32,
+    th: i32,
+    leak: i32,
+}
+
+impl NeuronStep {
+    fn new(m: i32, sh: u8, off: i64, th: i64, leak: i32, x_max: u32) -> Option<NeuronStep> {
+        const LIMIT: i64 = 1 << 29;
+        let ok = (1..=31).contains(&sh)
+            && x_max <= 1 << 20
+            && leak.unsigned_abs() <= 1 << 16
+            && th.unsigned_abs() < 1 << 30
+            && off.unsigned_abs() < 1 << 28
+            // |requant(x)| ≤ x_max·|m| / 2^sh + 1 (|m| < 2^16, validated).
+            && ((x_max as i64 * m.unsigned_abs() as i64) >> sh) + 1 + off.abs() < LIMIT;
+        ok.then(|| NeuronStep {
+            m,
+            c: (1i64 << (sh - 1)) + (off << sh),
+            sh: sh as u32,
+            rsh: 32 - sh as u32,
+            th: th as i32,
+            leak,
+        })
+    }
+
+    /// `(new state, spike)` from the state `v` and the input `x`.
+    #[inline(always)]
+    fn step(&self, v: i32, x: i32) -> (i32, u8) {
+        const L: i32 = MEMBRANE_LIMIT as i32;
+        let z = self.c + x as i64 * self.m as i64;
+        let input = (((z as u32) >> self.sh) | (((z >> 32) as u32) << self.rsh)) as i32;
+        let lz = v as i64 * self.leak as i64 + (1 << 15);
+        let leaked = (((lz as u32) >> 16) | (((lz >> 32) as u32) << 16)) as i32;
+        let m = (leaked + input).clamp(-L, L);
+        let sp = (m - self.th).max(0);
+        let q = ((sp as u32 + (1 << (MEMBRANE_FRAC_BITS - 1))) >> MEMBRANE_FRAC_BITS).min(255);
+        (m - sp, q as u8)
+    }
+}
+
 /// One step of an integer neuron; spikes (`0..=255`) are written as `u8`.
 fn neuron_int<X: PmIn<i32>>(
     n: &Neuron<&[u8]>,
@@ -361,6 +427,25 @@ fn neuron_int<X: PmIn<i32>>(
         );
         let range = c * plane..(c + 1) * plane;
         let (xs, ys) = (&x[range.clone()], &mut y[range.clone()]);
+        let leak = match n.mode {
+            NeuronMode::Sequential => i32_at(f.leak_q16.bytes(), i),
+            _ => 0,
+        };
+        if let Some(k) = NeuronStep::new(m_in, sh, off, th, leak, current_bound(xs)) {
+            match (n.mode, state.as_deref_mut()) {
+                (NeuronMode::Sequential, Some(st)) => {
+                    for ((yv, &iv), v) in ys.iter_mut().zip(xs).zip(&mut st[range]) {
+                        (*v, *yv) = k.step(*v, iv.widen());
+                    }
+                }
+                _ => {
+                    for (yv, &iv) in ys.iter_mut().zip(xs) {
+                        *yv = k.step(0, iv.widen()).1;
+                    }
+                }
+            }
+            continue;
+        }
         let fire = |m: i64| -> (i64, u8) {
             let sp = (m - th).max(0);
             // Round the membrane-unit spike to 8-bit spike units.
@@ -573,6 +658,42 @@ mod tests {
             let want = sat(requant(a as i64, m, sh) + off, ACT_LIMIT);
             let d = OutDot::new(OutRequant::new(m, sh, off, a_max), sigma);
             prop_assert_eq!(d.apply(t, part), want, "m {} sh {} off {} t {} s {}", m, sh, off, t, part);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        /// The 32-bit neuron step equals the `i64` one wherever `NeuronStep::new` accepts the
+        /// channel: random parameters at and inside its limits, states a neuron can hold
+        /// (within ±2^30 or the threshold), inputs up to the plane's bound.
+        #[test]
+        fn neuron_step_equals_the_i64_step(
+            m in -65535i32..=65535,
+            sh in prop_oneof![1u8..=31, 6u8..=14],
+            off in prop_oneof![-(1i64 << 28) + 1..(1i64 << 28), -50_000i64..50_000],
+            th in prop_oneof![-(1i64 << 30) + 1..(1i64 << 30), 0i64..100_000],
+            leak in prop_oneof![-65536i32..=65536, 40_000i32..=65536],
+            x_max in prop_oneof![0u32..=(1 << 20), Just(1 << 20)],
+            at in 0.0f64..=1.0,
+            v_pick in 0u8..4,
+            v_frac in -1.0f64..=1.0,
+        ) {
+            let Some(k) = NeuronStep::new(m, sh, off, th, leak, x_max) else {
+                return Ok(());
+            };
+            let x = ((2.0 * at - 1.0) * x_max as f64) as i32;
+            let v = match v_pick {
+                0 => th as i32,
+                1 => MEMBRANE_LIMIT as i32,
+                2 => -(MEMBRANE_LIMIT as i32),
+                _ => (v_frac * MEMBRANE_LIMIT as f64) as i32,
+            };
+            // The i64 step of `neuron_int`.
+            let leaked = (v as i64 * leak as i64 + (1 << 15)) >> 16;
+            let mm = (leaked + requant(x as i64, m, sh) + off).clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+            let sp = (mm - th).max(0);
+            let q = ((sp + (1 << (MEMBRANE_FRAC_BITS - 1))) >> MEMBRANE_FRAC_BITS).min(SPIKE_MAX) as u8;
+            prop_assert_eq!(k.step(v, x), ((mm - sp) as i32, q), "m {} sh {} off {} th {} leak {} x {} v {}", m, sh, off, th, leak, x, v);
         }
     }
 
