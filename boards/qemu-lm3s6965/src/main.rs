@@ -2,7 +2,8 @@
 //! prediction with its summed logits over defmt (semihosting transport). Integer path,
 //! sequential mode by default (Cortex-M3: no FPU); `EMPF_BOARD_PATH=float` /
 //! `EMPF_BOARD_MODE=parallel` at build time select the others (float logits are printed as
-//! their exact bits). Exit code: 0 done, 2 model rejected, 3 an image failed, 4 the kernel self-check failed.
+//! their exact bits). Exit code: 0 done, 2 model rejected, 3 an image failed, 4 the kernel
+//! self-check failed.
 #![no_std]
 #![no_main]
 

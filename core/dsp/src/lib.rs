@@ -7,9 +7,9 @@
 //! `asm!` (the `uxtab16`, `usub16`/`sel` and `ssat` intrinsics are unstable), so they live here,
 //! selected by target (`build.rs`): the assembly on ARMv7E-M (Cortex-M4/M7) and on ARMv8-M
 //! Mainline built with `+dsp` (Cortex-M33), the plain-Rust twins ([`block_sums_portable`],
-//! [`block_sums_upto_portable`], [`requant_run_portable`]) elsewhere. Both are exact integer
-//! arithmetic, so they agree bit for bit: checked on the host for the twins against plain
-//! definitions, and on the target by [`self_check`], which the QEMU firmware runs at start-up
+//! [`requant_run_portable`]) elsewhere. Both are exact integer arithmetic, so they agree bit
+//! for bit: checked on the host for the twins against plain definitions, and on the target by
+//! [`self_check`], which the QEMU firmware runs at start-up
 //! (the conformance test requires its line on the emulated Cortex-M4F and M33, and every logit
 //! of firmware built with the DSP kernels to equal `empf-core`'s on the host).
 //!
@@ -33,10 +33,10 @@ pub const FLUSH: usize = 257;
 pub const KERNEL: &str = if cfg!(empf_dsp) { "dsp" } else { "portable" };
 
 /// Checks this build's kernels where they run: [`block_sums`] against a plain byte-by-byte sum,
-/// [`TapList`]'s largest offset against a plain maximum and [`requant_run`] against
-/// [`requant_run_portable`], on `cases` deterministic
-/// pseudo-random windows and lists (up to 300 taps, so more than one [`FLUSH`] chunk; every
-/// fourth window all 255). The QEMU firmware runs it at start-up on each emulated core, which
+/// [`TapList`]'s largest offset against a plain maximum, [`block_sums_upto`] against
+/// [`block_sums_portable`] and [`requant_run`] against [`requant_run_portable`], on `cases`
+/// deterministic pseudo-random windows and lists (up to 300 taps, so more than one [`FLUSH`]
+/// chunk; every fourth window all 255). The QEMU firmware runs it at start-up on each emulated core, which
 /// is how the assembly is tested: host tests only reach the portable kernels. `Err(case)`: the
 /// first case that differs.
 pub fn self_check(cases: u32) -> Result<(), u32> {
@@ -78,8 +78,7 @@ pub fn self_check(cases: u32) -> Result<(), u32> {
         let (e0, e1) = ((next() as usize) % (n + 1), (next() as usize) % (n + 1));
         let ends = [e0.min(e1), e0.max(e1), n];
         let mut got = [[-1i32; LANES]; 3];
-        let [g0, g1, g2] = &mut got;
-        block_sums_upto(&win, &list, ends, [g0, g1, g2]);
+        block_sums_upto(&win, &list, ends, got.each_mut());
         for (g, &end) in got.iter().zip(&ends) {
             let mut want = [0i32; LANES];
             block_sums_portable(&win, &offs[..end], &mut want);
@@ -149,10 +148,11 @@ fn max_dsp(offs: &[u16]) -> u16 {
     if quads > 0 {
         let p = offs.as_ptr();
         // SAFETY: `p.add(4·quads)` is at most one past the end of `offs`. The loop reads the
-        // `4·quads ≤ offs.len()` `u16`s from `p` as `2·quads` word loads (`u16` alignment is enough: ARMv7-M and ARMv8-M Mainline allow unaligned
-        // `ldr`), all inside `offs`; `quads > 0`, so the do-while loop's first pass is in
-        // bounds. It writes only its register operands and the flags (GE and NZCV), reads no
-        // other memory and does not touch the stack.
+        // `4·quads ≤ offs.len()` `u16`s from `p` as `2·quads` word loads (`u16` alignment is
+        // enough: ARMv7-M and ARMv8-M Mainline allow unaligned `ldr`), all inside `offs`;
+        // `quads > 0`, so the do-while loop's first pass is in bounds. It writes only its
+        // register operands and the flags (GE and NZCV), reads no other memory and does not
+        // touch the stack.
         unsafe {
             core::arch::asm!(
                 "2:",
@@ -186,8 +186,7 @@ fn max_dsp(offs: &[u16]) -> u16 {
 /// for its largest tap offset).
 #[inline(always)]
 pub fn block_sums(win: &[u8], taps: &TapList<'_>, out: &mut [i32; LANES]) {
-    let out: &mut [[i32; LANES]; 1] = core::array::from_mut(out);
-    sums_upto(win, taps, [taps.offs.len()], out, selected);
+    sums_upto(win, taps, [taps.offs.len()], [out], selected);
 }
 
 /// Prefix sums of one list in one pass: `out[s][j] = Σ_{off ∈ taps[..ends[s]]} win[off + j]`
@@ -207,11 +206,7 @@ pub fn block_sums_upto(
     let offs = taps.offs;
     if offs.len() > FLUSH {
         // Long lists (more than FLUSH taps in all): the general path, which folds.
-        let mut sums = [[0i32; LANES]; 3];
-        sums_upto(win, taps, ends, &mut sums, selected);
-        for (o, v) in out.into_iter().zip(sums) {
-            *o = v;
-        }
+        sums_upto(win, taps, ends, out, selected);
         return;
     }
     check(win, taps, &ends);
@@ -248,26 +243,9 @@ fn check(win: &[u8], taps: &TapList<'_>, ends: &[usize]) {
 /// [`block_sums`] in plain Rust, on every target.
 #[inline(always)]
 pub fn block_sums_portable(win: &[u8], offs: &[u16], out: &mut [i32; LANES]) {
-    let out: &mut [[i32; LANES]; 1] = core::array::from_mut(out);
     // No largest offset needed: the portable accumulation checks every access.
     let taps = TapList { offs, max: 0 };
-    sums_upto(win, &taps, [offs.len()], out, acc_portable);
-}
-
-/// [`block_sums_upto`] in plain Rust, on every target.
-#[inline(always)]
-pub fn block_sums_upto_portable(
-    win: &[u8],
-    offs: &[u16],
-    ends: [usize; 3],
-    out: [&mut [i32; LANES]; 3],
-) {
-    let taps = TapList { offs, max: 0 };
-    let mut sums = [[0i32; LANES]; 3];
-    sums_upto(win, &taps, ends, &mut sums, acc_portable);
-    for (o, v) in out.into_iter().zip(sums) {
-        *o = v;
-    }
+    sums_upto(win, &taps, [offs.len()], [out], acc_portable);
 }
 
 /// The accumulation this target selects, for at most [`FLUSH`] taps (so no lane can carry).
@@ -286,7 +264,7 @@ fn sums_upto<const N: usize>(
     win: &[u8],
     taps: &TapList<'_>,
     ends: [usize; N],
-    out: &mut [[i32; LANES]; N],
+    out: [&mut [i32; LANES]; N],
     accumulate: impl Fn(&[u8], &[u16], [u32; 6]) -> [u32; 6],
 ) {
     let offs = taps.offs;
@@ -294,7 +272,7 @@ fn sums_upto<const N: usize>(
     // `base`: lanes folded so far (only when a list is longer than FLUSH); `acc`: the lanes.
     let (mut base, mut folded) = ([0i32; LANES], false);
     let (mut acc, mut since, mut start) = ([0u32; 6], 0usize, 0usize);
-    for (o, &end) in out.iter_mut().zip(&ends) {
+    for (o, &end) in out.into_iter().zip(&ends) {
         let mut seg = &offs[start..end];
         while !seg.is_empty() {
             let (now, rest) = seg.split_at(seg.len().min(FLUSH - since));
@@ -521,9 +499,9 @@ pub fn requant_run_portable(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: 
 }
 
 /// [`requant_run`] with the DSP extension: per output three loads, the two differences (`sub`,
-/// `sub` with a shifted operand), the 64-bit constant (`ldrd`), one `smlal`, the 64-bit shift as two
-/// 32-bit shifts and an `orr`, the saturation (`ssat` to 21 bits, which allows `−2^20`, then one
-/// conditional add for it), the store and the loop: 17 instructions.
+/// `sub` with a shifted operand), the 64-bit constant (`ldrd`), one `smlal`, the 64-bit shift
+/// as two 32-bit shifts and an `orr`, the saturation (`ssat` to 21 bits, which allows `−2^20`,
+/// then one conditional add for it), the store and the loop: 17 instructions.
 #[cfg(empf_dsp)]
 #[inline(always)]
 fn requant_run_dsp(k: &RequantRun, t: &[i32], p: &[i32], q: &[i32], y: &mut [i32]) {
@@ -660,7 +638,6 @@ mod tests {
     #[test]
     fn self_check_passes() {
         assert_eq!(self_check(64), Ok(()));
-        assert_eq!(KERNEL, if cfg!(empf_dsp) { "dsp" } else { "portable" });
     }
 
     #[test]

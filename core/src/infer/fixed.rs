@@ -35,15 +35,16 @@ pub fn requant(x: i64, m: i32, sh: u8) -> i64 {
     }
 }
 
-/// `sat(requant(a, m, sh) + off, ACT_LIMIT)` for every `|a| ≤ a_max`, computed as one
-/// 32×32→64 multiply-accumulate and a shift of the low 64 bits by less than 32 where that is
-/// exact, which a 32-bit core does in a handful of instructions instead of a 64-bit shift,
-/// add and compare chain (the per-output cost of a binary conv's requantisation).
+/// A binary conv channel's `sat(requant(a, m, sh) + off, ACT_LIMIT)` for every `|a| ≤ a_max`,
+/// and whether it may be computed as one 32×32→64 multiply-accumulate and a shift of the low
+/// 64 bits by less than 32 (`empf_dsp::requant_run`, through [`OutDot`]), which a 32-bit core
+/// does in a handful of instructions instead of a 64-bit shift, add and compare chain.
 ///
 /// `requant(a, m, sh) + off = ⌊(a·m + 2^(sh−1) + off·2^sh) / 2^sh⌋`, so the offset joins the
 /// rounding constant `c`. When `1 ≤ sh ≤ 31` and `a_max·|m| + |c| < 2^(31+sh)`, the quotient
-/// fits an `i32` and equals the low 32 bits of `(a·m + c) >> sh`; otherwise the plain `i64`
-/// expression is used. Bit-identical to it either way (`tests::fast_requant_equals_requant`).
+/// fits an `i32` and equals the low 32 bits of `(a·m + c) >> sh` (`fast`); otherwise the plain
+/// `i64` expression is used. Bit-identical to it either way
+/// (`tests::fast_requant_equals_requant`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OutRequant {
     m: i32,
@@ -76,18 +77,13 @@ impl OutRequant {
         }
     }
 
+    /// The plain `i64` expression.
     #[inline(always)]
-    pub(crate) fn apply(&self, a: i32) -> i32 {
-        if self.fast {
-            // `sh & 31` is `sh` (1..=31): it tells the compiler the shift is below 32.
-            let q = ((a as i64 * self.m as i64 + self.c) >> (self.sh & 31)) as i32;
-            q.clamp(-ACT_LIMIT as i32, ACT_LIMIT as i32)
-        } else {
-            sat(
-                requant(a as i64, self.m, self.sh as u8) + self.off,
-                ACT_LIMIT,
-            )
-        }
+    pub(crate) fn plain(&self, a: i32) -> i32 {
+        sat(
+            requant(a as i64, self.m, self.sh as u8) + self.off,
+            ACT_LIMIT,
+        )
     }
 }
 
@@ -100,37 +96,37 @@ impl OutRequant {
 pub(crate) struct OutDot {
     rq: OutRequant,
     sigma: i32,
+    /// The fast path's constants (`empf-dsp`'s form: `(c + m·σ·a) >> sh`), when this channel
+    /// takes it.
+    fast: Option<RequantRun>,
 }
 
 impl OutDot {
     /// `sigma`: ±1; every `|σ·(Σx − 2·S)|` it is applied to is within the `a_max` of `rq`.
     pub(crate) fn new(rq: OutRequant, sigma: i32) -> OutDot {
-        OutDot { rq, sigma }
+        // |m| < 2^16 (validated): no overflow.
+        let m = rq.m.wrapping_mul(sigma);
+        let fast = rq.fast.then(|| RequantRun::new(rq.c, m, rq.sh)).flatten();
+        OutDot { rq, sigma, fast }
     }
 
-    /// The fast path's constants (`empf-dsp`'s form: `(c + m·σ·a) >> sh`), when this channel
-    /// takes it.
+    /// The fast path's constants, when this channel takes it.
     #[inline(always)]
-    pub(crate) fn fast(&self) -> Option<RequantRun> {
-        // |m| < 2^16 (validated): no overflow.
-        let m = self.rq.m.wrapping_mul(self.sigma);
-        self.rq
-            .fast
-            .then(|| RequantRun::new(self.rq.c, m, self.rq.sh))
-            .flatten()
+    pub(crate) fn fast(&self) -> Option<&RequantRun> {
+        self.fast.as_ref()
     }
 
     /// `sat(requant(σ·(Σx − 2·S), m, sh) + off, ACT_LIMIT)`, the sum in wrapping `i32` as the
     /// reference kernel has it (on the fast path it cannot wrap: `a_max < 2^31`).
     #[inline(always)]
     pub(crate) fn apply(&self, total: i32, part: i32) -> i32 {
-        match self.fast() {
+        match &self.fast {
             Some(k) => {
                 let mut y = [0];
-                empf_dsp::requant_run(&k, &[total], &[part], &[0], &mut y);
+                empf_dsp::requant_run(k, &[total], &[part], &[0], &mut y);
                 y[0]
             }
-            None => self.rq.apply(
+            None => self.rq.plain(
                 self.sigma
                     .wrapping_mul(total.wrapping_sub(part.wrapping_mul(2))),
             ),
@@ -370,15 +366,27 @@ struct NeuronStep {
 }
 
 impl NeuronStep {
-    fn new(m: i32, sh: u8, off: i64, th: i64, leak: i32, x_max: u32) -> Option<NeuronStep> {
+    /// `x_max`: a bound on the plane's `|x|`, asked for only if the parameters allow the step
+    /// (it costs a pass over the plane).
+    fn new(
+        m: i32,
+        sh: u8,
+        off: i64,
+        th: i64,
+        leak: i32,
+        x_max: impl FnOnce() -> u32,
+    ) -> Option<NeuronStep> {
         const LIMIT: i64 = 1 << 29;
         let ok = (1..=31).contains(&sh)
-            && x_max <= 1 << 20
             && leak.unsigned_abs() <= 1 << 16
             && th.unsigned_abs() < 1 << 30
             && off.unsigned_abs() < 1 << 28
-            // |requant(x)| ≤ x_max·|m| / 2^sh + 1 (|m| < 2^16, validated).
-            && ((x_max as i64 * m.unsigned_abs() as i64) >> sh) + 1 + off.abs() < LIMIT;
+            && {
+                let x_max = x_max();
+                // |requant(x)| ≤ x_max·|m| / 2^sh + 1 (|m| < 2^16, validated).
+                x_max <= 1 << 20
+                    && ((x_max as i64 * m.unsigned_abs() as i64) >> sh) + 1 + off.abs() < LIMIT
+            };
         ok.then(|| NeuronStep {
             m,
             c: (1i64 << (sh - 1)) + (off << sh),
@@ -431,7 +439,7 @@ fn neuron_int<X: PmIn<i32>>(
             NeuronMode::Sequential => i32_at(f.leak_q16.bytes(), i),
             _ => 0,
         };
-        if let Some(k) = NeuronStep::new(m_in, sh, off, th, leak, current_bound(xs)) {
+        if let Some(k) = NeuronStep::new(m_in, sh, off, th, leak, || current_bound(xs)) {
             match (n.mode, state.as_deref_mut()) {
                 (NeuronMode::Sequential, Some(st)) => {
                     for ((yv, &iv), v) in ys.iter_mut().zip(xs).zip(&mut st[range]) {
@@ -633,7 +641,10 @@ mod tests {
                 _ => ((2.0 * at - 1.0) * a_max as f64) as i64,
             } as i32;
             let want = sat(requant(a as i64, m, sh) + off, ACT_LIMIT);
-            prop_assert_eq!(rq.apply(a), want, "m {} sh {} off {} a {}", m, sh, off, a);
+            // `a = σ·(|a| − 2·0)`: through the path a binary conv's outputs take.
+            let d = OutDot::new(rq, if a < 0 { -1 } else { 1 });
+            prop_assert_eq!(d.apply(a.abs(), 0), want, "m {} sh {} off {} a {}", m, sh, off, a);
+            prop_assert_eq!(rq.plain(a), want);
         }
     }
 
@@ -657,7 +668,9 @@ mod tests {
             let a = sigma * (t - 2 * part);
             let want = sat(requant(a as i64, m, sh) + off, ACT_LIMIT);
             let d = OutDot::new(OutRequant::new(m, sh, off, a_max), sigma);
-            prop_assert_eq!(d.apply(t, part), want, "m {} sh {} off {} t {} s {}", m, sh, off, t, part);
+            prop_assert_eq!(
+                d.apply(t, part), want, "m {} sh {} off {} t {} s {}", m, sh, off, t, part
+            );
         }
     }
 
@@ -678,7 +691,7 @@ mod tests {
             v_pick in 0u8..4,
             v_frac in -1.0f64..=1.0,
         ) {
-            let Some(k) = NeuronStep::new(m, sh, off, th, leak, x_max) else {
+            let Some(k) = NeuronStep::new(m, sh, off, th, leak, || x_max) else {
                 return Ok(());
             };
             let x = ((2.0 * at - 1.0) * x_max as f64) as i32;
@@ -690,10 +703,15 @@ mod tests {
             };
             // The i64 step of `neuron_int`.
             let leaked = (v as i64 * leak as i64 + (1 << 15)) >> 16;
-            let mm = (leaked + requant(x as i64, m, sh) + off).clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
+            let mm = (leaked + requant(x as i64, m, sh) + off)
+                .clamp(-MEMBRANE_LIMIT, MEMBRANE_LIMIT);
             let sp = (mm - th).max(0);
-            let q = ((sp + (1 << (MEMBRANE_FRAC_BITS - 1))) >> MEMBRANE_FRAC_BITS).min(SPIKE_MAX) as u8;
-            prop_assert_eq!(k.step(v, x), ((mm - sp) as i32, q), "m {} sh {} off {} th {} leak {} x {} v {}", m, sh, off, th, leak, x, v);
+            let q = ((sp + (1 << (MEMBRANE_FRAC_BITS - 1))) >> MEMBRANE_FRAC_BITS)
+                .min(SPIKE_MAX) as u8;
+            prop_assert_eq!(
+                k.step(v, x), ((mm - sp) as i32, q),
+                "m {} sh {} off {} th {} leak {} x {} v {}", m, sh, off, th, leak, x, v
+            );
         }
     }
 
@@ -707,5 +725,24 @@ mod tests {
         }
         assert!(!OutRequant::new(65_000, 0, 0, 255).fast);
         assert!(!OutRequant::new(65_000, 40, 0, 255).fast);
+    }
+
+    /// The committed models' neuron parameters (shifts 15–16, multipliers up to 2^16, leaks up
+    /// to 36 608, thresholds up to 18 157, offset 0, currents saturated to `ACT_LIMIT`) take
+    /// the 32-bit step, so its proptest is not vacuous where it matters; parameters past each
+    /// limit do not, and an absurd plane bound is not even asked for when the shift is 0.
+    #[test]
+    fn typical_neurons_take_the_32_bit_step() {
+        let bound = || ACT_LIMIT as u32 + 1;
+        for (m, sh, th, leak) in [(58_895, 15, 18_157, 36_608), (33_230, 16, 1_446, 32_768)] {
+            assert!(
+                NeuronStep::new(m, sh, 0, th, leak, bound).is_some(),
+                "m {m} sh {sh}"
+            );
+        }
+        assert!(NeuronStep::new(58_895, 15, 0, 18_157, 1 << 17, bound).is_none());
+        assert!(NeuronStep::new(58_895, 15, 0, 1 << 30, 32_768, bound).is_none());
+        assert!(NeuronStep::new(58_895, 15, 0, 18_157, 32_768, || (1 << 20) + 1).is_none());
+        assert!(NeuronStep::new(58_895, 0, 0, 18_157, 32_768, || unreachable!()).is_none());
     }
 }

@@ -375,9 +375,9 @@ fn block_sums_u16(win: &[u8], offs: &[u16], out: &mut [i32; LANES], flush: usize
 }
 
 /// Sums `xq[base + off + j]` over the offsets in `offs`, for the `LANES` outputs `j`, into
-/// `out` (replacing its contents; wrapping, as the reference accumulates). `win` starts at `base`. The loop is
-/// `empf-dsp`'s: Cortex-M DSP-extension assembly where the target has it, plain-Rust SWAR
-/// elsewhere (the same sums).
+/// `out` (replacing its contents; wrapping, as the reference accumulates). `win` starts at
+/// `base`. The loop is `empf-dsp`'s: Cortex-M DSP-extension assembly where the target has it,
+/// plain-Rust SWAR elsewhere (the same sums).
 #[inline(always)]
 fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
     empf_dsp::block_sums(win, offs, out);
@@ -388,7 +388,7 @@ fn block_sums(win: &[u8], offs: &TapList<'_>, out: &mut [i32; LANES]) {
 const LIST_SLACK: usize = 32;
 
 /// Largest `kernel²` the kernel takes (a larger binary conv runs the reference kernel; at most
-/// 120, the size of `pair_lists`' table).
+/// 96: `TapOffsets::ext` holds `kernel² + 32` entries of 128).
 const MAX_KERNEL_TAPS: usize = 64;
 
 /// Tap offsets of one layer: tap `t = c·k² + j` (the sign rows' `[c][ky][kx]` order) sits at
@@ -398,7 +398,7 @@ struct TapOffsets {
     /// `ext[w]`, `w < kk + 32`: the offset of the tap `w` taps after the first tap of a
     /// channel, relative to that channel (the 32 taps of a sign word may run into the next
     /// channels). Wrapping `u16`: entries past the last tap are never used. 128 entries
-    /// (≥ MAX_KERNEL_TAPS + 32), indexed `& 127`: no bounds check where it is read.
+    /// (≥ MAX_KERNEL_TAPS + 32): [`pair_lists`] slices 32 of them from any `w < kk`.
     ext: [u16; 128],
     kk: usize,
     channel: usize,
@@ -533,7 +533,7 @@ pub(crate) fn bconv_spikes<X: Input>(
         // prefix sums `P_A`, `P_A + P_X = S_a` and `P_A + P_X + P_B`, and `S_b` is the last
         // minus the first: the reference's value in wrapping `i32` arithmetic.
         let summed = [skip ^ 2, skip ^ 3, skip ^ 1];
-        let mut starts = [0usize; 5];
+        let mut starts = [0usize; 4];
         for (q, &k) in summed.iter().enumerate() {
             starts[k] = if q == 0 {
                 0
@@ -565,22 +565,9 @@ pub(crate) fn bconv_spikes<X: Input>(
             let tot = &total[b * LANES..(b + n) * LANES];
             b += n;
             at.runs(tot.len(), sc.wq, g.ow, plane, |j, i, len| {
-                fn part(v: &[i32; GROUP], j: usize, len: usize) -> &[i32] {
-                    &v[j..j + len]
-                }
-                let run = |v| part(v, j, len);
-                finish_run(
-                    &tot[j..],
-                    [run(&sums[1]), run(&zero)],
-                    &da,
-                    &mut ya[i..i + len],
-                );
-                finish_run(
-                    &tot[j..],
-                    [run(&sums[2]), run(&sums[0])],
-                    &db,
-                    &mut yb[i..i + len],
-                );
+                let (p, zero) = (|q: usize| &sums[q][j..j + len], &zero[..len]);
+                finish_run(&tot[j..], [p(1), zero], &da, &mut ya[i..i + len]);
+                finish_run(&tot[j..], [p(2), p(0)], &db, &mut yb[i..i + len]);
             });
         }
     }
@@ -648,7 +635,7 @@ impl OutCursor {
 fn finish_run(tot: &[i32], parts: [&[i32]; 2], d: &OutDot, y: &mut [i32]) {
     let [p, q] = parts;
     match d.fast() {
-        Some(k) => empf_dsp::requant_run(&k, tot, p, q, y),
+        Some(k) => empf_dsp::requant_run(k, tot, p, q, y),
         None => {
             let outs = y.iter_mut().zip(tot).zip(p.iter().zip(q));
             outs.for_each(|((y, &t), (&p, &q))| *y = d.apply(t, p.wrapping_sub(q)));
@@ -718,15 +705,15 @@ fn class_counts(ra: &[u8], rb: &[u8], taps: usize) -> [usize; 4] {
     [taps + pab - pa - pb, pb - pab, pa - pab, pab]
 }
 
-/// The tap offsets of a channel pair's classes `summed` (see [`bconv_spikes`]), class `k` at
-/// `list[starts[k]..starts[k + 1]]`.
+/// The tap offsets of a channel pair's classes `summed` (see [`bconv_spikes`]), class `k` from
+/// `list[starts[k]]` on.
 #[inline(never)]
 fn pair_lists(
     taps: &TapOffsets,
     ra: &[u8],
     rb: &[u8],
     summed: [usize; 3],
-    starts: [usize; 5],
+    starts: [usize; 4],
     list: &mut [u16],
 ) {
     let (kk, channel, ext) = (taps.kk, taps.channel, &taps.ext);
@@ -738,10 +725,10 @@ fn pair_lists(
     sign_words(ra, rb, total, |a, b, valid| {
         let masks = [!(a | b) & valid, !a & b, a & !b, a & b];
         let base = (c0 * channel) as u16;
-        // Unrolled over the three classes: their write positions stay in registers.
-        // The word's 32 table entries, and 32 list entries from the class's write position
-        // (the list has 32 of slack past its last tap): one bounds check each per word and
-        // class, none per tap (`& 31`: a tap within the word, a count below 32).
+        // The three classes' write positions stay in registers. The word's 32 table entries,
+        // and 32 list entries from the class's write position (the list has `LIST_SLACK` past
+        // its last tap): one bounds check each per word and class, none per tap (`& 31`: a tap
+        // within the word, a count below 32).
         let e: &[u16; 32] = ext[w0..w0 + 32].try_into().expect("w0 < kk ≤ 64");
         for (p, &k) in pos.iter_mut().zip(&summed) {
             let mut m = masks[k & 3];
@@ -871,7 +858,8 @@ mod tests {
             };
             OutRequant::new(m, sh, off, a_max)
         };
-        let finish = |o: usize, a: i32| rq(o).apply(a);
+        // The reference kernel requantises with the plain `i64` expression.
+        let finish = |o: usize, a: i32| rq(o).plain(a);
         let mut scratch = scratch_for(&g, sc);
         bconv_planes(&g, x, &mut want, &mut scratch, signs, finish);
         let mut scratch = scratch_for(&g, sc);
