@@ -41,12 +41,7 @@ pub const KERNEL: &str = if cfg!(empf_dsp) { "dsp" } else { "portable" };
 /// first case that differs.
 pub fn self_check(cases: u32) -> Result<(), u32> {
     let mut st = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        st = st
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (st >> 33) as u32
-    };
+    let mut next = move || lcg(&mut st);
     let mut win = [0u8; 256 + LANES];
     let mut offs = [0u16; 300];
     for case in 0..cases {
@@ -108,6 +103,15 @@ pub fn self_check(cases: u32) -> Result<(), u32> {
         }
     }
     Ok(())
+}
+
+/// A small deterministic generator for [`self_check`] and the tests (no dependency needed in a
+/// `no_std` crate).
+fn lcg(state: &mut u64) -> u32 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (*state >> 33) as u32
 }
 
 /// A list of tap offsets with its largest offset, found once when the list is made and then
@@ -565,14 +569,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// A small deterministic generator (no dev-dependency needed in a `no_std` crate's tests).
-    fn lcg(state: &mut u64) -> u32 {
-        *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*state >> 33) as u32
     }
 
     #[test]
